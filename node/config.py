@@ -1,0 +1,262 @@
+"""The node's configuration: one YAML file, validated once at start, passed in explicitly.
+
+Every key is documented here with its default. Environment variables override the file:
+``PACSNODE_NODE__PORT=11113`` sets ``node.port`` (double underscore between levels).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
+
+
+def _check_ae_title(value: str) -> str:
+    stripped = value.strip()
+    if not stripped or not AE_TITLE_PATTERN.match(value):
+        raise ValueError(f"{value!r} is not a valid AE title (1-16 printable characters, no backslash)")
+    return stripped
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TlsConfig(StrictModel):
+    """DICOM TLS material; all paths are PEM files."""
+
+    enabled: bool = False
+    certificate: Path | None = None
+    private_key: Path | None = None
+    ca_certificates: Path | None = None
+    require_client_certificate: bool = False
+
+
+class NodeConfig(StrictModel):
+    """The receiving node (SCP)."""
+
+    ae_title: str = Field("PACSNODE", description="AE title the node answers to.")
+    host: str = Field("0.0.0.0", description="Address the SCP binds to.")
+    port: int = Field(11112, ge=1, le=65535, description="TCP port of the SCP.")
+    storage_dir: Path = Field(Path("var/pacsnode"), description="Where instances, results and the SQLite index live.")
+    database_url: str = Field(
+        "",
+        description="SQLAlchemy URL of the index; empty: SQLite (WAL) at <storage_dir>/pacsnode.db. "
+        "PostgreSQL: postgresql+psycopg://user@host/db.",
+    )
+    allowed_calling_ae_titles: list[str] = Field(
+        default_factory=list, description="Calling AE titles accepted; empty accepts any."
+    )
+    calling_ae_hosts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Optional host binding: a calling AE title is accepted only from this address.",
+    )
+    series_quiet_seconds: float = Field(60, gt=0, description="A series is complete after this long with no new instance.")
+    max_associations: int = Field(25, ge=1, description="Concurrent associations before new ones are rejected.")
+    receive_processes: int = Field(
+        1, ge=1, le=64, description="Receiving processes sharing the port (SO_REUSEPORT); more use more cores."
+    )
+    pdu_max_length: int = Field(262144, ge=0, description="Maximum PDU length the SCP offers (0: unlimited).")
+    acse_timeout: float = Field(30, gt=0, description="Seconds to wait for association messages.")
+    dimse_timeout: float = Field(60, gt=0, description="Seconds to wait for DIMSE messages.")
+    network_timeout: float = Field(60, gt=0, description="Seconds of network silence before an association is aborted.")
+    min_free_disk_mb: int = Field(0, ge=0, description="Refuse new associations below this much free space (0: off).")
+    tls: TlsConfig = Field(default_factory=TlsConfig)
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+    @field_validator("allowed_calling_ae_titles")
+    @classmethod
+    def _check_allowed(cls, values: list[str]) -> list[str]:
+        return [_check_ae_title(v) for v in values]
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.storage_dir / 'pacsnode.db').resolve()}"
+
+
+class QueueConfig(StrictModel):
+    """Job transport (Celery)."""
+
+    broker_url: str = Field(
+        "",
+        description="Empty: the embedded default (Celery's filesystem transport under storage_dir, no service "
+        "needed). Production: redis://host:6379/0.",
+    )
+    embedded_worker: bool = Field(True, description="`serve` starts a worker itself when the broker is embedded.")
+    worker_concurrency: int = Field(1, ge=1, description="Processes per worker started by `serve`.")
+    reconcile_seconds: float = Field(10, gt=0, description="How often the reconciler re-checks jobs and deliveries.")
+    job_timeout_seconds: float = Field(3600, gt=0, description="A running job with no progress for this long is timed out.")
+    max_job_attempts: int = Field(3, ge=1, description="Attempts before a job is failed for good.")
+
+
+class DeliveryConfig(StrictModel):
+    """Retry policy of the outbox."""
+
+    retry_initial_seconds: float = Field(5, gt=0, description="First retry delay; doubles each attempt.")
+    retry_max_seconds: float = Field(1800, gt=0, description="Cap on one retry delay.")
+    give_up_after_seconds: float = Field(6 * 3600, gt=0, description="A delivery still failing after this long is failed.")
+    connect_timeout: float = Field(10, gt=0, description="Seconds to wait for a destination's association.")
+
+
+class DestinationConfig(StrictModel):
+    """A place results are sent to."""
+
+    name: str
+    ae_title: str = ""
+    host: str = ""
+    port: int = Field(104, ge=1, le=65535)
+    kind: Literal["dimse", "dicomweb"] = "dimse"
+    url: str = Field("", description="STOW-RS base URL for kind: dicomweb.")
+    outputs: list[Literal["seg", "sr", "fallback"]] = Field(
+        default_factory=lambda: ["seg", "sr"], description="Which result objects this destination receives."
+    )
+    tls: bool = False
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> "DestinationConfig":
+        if self.kind == "dimse":
+            if not self.ae_title or not self.host:
+                raise ValueError(f"destination {self.name!r}: kind dimse needs ae_title and host")
+            self.ae_title = _check_ae_title(self.ae_title)
+        elif not self.url:
+            raise ValueError(f"destination {self.name!r}: kind dicomweb needs url")
+        return self
+
+
+class RouteConfig(StrictModel):
+    """A rule: which series go to which pipelines and destinations."""
+
+    name: str
+    match: dict[str, Any] = Field(default_factory=dict, description="DICOM keyword -> value, list, '~regex' or {min,max}.")
+    called_ae_title: str | list[str] | None = Field(None, description="Only series sent to this called AE title.")
+    calling_ae_title: str | list[str] | None = Field(None, description="Only series sent by this calling AE title.")
+    pipelines: list[str] = Field(default_factory=list)
+    destinations: list[str] = Field(default_factory=list)
+    reply_to_sender: bool = Field(False, description="Also send results back to the calling AE's known address.")
+
+
+class PipelineSettings(StrictModel):
+    """Per-pipeline settings and MONAI bundle pipelines."""
+
+    name: str
+    factory: str = Field("", description="'package.module:callable' returning a Pipeline (custom pipelines).")
+    bundle_dir: Path | None = Field(None, description="A MONAI bundle directory (Model Zoo layout).")
+    task: Literal["segmentation", "classification"] = "segmentation"
+    labels: dict[int, dict[str, Any]] = Field(default_factory=dict, description="Label value -> coded segment.")
+    modalities: list[str] = Field(default_factory=lambda: ["CT"])
+    roi_size: list[int] | None = None
+    sw_batch_size: int = 4
+
+
+class ResultsConfig(StrictModel):
+    """How SEG and SR are written."""
+
+    seg_type: Literal["binary", "labelmap"] = "binary"
+    omit_empty_frames: bool = False
+    compress: bool = False
+    series_number: int = 9100
+    series_description_prefix: str = "pacsnode"
+    manufacturer: str = "pacsnode"
+    content_creator: str = "pacsnode^AI"
+
+
+class LoggingConfig(StrictModel):
+    level: str = "INFO"
+    json_format: bool = Field(False, alias="json")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Settings(BaseSettings):
+    """The whole configuration file."""
+
+    model_config = SettingsConfigDict(env_prefix="PACSNODE_", env_nested_delimiter="__", extra="forbid")
+
+    node: NodeConfig = Field(default_factory=NodeConfig)
+    queue: QueueConfig = Field(default_factory=QueueConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
+    results: ResultsConfig = Field(default_factory=ResultsConfig)
+    destinations: list[DestinationConfig] = Field(default_factory=list)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    pipelines: list[PipelineSettings] = Field(default_factory=list)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables win over the file.
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> "Settings":
+        names = [d.name for d in self.destinations]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"destinations: duplicate name(s) {sorted(duplicates)}")
+        for route in self.routes:
+            for dest in route.destinations:
+                if dest not in names:
+                    raise ValueError(f"routes[{route.name}]: unknown destination {dest!r} (known: {names})")
+        return self
+
+    def destination(self, name: str) -> DestinationConfig:
+        for dest in self.destinations:
+            if dest.name == name:
+                return dest
+        raise KeyError(f"unknown destination {name!r}")
+
+    @property
+    def embedded_broker(self) -> bool:
+        return not self.queue.broker_url
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid; the message names the key."""
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"  {location}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load and validate the YAML file at ``path`` (or defaults and environment alone)."""
+    data: dict[str, Any] = {}
+    source = "environment"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"{source}: cannot read configuration file: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections (node, queue, ...)")
+        data = loaded
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from exc

@@ -1,0 +1,246 @@
+"""The node's index: the source of truth for instances, series, jobs and deliveries.
+
+SQLite (WAL) by default inside ``storage_dir``; any SQLAlchemy URL (PostgreSQL) works too.
+Rows move through named states; a restart resumes from them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+UID_LENGTH = 64
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SeriesState(str, enum.Enum):
+    receiving = "receiving"
+    complete = "complete"
+    routed = "routed"
+    unrouted = "unrouted"
+
+
+class JobState(str, enum.Enum):
+    queued = "queued"
+    running = "running"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    failed = "failed"
+
+
+class DeliveryState(str, enum.Enum):
+    pending = "pending"
+    sending = "sending"
+    delivered = "delivered"
+    failed = "failed"
+
+
+def _enum(cls: type[enum.Enum]) -> Enum:
+    return Enum(cls, native_enum=False, length=16, validate_strings=True)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    study_uid: Mapped[str] = mapped_column(String(UID_LENGTH), primary_key=True)
+    accession_number: Mapped[str | None] = mapped_column(String(64))
+    first_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    series_uid: Mapped[str] = mapped_column(String(UID_LENGTH), primary_key=True)
+    study_uid: Mapped[str] = mapped_column(ForeignKey("studies.study_uid"), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[SeriesState] = mapped_column(_enum(SeriesState), default=SeriesState.receiving, index=True)
+    state_reason: Mapped[str | None] = mapped_column(Text)
+    calling_ae_title: Mapped[str | None] = mapped_column(String(16))
+    called_ae_title: Mapped[str | None] = mapped_column(String(16))
+    calling_host: Mapped[str | None] = mapped_column(String(64))
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    first_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), primary_key=True)
+    series_uid: Mapped[str] = mapped_column(ForeignKey("series.series_uid"), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    transfer_syntax_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    calling_ae_title: Mapped[str | None] = mapped_column(String(16))
+    called_ae_title: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Job(Base):
+    """One (series, pipeline): the unit of inference work."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("series_uid", "pipeline", name="uq_job_series_pipeline"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    series_uid: Mapped[str] = mapped_column(ForeignKey("series.series_uid"), index=True)
+    pipeline: Mapped[str] = mapped_column(String(64))
+    routes: Mapped[list] = mapped_column(JSON, default=list)
+    destinations: Mapped[list] = mapped_column(JSON, default=list)
+    state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.queued, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    run_count: Mapped[int] = mapped_column(Integer, default=0)
+    celery_task_id: Mapped[str | None] = mapped_column(String(64))
+    worker: Mapped[str | None] = mapped_column(String(128))
+    timings: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class ResultObject(Base):
+    """A DICOM object a job produced (SEG, SR, fallback); keyed by the job so a re-run replaces it."""
+
+    __tablename__ = "result_objects"
+    __table_args__ = (UniqueConstraint("job_id", "kind", name="uq_result_job_kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    sop_class_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    series_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    study_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    path: Mapped[str] = mapped_column(Text)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Delivery(Base):
+    """The outbox: one row per (result object, destination)."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (UniqueConstraint("result_id", "destination", name="uq_delivery_result_destination"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    result_id: Mapped[int] = mapped_column(ForeignKey("result_objects.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    state: Mapped[DeliveryState] = mapped_column(_enum(DeliveryState), default=DeliveryState.pending, index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status: Mapped[str | None] = mapped_column(String(32))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    sending_since: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class NodeEvent(Base):
+    """Errors and audit events (no PHI): what `pacsnode status` shows as recent errors."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    level: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    calling_ae_title: Mapped[str | None] = mapped_column(String(16))
+    uid: Mapped[str | None] = mapped_column(String(UID_LENGTH))
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL, full sync and a generous busy timeout."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return engine
+
+
+class Database:
+    """Engine plus session factory; create once per process and pass it in."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error."""
+        session = self._sessions()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def open_database(url: str) -> Database:
+    """Open the index at ``url`` and make sure its tables exist."""
+    database = Database(url)
+    database.create_schema()
+    return database
+
+
+def record_event(
+    session: Session,
+    kind: str,
+    message: str,
+    *,
+    level: str = "error",
+    calling_ae_title: str | None = None,
+    uid: str | None = None,
+) -> None:
+    session.add(NodeEvent(kind=kind, message=message, level=level, calling_ae_title=calling_ae_title, uid=uid))

@@ -1,0 +1,104 @@
+"""The pipeline registry: names to pipeline factories.
+
+Built-in pipelines register themselves here; MONAI bundle pipelines and custom ones come from the
+configuration (``pipelines:`` entries with ``bundle_dir`` or ``factory``). A pipeline is created once per
+process and reused, so its model is loaded once per worker.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from pydicom.dataset import Dataset
+
+from pipelines.types import PipelineResult, Volume
+
+
+@runtime_checkable
+class Pipeline(Protocol):
+    """A named unit of inference: which series it accepts, and volume in, result out."""
+
+    name: str
+    version: str
+    description: str
+
+    def accepts(self, header: Dataset) -> str | None:
+        """None when a series with this header is accepted, else the reason it is not."""
+
+    def run(self, volume: Volume) -> PipelineResult:
+        """Run preprocessing, the model and postprocessing on ``volume``."""
+
+
+PipelineFactory = Callable[..., Pipeline]
+
+_BUILTIN: dict[str, tuple[PipelineFactory, str]] = {}
+_INSTANCES: dict[tuple[str, int], Pipeline] = {}
+_LOCK = threading.Lock()
+
+
+def register_builtin(name: str, description: str) -> Callable[[PipelineFactory], PipelineFactory]:
+    """Decorator registering a built-in pipeline factory under ``name``."""
+
+    def decorate(factory: PipelineFactory) -> PipelineFactory:
+        _BUILTIN[name] = (factory, description)
+        return factory
+
+    return decorate
+
+
+def _load_builtins() -> None:
+    importlib.import_module("pipelines.builtin")
+
+
+def _configured(settings: Any, name: str) -> Any | None:
+    for entry in getattr(settings, "pipelines", None) or []:
+        if entry.name == name:
+            return entry
+    return None
+
+
+def available(settings: Any = None) -> dict[str, str]:
+    """Names and descriptions of every pipeline this configuration can run."""
+    _load_builtins()
+    names = {name: description for name, (_, description) in _BUILTIN.items()}
+    for entry in getattr(settings, "pipelines", None) or []:
+        if entry.bundle_dir is not None:
+            names[entry.name] = f"MONAI bundle {entry.bundle_dir} ({entry.task})"
+        elif entry.factory:
+            names[entry.name] = f"custom pipeline {entry.factory}"
+    return names
+
+
+def _import_factory(spec: str) -> PipelineFactory:
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"pipeline factory {spec!r} must look like 'package.module:callable'")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def create_pipeline(name: str, settings: Any = None) -> Pipeline:
+    """A new pipeline object for ``name``; raises KeyError naming the known pipelines if unknown."""
+    entry = _configured(settings, name)
+    if entry is not None and entry.bundle_dir is not None:
+        from pipelines.bundle import BundlePipeline
+
+        return BundlePipeline.from_settings(entry)
+    if entry is not None and entry.factory:
+        return _import_factory(entry.factory)(entry)
+    _load_builtins()
+    if name not in _BUILTIN:
+        raise KeyError(f"unknown pipeline {name!r}; known: {sorted(available(settings))}")
+    factory, _ = _BUILTIN[name]
+    return factory(entry) if entry is not None else factory()
+
+
+def get_pipeline(name: str, settings: Any = None) -> Pipeline:
+    """The process-wide pipeline object for ``name`` (created and its model loaded on first use)."""
+    key = (name, id(settings))
+    with _LOCK:
+        if key not in _INSTANCES:
+            _INSTANCES[key] = create_pipeline(name, settings)
+        return _INSTANCES[key]

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Runs the test suite against the real local services (Redis, PostgreSQL), starting them if they are down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/services.sh
+exec .venv/bin/python -m pytest "$@"
