@@ -176,6 +176,33 @@ class LoggingConfig(StrictModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+class WebConfig(StrictModel):
+    """The read-only dashboard, Prometheus metrics and health endpoints (served by `pacsnode serve`)."""
+
+    enabled: bool = Field(False, description="Serve the dashboard, /metrics, /healthz and /readyz.")
+    host: str = Field("127.0.0.1", description="Address the web server binds to.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port of the web server (0: any free port).")
+    token: str = Field(
+        "",
+        description="Dashboard login token (Bearer header, ?token= or login form); empty: the dashboard is "
+        "refused. /metrics, /healthz and /readyz need no token.",
+    )
+    refresh_seconds: int = Field(10, ge=1, description="How often dashboard pages reload themselves.")
+
+
+class RetentionConfig(StrictModel):
+    """Removal of received instances and results once their results are delivered."""
+
+    enabled: bool = Field(False, description="Remove old data at all.")
+    keep_hours: float = Field(
+        72, gt=0, description="Hours a series is kept after its last result was delivered (or it was left unrouted)."
+    )
+    remove_undelivered_after_hours: float = Field(
+        0, ge=0, description="Also remove series whose results never got delivered after this many hours (0: never)."
+    )
+    check_seconds: float = Field(300, gt=0, description="How often the retention loop runs.")
+
+
 class Settings(BaseSettings):
     """The whole configuration file."""
 
@@ -189,6 +216,8 @@ class Settings(BaseSettings):
     routes: list[RouteConfig] = Field(default_factory=list)
     pipelines: list[PipelineSettings] = Field(default_factory=list)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     @classmethod
     def settings_customise_sources(
