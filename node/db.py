@@ -88,6 +88,7 @@ class Series(Base):
     first_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    removed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)  # files removed by retention
 
 
 class Instance(Base):
@@ -178,6 +179,28 @@ class NodeEvent(Base):
     message: Mapped[str] = mapped_column(Text)
     calling_ae_title: Mapped[str | None] = mapped_column(String(16))
     uid: Mapped[str | None] = mapped_column(String(UID_LENGTH))
+
+
+class AuditEvent(Base):
+    """An IHE ATNA-style audit record: who sent what, where results went, what was removed. No PHI."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    event: Mapped[str] = mapped_column(String(48), index=True)  # e.g. "dicom-instances-received"
+    action: Mapped[str] = mapped_column(String(1))  # ATNA EventActionCode: C, R, U, D, E
+    outcome: Mapped[int] = mapped_column(Integer, default=0)  # ATNA EventOutcomeIndicator: 0, 4, 8, 12
+    source_ae_title: Mapped[str | None] = mapped_column(String(16))
+    source_host: Mapped[str | None] = mapped_column(String(64))
+    destination_ae_title: Mapped[str | None] = mapped_column(String(16))
+    destination_host: Mapped[str | None] = mapped_column(String(64))
+    study_uid: Mapped[str | None] = mapped_column(String(UID_LENGTH), index=True)
+    series_uid: Mapped[str | None] = mapped_column(String(UID_LENGTH))
+    sop_instance_uids: Mapped[list] = mapped_column(JSON, default=list)
+    instance_count: Mapped[int] = mapped_column(Integer, default=0)
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    detail: Mapped[str | None] = mapped_column(Text)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
