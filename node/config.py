@@ -96,6 +96,17 @@ class QueueConfig(StrictModel):
     reconcile_seconds: float = Field(10, gt=0, description="How often the reconciler re-checks jobs and deliveries.")
     job_timeout_seconds: float = Field(3600, gt=0, description="A running job with no progress for this long is timed out.")
     max_job_attempts: int = Field(3, ge=1, description="Attempts before a job is failed for good.")
+    heartbeat_seconds: float = Field(
+        10, gt=0, description="How often a running job refreshes its heartbeat (keep well below job_timeout_seconds)."
+    )
+    requeue_after_seconds: float = Field(
+        60,
+        gt=0,
+        description="A job still queued this long while its broker queue is empty lost its message: re-enqueue it.",
+    )
+    retry_initial_seconds: float = Field(5, gt=0, description="First delay before a job's transient error is retried; doubles.")
+    retry_max_seconds: float = Field(600, gt=0, description="Cap on one job retry delay.")
+    key_prefix: str = Field("", description="Prefix of every Redis key the node uses, to share one Redis safely.")
 
 
 class DeliveryConfig(StrictModel):
