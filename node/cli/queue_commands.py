@@ -1,3 +1,168 @@
-"""Commands of this stage (filled in by the stage's owner)."""
+"""Commands of the queue stage: `worker`, `route test`, `jobs`, `rerun`."""
 
-from node.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import pydicom
+import typer
+from pydicom.errors import InvalidDicomError
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from node.cli.app import app
+from node.config import ConfigError, Settings, load_settings
+from node.db import Database, Instance, Job, JobState, Series, open_database
+
+console = Console()
+route_app = typer.Typer(help="Check routing rules.", no_args_is_help=True)
+app.add_typer(route_app, name="route")
+
+ConfigOption = typer.Option(None, "--config", "-c", help="The node's YAML configuration file.")
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+def _database(settings: Settings) -> Database:
+    return open_database(settings.node.resolved_database_url())
+
+
+@app.command()
+def worker(
+    config: Path = typer.Option(..., "--config", "-c", envvar="PACSNODE_CONFIG", help="The node's YAML configuration."),
+    queues: str = typer.Option("gpu,delivery", help="Comma-separated queues: gpu (inference), delivery."),
+    concurrency: int = typer.Option(1, min=1, help="Worker processes (one per GPU is typical)."),
+    pool: str = typer.Option("prefork", help="Celery pool: prefork (isolates crashes) or solo (one process)."),
+    name: str = typer.Option(None, help="Worker node name (default: pacsnode-<random>@<host>)."),
+) -> None:
+    """Run a worker that takes jobs from the queue (on this host or a GPU host sharing storage_dir)."""
+    from node.queue.worker import run_worker
+
+    settings = _settings(config)
+    logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_worker(settings, queues=queues, concurrency=concurrency, pool=pool, name=name, config_path=config)
+
+
+def _folder_series(path: Path) -> dict[str, list[Path]]:
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    series: dict[str, list[Path]] = defaultdict(list)
+    for file in files:
+        try:
+            header = pydicom.dcmread(file, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"])
+        except (InvalidDicomError, OSError, EOFError):
+            continue
+        series[str(header.get("SeriesInstanceUID", "?"))].append(file)
+    return series
+
+
+def _print_decision(label: str, header: pydicom.Dataset, called: str | None, calling: str | None, settings: Settings) -> bool:
+    from node.routing import route_series
+
+    decision = route_series(settings.routes, header, called, calling)
+    console.print(f"[bold]{label}[/bold]  called AE {called!r}, calling AE {calling!r}")
+    for verdict in decision.verdicts:
+        mark = "[green]MATCH[/green]" if verdict.matched else "[dim]no[/dim]   "
+        console.print(f"  {mark} {verdict.route.name}: {'; '.join(verdict.reasons)}")
+    if decision.pipelines:
+        for pipeline, routes in decision.pipelines.items():
+            targets = ", ".join(decision.destinations.get(pipeline, [])) or "(no destination)"
+            console.print(f"  -> pipeline [cyan]{pipeline}[/cyan] (routes {', '.join(routes)}) -> {targets}")
+    else:
+        console.print(f"  -> unrouted: {decision.unrouted_reason()}")
+    return bool(decision.pipelines)
+
+
+@route_app.command("test")
+def route_test(
+    target: str = typer.Argument(..., help="A folder or file of DICOM instances, or a stored series' UID."),
+    config: Path = ConfigOption,
+    called_ae: str = typer.Option(None, help="Called AE title to assume for files (default: node.ae_title)."),
+    calling_ae: str = typer.Option(None, help="Calling AE title to assume for files."),
+) -> None:
+    """Print which routes and pipelines a series would trigger, and why each route matches or not."""
+    from node.routing import check_routes
+
+    settings = _settings(config)
+    try:
+        check_routes(settings)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+    path = Path(target)
+    if path.exists():
+        groups = _folder_series(path)
+        if not groups:
+            console.print(f"[red]{target}: no readable DICOM files[/red]")
+            raise typer.Exit(1)
+        for series_uid, files in groups.items():
+            header = pydicom.dcmread(files[0], stop_before_pixels=True)
+            label = f"series {series_uid} ({len(files)} files)"
+            _print_decision(label, header, called_ae or settings.node.ae_title, calling_ae, settings)
+        return
+    database = _database(settings)
+    with database.session() as session:
+        series = session.get(Series, target)
+        first = session.scalars(
+            select(Instance.path).where(Instance.series_uid == target).order_by(Instance.path).limit(1)
+        ).first()
+    if series is None or first is None:
+        console.print(f"[red]{target}: neither a path nor a stored series UID in {database.url}[/red]")
+        raise typer.Exit(1)
+    header = pydicom.dcmread(first, stop_before_pixels=True)
+    label = f"stored series {target} ({series.instance_count} instances, now {series.state.value})"
+    _print_decision(label, header, series.called_ae_title, series.calling_ae_title, settings)
+
+
+@app.command()
+def jobs(
+    config: Path = ConfigOption,
+    state: JobState = typer.Option(None, help="Only jobs in this state."),
+    series: str = typer.Option(None, help="Only jobs of this series UID."),
+    limit: int = typer.Option(50, min=1, help="Most recent jobs to show."),
+) -> None:
+    """List jobs: pipeline, series, state, attempts, reason and stage timings."""
+    settings = _settings(config)
+    with _database(settings).session() as session:
+        query = select(Job).order_by(Job.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(Job.state == state)
+        if series:
+            query = query.where(Job.series_uid == series)
+        rows = session.scalars(query).all()
+    table = Table("id", "pipeline", "series", "state", "attempts", "queued", "finished", "timings (s)", "reason")
+    for job in rows:
+        timings = " ".join(f"{k}={v:.2f}" for k, v in (job.timings or {}).items() if isinstance(v, (int, float)))
+        table.add_row(
+            str(job.id),
+            job.pipeline,
+            job.series_uid,
+            job.state.value,
+            str(job.attempts),
+            f"{job.queued_at:%Y-%m-%d %H:%M:%S}" if job.queued_at else "",
+            f"{job.finished_at:%H:%M:%S}" if job.finished_at else "",
+            timings,
+            job.reason or "",
+        )
+    console.print(table)
+
+
+@app.command()
+def rerun(job_ids: list[int] = typer.Argument(..., help="Job IDs to run again."), config: Path = ConfigOption) -> None:
+    """Run finished jobs again; their results replace the earlier ones (same UIDs), never duplicate them."""
+    from node.queue.dispatch import rerun as rerun_job
+
+    settings = _settings(config)
+    database = _database(settings)
+    for job_id in job_ids:
+        if rerun_job(settings, database, job_id):
+            console.print(f"job {job_id}: queued again")
+        else:
+            console.print(f"[yellow]job {job_id}: not re-run (no such job, or it is queued or running)[/yellow]")

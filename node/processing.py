@@ -1,0 +1,271 @@
+"""Run one job: claim it, load its series, run its pipeline, write and register its results.
+
+A job is taken under a lease (``Job.worker`` plus a heartbeat) with an atomic compare-and-set, so two
+workers never run the same job at once; a stale run that lost its lease cannot mark the job done. Permanent
+problems (unreadable series, unsupported data, a pipeline that declines the series) fail the job at once;
+other errors are retried with backoff until ``queue.max_job_attempts``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import select, update
+
+from node.config import Settings
+from node.db import Database, Instance, Job, JobState, ResultObject, utcnow
+from pipelines.types import UnsupportedSeries
+
+log = logging.getLogger(__name__)
+
+HOSTNAME = socket.gethostname()
+
+
+class Outcome(str, enum.Enum):
+    succeeded = "succeeded"
+    failed = "failed"
+    retrying = "retrying"
+    skipped = "skipped"  # the job was not ours to run (done, or running elsewhere)
+    lost = "lost"  # our lease was taken over while we ran; our result was discarded
+
+
+class PermanentJobError(Exception):
+    """The job can never succeed as it stands; the message says why."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: int
+    worker: str
+    attempt: int
+
+
+def worker_identity() -> str:
+    """``host:pid:token``: who holds a job; the pid lets a worker on the same host see a dead holder."""
+    return f"{HOSTNAME}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _holder_is_dead(worker: str | None) -> bool:
+    if not worker:
+        return True
+    host, _, rest = worker.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != HOSTNAME or not pid_text.isdigit():
+        return False
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def claim(settings: Settings, database: Database, job_id: int) -> Lease | None:
+    """Take the job if it is waiting, or running under a dead or silent holder; None if it is not ours."""
+    stale_before = utcnow() - dt.timedelta(seconds=settings.queue.job_timeout_seconds)
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            log.warning("job %s: no such job; message dropped", job_id)
+            return None
+        if job.state == JobState.running:
+            silent = job.heartbeat_at is None or job.heartbeat_at < stale_before
+            if not (silent or _holder_is_dead(job.worker)):
+                log.info("job %s: already running on %s; duplicate message dropped", job_id, job.worker)
+                return None
+        elif job.state not in (JobState.queued, JobState.retrying):
+            log.info("job %s: already %s; duplicate message dropped", job_id, job.state.value)
+            return None
+        worker, now = worker_identity(), utcnow()
+        taken = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state == job.state, Job.attempts == job.attempts)
+            .values(
+                state=JobState.running,
+                worker=worker,
+                attempts=Job.attempts + 1,
+                started_at=now,
+                heartbeat_at=now,
+                finished_at=None,
+            )
+        ).rowcount
+        if not taken:
+            log.info("job %s: taken by another worker first", job_id)
+            return None
+        return Lease(job_id=job_id, worker=worker, attempt=job.attempts + 1)
+
+
+def _holds(lease: Lease):  # type: ignore[no-untyped-def]
+    return (Job.id == lease.job_id, Job.state == JobState.running, Job.worker == lease.worker)
+
+
+class Heartbeat:
+    """Refreshes the job's heartbeat while it runs, so the reconciler knows the worker is alive."""
+
+    def __init__(self, database: Database, lease: Lease, period: float) -> None:
+        self._database, self._lease, self._period = database, lease, period
+        self._stop = threading.Event()
+        self.lost = False
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-job-{lease.job_id}", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._period):
+            try:
+                with self._database.session() as session:
+                    held = session.execute(update(Job).where(*_holds(self._lease)).values(heartbeat_at=utcnow())).rowcount
+            except Exception:  # noqa: BLE001 - a missed beat is retried on the next period
+                log.warning("job %s: heartbeat failed; retrying", self._lease.job_id, exc_info=True)
+                continue
+            if not held:
+                log.warning("job %s: lease lost (the job was reset or timed out)", self._lease.job_id)
+                self.lost = True
+                return
+
+
+def _instance_paths(database: Database, series_uid: str) -> list[Path]:
+    with database.session() as session:
+        paths = session.scalars(
+            select(Instance.path).where(Instance.series_uid == series_uid).order_by(Instance.path)
+        ).all()
+    if not paths:
+        raise PermanentJobError(f"series {series_uid} has no stored instances")
+    return [Path(p) for p in paths]
+
+
+def _run(settings: Settings, database: Database, job: Job) -> tuple[list, dict[str, float]]:
+    """Load, infer, write; returns the written results and per-stage seconds."""
+    from pipelines.registry import get_pipeline
+    from pipelines.volume import load_series
+
+    timings: dict[str, float] = {}
+    try:
+        pipeline = get_pipeline(job.pipeline, settings)
+    except KeyError as exc:
+        raise PermanentJobError(str(exc.args[0])) from exc
+    paths = _instance_paths(database, job.series_uid)
+    try:
+        header = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError) as exc:
+        raise PermanentJobError(f"unreadable series: {paths[0].name}: {exc}") from exc
+    refusal = pipeline.accepts(header)
+    if refusal:
+        raise PermanentJobError(f"pipeline {job.pipeline} does not accept this series: {refusal}")
+    started = time.perf_counter()
+    volume = load_series(paths)
+    timings["load"] = time.perf_counter() - started
+    started = time.perf_counter()
+    result = pipeline.run(volume)
+    timings["infer"] = time.perf_counter() - started
+    written: list = []
+    if result.segments or result.measurements or result.classifications:
+        from pipelines.results import write_results
+
+        started = time.perf_counter()
+        out_dir = settings.node.storage_dir / "results" / str(job.id)
+        try:
+            written = write_results(
+                volume, result, settings.results, job_key=f"{job.series_uid}/{job.pipeline}", out_dir=out_dir
+            )
+        except ValueError as exc:
+            raise PermanentJobError(f"results do not fit the series: {exc}") from exc
+        timings["write"] = time.perf_counter() - started
+    timings.update({f"pipeline_{k}": v for k, v in result.timings.items()})
+    return written, timings
+
+
+def _register_results(database: Database, lease: Lease, written: list) -> bool:
+    """Upsert ResultObject rows keyed (job, kind) while we still hold the lease; False if we lost it."""
+    with database.session() as session:
+        job = session.scalars(select(Job).where(*_holds(lease)).with_for_update()).first()
+        if job is None:
+            return False
+        for item in written:
+            row = session.scalars(
+                select(ResultObject).where(ResultObject.job_id == lease.job_id, ResultObject.kind == item.kind)
+            ).first()
+            if row is None:
+                row = ResultObject(job_id=lease.job_id, kind=item.kind)
+                session.add(row)
+            row.sop_class_uid, row.sop_instance_uid = item.sop_class_uid, item.sop_instance_uid
+            row.series_uid, row.study_uid = item.series_uid, item.study_uid
+            row.path, row.size_bytes, row.created_at = str(item.path), item.size_bytes, utcnow()
+    return True
+
+
+def _finish(database: Database, lease: Lease, **values: object) -> bool:
+    with database.session() as session:
+        changes = {"finished_at": utcnow(), **values}
+        return bool(session.execute(update(Job).where(*_holds(lease)).values(**changes)).rowcount)
+
+
+def retry_delay(settings: Settings, attempt: int) -> float:
+    """Backoff before the next attempt: initial, doubled per attempt, capped."""
+    return min(settings.queue.retry_max_seconds, settings.queue.retry_initial_seconds * 2 ** max(0, attempt - 1))
+
+
+def process_job(settings: Settings, database: Database, job_id: int) -> Outcome:
+    """Run job ``job_id`` once under a lease and record its outcome in the database."""
+    lease = claim(settings, database, job_id)
+    if lease is None:
+        return Outcome.skipped
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        session.expunge(job)
+    queue_wait = (job.started_at - job.queued_at).total_seconds() if job.started_at and job.queued_at else None
+    log.info("job %s: %s on series %s, attempt %d (%s)", job_id, job.pipeline, job.series_uid, lease.attempt, lease.worker)
+    started = time.perf_counter()
+    try:
+        with Heartbeat(database, lease, settings.queue.heartbeat_seconds) as heartbeat:
+            written, timings = _run(settings, database, job)
+            if heartbeat.lost or not _register_results(database, lease, written):
+                log.warning("job %s: lost its lease while running; this run's outcome is discarded", job_id)
+                return Outcome.lost
+    except (PermanentJobError, UnsupportedSeries) as exc:
+        log.error("job %s: failed permanently: %s", job_id, exc)
+        _finish(database, lease, state=JobState.failed, reason=str(exc), heartbeat_at=None)
+        return Outcome.failed
+    except Exception as exc:  # noqa: BLE001 - any other error may be transient: retry, bounded
+        reason = f"{type(exc).__name__}: {exc}"
+        if lease.attempt >= settings.queue.max_job_attempts:
+            log.exception("job %s: failed after %d attempts", job_id, lease.attempt)
+            _finish(database, lease, state=JobState.failed, reason=f"gave up after {lease.attempt} attempts: {reason}")
+            return Outcome.failed
+        delay = retry_delay(settings, lease.attempt)
+        log.warning("job %s: attempt %d failed (%s); retrying in %.1f s", job_id, lease.attempt, reason, delay)
+        # A retrying job's queued_at is when it is due again; the dispatcher enqueues it then.
+        due = utcnow() + dt.timedelta(seconds=delay)
+        _finish(database, lease, state=JobState.retrying, reason=reason, queued_at=due, finished_at=None)
+        return Outcome.retrying
+    if written:
+        from node.deliver.outbox import schedule_deliveries
+
+        schedule_deliveries(settings, database, job_id)
+    timings["total"] = time.perf_counter() - started
+    if queue_wait is not None:
+        timings["queue_wait"] = queue_wait
+    if not _finish(database, lease, state=JobState.succeeded, reason=None, timings=timings, run_count=Job.run_count + 1):
+        log.warning("job %s: lost its lease before it could be marked done", job_id)
+        return Outcome.lost
+    log.info("job %s: succeeded (%d result objects) in %.2f s", job_id, len(written), timings["total"])
+    return Outcome.succeeded

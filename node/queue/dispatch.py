@@ -1,0 +1,138 @@
+"""Dispatch: complete series become jobs (database first), then Celery messages carrying only job IDs.
+
+One job per (series, pipeline): a series that is reopened and completes again resets its jobs to queued
+instead of adding rows. Retrying jobs are enqueued here once their backoff has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import select, update
+
+from node.config import Settings
+from node.db import Database, Instance, Job, JobState, Series, SeriesState, record_event, utcnow
+from node.queue.celery_app import RUN_JOB_TASK, send
+from node.routing import RoutingDecision, route_series
+
+log = logging.getLogger(__name__)
+
+BATCH = 100
+
+
+def _first_header(database: Database, series_uid: str) -> pydicom.Dataset | str:
+    """The series' first instance header, or the reason it cannot be read."""
+    with database.session() as session:
+        path = session.scalars(
+            select(Instance.path).where(Instance.series_uid == series_uid).order_by(Instance.path).limit(1)
+        ).first()
+    if path is None:
+        return "the series has no stored instances"
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError) as exc:
+        return f"its first instance cannot be read: {exc}"
+
+
+def _save_jobs(session, series: Series, decision: RoutingDecision) -> list[int]:  # type: ignore[no-untyped-def]
+    now, job_ids = utcnow(), []
+    for pipeline, routes in decision.pipelines.items():
+        job = session.scalars(select(Job).where(Job.series_uid == series.series_uid, Job.pipeline == pipeline)).first()
+        if job is None:
+            job = Job(series_uid=series.series_uid, pipeline=pipeline)
+            session.add(job)
+        job.routes, job.destinations = routes, decision.destinations.get(pipeline, [])
+        job.state, job.reason, job.attempts, job.worker = JobState.queued, None, 0, None
+        job.queued_at, job.started_at, job.heartbeat_at, job.finished_at = now, None, None, None
+        job.timings = {}
+        session.flush()
+        job_ids.append(job.id)
+    return job_ids
+
+
+def route_one(settings: Settings, database: Database, series_uid: str) -> list[int]:
+    """Route one complete series: record its jobs or why it is unrouted; returns the job IDs to enqueue."""
+    header = _first_header(database, series_uid)
+    with database.session() as session:
+        series = session.get(Series, series_uid)
+        if series is None or series.state != SeriesState.complete:
+            return []
+        if isinstance(header, str):
+            decision, reason = None, f"cannot route: {header}"
+        else:
+            decision = route_series(settings.routes, header, series.called_ae_title, series.calling_ae_title)
+            reason = None if decision.pipelines else decision.unrouted_reason()
+        if decision is None or not decision.pipelines:
+            series.state, series.state_reason = SeriesState.unrouted, reason
+            record_event(session, "unrouted", f"series {series_uid}: {reason}", level="info", uid=series_uid)
+            log.info("series %s: unrouted: %s", series_uid, reason)
+            return []
+        job_ids = _save_jobs(session, series, decision)
+        series.state = SeriesState.routed
+        series.state_reason = "routes: " + ", ".join(v.route.name for v in decision.matched)
+        log.info("series %s: routed to %s (jobs %s)", series_uid, sorted(decision.pipelines), job_ids)
+        return job_ids
+
+
+def enqueue(settings: Settings, database: Database, job_id: int) -> bool:
+    """Send job ``job_id``'s message; False (and the job stays queued for the reconciler) if the broker fails."""
+    try:
+        task_id = send(settings, RUN_JOB_TASK, job_id)
+    except Exception as exc:  # noqa: BLE001 - the broker is down: the reconciler re-enqueues later
+        log.warning("job %s: could not reach the broker (%s); the reconciler will re-enqueue it", job_id, exc)
+        return False
+    with database.session() as session:
+        session.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id))
+    return True
+
+
+def enqueue_due_retries(settings: Settings, database: Database) -> list[int]:
+    """Move retrying jobs whose backoff has passed back to queued and send their messages."""
+    now = utcnow()
+    with database.session() as session:
+        due = session.scalars(
+            select(Job.id).where(Job.state == JobState.retrying, Job.queued_at <= now).limit(BATCH)
+        ).all()
+        taken = [
+            job_id
+            for job_id in due
+            if session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.state == JobState.retrying)
+                .values(state=JobState.queued, queued_at=now)
+            ).rowcount
+        ]
+    for job_id in taken:
+        enqueue(settings, database, job_id)
+    return taken
+
+
+def tick(settings: Settings, database: Database) -> None:
+    """Route every complete series and enqueue its jobs; enqueue retries that are due."""
+    with database.session() as session:
+        complete = session.scalars(
+            select(Series.series_uid)
+            .where(Series.state == SeriesState.complete)
+            .order_by(Series.completed_at)
+            .limit(BATCH)
+        ).all()
+    for series_uid in complete:
+        for job_id in route_one(settings, database, series_uid):
+            enqueue(settings, database, job_id)
+    enqueue_due_retries(settings, database)
+
+
+def rerun(settings: Settings, database: Database, job_id: int) -> bool:
+    """Run a finished job again when asked (its results are replaced, not duplicated); False if it is running."""
+    with database.session() as session:
+        reset = session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.state.in_([JobState.succeeded, JobState.failed, JobState.retrying]))
+            .values(state=JobState.queued, reason=None, attempts=0, worker=None, queued_at=utcnow(), finished_at=None)
+        ).rowcount
+    if reset:
+        log.info("job %s: re-run requested", job_id)
+        enqueue(settings, database, job_id)
+    return bool(reset)
