@@ -116,6 +116,26 @@ class DeliveryConfig(StrictModel):
     retry_max_seconds: float = Field(1800, gt=0, description="Cap on one retry delay.")
     give_up_after_seconds: float = Field(6 * 3600, gt=0, description="A delivery still failing after this long is failed.")
     connect_timeout: float = Field(10, gt=0, description="Seconds to wait for a destination's association.")
+    dimse_timeout: float = Field(120, gt=0, description="Seconds to wait for a destination's C-STORE response.")
+    sending_lease_seconds: float = Field(
+        900, gt=0, description="A delivery 'sending' this long (its sender silent) is reset to pending and resent."
+    )
+    requeue_after_seconds: float = Field(
+        30, gt=0, description="A pending delivery whose task message was lost is enqueued again after this long."
+    )
+
+
+class SenderConfig(StrictModel):
+    """A calling AE whose address is known, for routes with reply_to_sender."""
+
+    ae_title: str
+    host: str = Field("", description="Empty: the address the series came from.")
+    port: int = Field(104, ge=1, le=65535)
+    outputs: list[Literal["seg", "sr", "fallback"]] = Field(
+        default_factory=lambda: ["seg", "sr"], description="Which result objects go back to this sender."
+    )
+
+    _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
 
 
 class DestinationConfig(StrictModel):
@@ -224,6 +244,9 @@ class Settings(BaseSettings):
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     results: ResultsConfig = Field(default_factory=ResultsConfig)
     destinations: list[DestinationConfig] = Field(default_factory=list)
+    senders: list[SenderConfig] = Field(
+        default_factory=list, description="Known calling AEs (AE title, host, port) for routes with reply_to_sender."
+    )
     routes: list[RouteConfig] = Field(default_factory=list)
     pipelines: list[PipelineSettings] = Field(default_factory=list)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
@@ -259,6 +282,13 @@ class Settings(BaseSettings):
             if dest.name == name:
                 return dest
         raise KeyError(f"unknown destination {name!r}")
+
+    def sender(self, ae_title: str) -> SenderConfig | None:
+        """The known address of calling AE ``ae_title``, if declared under ``senders``."""
+        for sender in self.senders:
+            if sender.ae_title == ae_title.strip():
+                return sender
+        return None
 
     @property
     def embedded_broker(self) -> bool:

@@ -164,6 +164,7 @@ class Delivery(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     sending_since: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    worker: Mapped[str | None] = mapped_column(String(128))  # host:pid:token of the sender holding the row
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
