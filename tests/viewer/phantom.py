@@ -1,0 +1,151 @@
+"""A small synthetic CT whose geometry makes misplacement visible, and a SEG for it made with highdicom.
+
+Each slice is soft tissue (40 HU) with two bright squares (400 HU): the *target* (rows/columns near the image's
+first corner, on slices ``TARGET_SLICES`` only) and the *decoy* (near the opposite corner, on every slice). The
+segment covers the target square only, so an overlay that is flipped, shifted or on the wrong slice lands on the
+decoy or on plain tissue, which a screenshot shows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sr.codedict import codes
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+ROWS = COLUMNS = 128
+SLICES = 24
+TARGET_SLICES = range(8, 16)
+TARGET = (slice(24, 52), slice(24, 52))  # rows, columns
+DECOY = (slice(76, 104), slice(76, 104))
+SPACING = 1.5
+SLICE_STEP = 3.0
+
+
+@dataclass
+class PhantomSeries:
+    """The CT datasets (sorted by instance number) and the segment mask in the same order."""
+
+    datasets: list[Dataset]
+    mask: np.ndarray  # (slices, rows, columns) bool
+    orientation: list[float]
+    description: str
+
+    @property
+    def study_uid(self) -> str:
+        return str(self.datasets[0].StudyInstanceUID)
+
+    @property
+    def series_uid(self) -> str:
+        return str(self.datasets[0].SeriesInstanceUID)
+
+
+def make_ct(
+    orientation: tuple[float, ...] = (1, 0, 0, 0, 1, 0),
+    reverse_order: bool = False,
+    study_uid: str | None = None,
+    description: str = "pacsnode viewer phantom",
+) -> PhantomSeries:
+    """A CT series on the given orientation; ``reverse_order`` numbers instances against the slice normal."""
+    study_uid = study_uid or generate_uid()
+    series_uid, frame_uid = generate_uid(), generate_uid()
+    row_dir, col_dir = np.array(orientation[:3], float), np.array(orientation[3:], float)
+    normal = np.cross(row_dir, col_dir)
+    origin = np.array([-96.0, -96.0, -40.0])
+    datasets, masks = [], []
+    for k in range(SLICES):
+        hu = np.full((ROWS, COLUMNS), 40, np.int16)
+        hu[DECOY] = 400
+        mask = np.zeros((ROWS, COLUMNS), bool)
+        if k in TARGET_SLICES:
+            hu[TARGET] = 400
+            mask[TARGET] = True
+        position = origin + normal * SLICE_STEP * k
+        number = SLICES - k if reverse_order else k + 1
+        datasets.append(_ct_slice(hu, position, orientation, number, study_uid, series_uid, frame_uid, description))
+        masks.append(mask)
+    order = sorted(range(SLICES), key=lambda i: int(datasets[i].InstanceNumber))
+    return PhantomSeries(
+        [datasets[i] for i in order], np.stack([masks[i] for i in order]), list(orientation), description
+    )
+
+
+def _ct_slice(
+    hu: np.ndarray,
+    position: np.ndarray,
+    orientation: tuple[float, ...],
+    number: int,
+    study_uid: str,
+    series_uid: str,
+    frame_uid: str,
+    description: str,
+) -> Dataset:
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = CTImageStorage
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Viewer", "PHANTOM-1", "19700101", "O"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "ACC1", ""
+    ds.Modality, ds.Manufacturer, ds.SeriesNumber, ds.InstanceNumber = "CT", "pacsnode", 1, number
+    ds.SeriesDescription = description
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PositionReferenceIndicator, ds.KVP, ds.BodyPartExamined = "", 120, "CHEST"
+    ds.ImagePositionPatient = [round(float(v), 4) for v in position]
+    ds.ImageOrientationPatient = [float(v) for v in orientation]
+    ds.PixelSpacing, ds.SliceThickness = [SPACING, SPACING], SLICE_STEP
+    ds.Rows, ds.Columns = hu.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
+    ds.WindowCenter, ds.WindowWidth = 220, 600
+    ds.PixelData = hu.tobytes()
+    return ds
+
+
+def write_series(series: PhantomSeries, folder: Path) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ds in series.datasets:
+        path = folder / f"{ds.SOPInstanceUID}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def make_seg(
+    series: PhantomSeries, *, omit_empty_frames: bool, series_number: int = 9100, mask: np.ndarray | None = None
+) -> hd.seg.Segmentation:
+    """A BINARY SEG of the target square (or of ``mask``) with highdicom, coloured pure green."""
+    description = hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label="target",
+        segmented_property_category=codes.SCT.Tissue,
+        segmented_property_type=codes.SCT.Tissue,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
+        display_color=hd.color.CIELabColor(87.7, -86.2, 83.2),
+    )
+    return hd.seg.Segmentation(
+        source_images=series.datasets,
+        pixel_array=(series.mask if mask is None else mask).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[description],
+        series_instance_uid=generate_uid(),
+        series_number=series_number,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+        manufacturer="pacsnode",
+        manufacturer_model_name="viewer-test",
+        software_versions="0",
+        device_serial_number="0",
+        series_description=f"SEG {'sparse' if omit_empty_frames else 'full'}{'' if mask is None else ' misplaced'}",
+        omit_empty_frames=omit_empty_frames,
+    )
