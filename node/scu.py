@@ -168,7 +168,8 @@ def _setup_failure(assoc: Association, watcher: _Watcher, elapsed: float, connec
     if assoc.is_aborted and not assoc.accepted_contexts and not assoc.rejected_contexts:
         return Failure.aborted, f"association aborted by {where} during negotiation"
     if assoc.is_aborted:
-        return Failure.not_accepted, f"{where} accepted none of the proposed presentation contexts"
+        refused = ", ".join(f"{cx.abstract_syntax} ({cx.transfer_syntax[0]})" for cx in assoc.rejected_contexts)
+        return Failure.not_accepted, f"{where} accepted none of the proposed SOP classes / transfer syntaxes: {refused}"
     return Failure.timeout, f"no association response from {where} (ACSE timeout)"
 
 

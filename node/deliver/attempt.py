@@ -1,0 +1,134 @@
+"""One delivery attempt: claim the rows, send them, record what the destination said.
+
+A row is claimed with an atomic pending -> sending update, so a duplicate task message sends nothing. The
+task for one row also takes the other pending rows of the same job and destination, so a job's SEG and SR
+travel on one association.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from node.config import Settings
+from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
+from node.deliver.outbox import Target, resolve_target
+from node.deliver.policy import Verdict, decide
+from node.processing import worker_identity
+from node.scu import Failure, StoreOutcome, send_objects
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: int
+    path: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    attempts: int
+    created_at: object
+
+
+def _claim(database: Database, delivery_id: int, worker: str) -> tuple[str, str | None, list[Claimed]]:
+    """Claim the row and its pending siblings; returns (destination, calling host, claimed rows)."""
+    with database.session() as session:
+        row = session.get(Delivery, delivery_id)
+        if row is None:
+            log.warning("delivery %s: no such delivery; message dropped", delivery_id)
+            return "", None, []
+        result = session.get(ResultObject, row.result_id)
+        job = session.get(Job, result.job_id) if result is not None else None
+        series = session.get(Series, job.series_uid) if job is not None else None
+        candidates = session.scalars(
+            select(Delivery)
+            .join(ResultObject, ResultObject.id == Delivery.result_id)
+            .where(
+                ResultObject.job_id == (result.job_id if result is not None else -1),
+                Delivery.destination == row.destination,
+                Delivery.state == DeliveryState.pending,
+            )
+            .order_by(Delivery.id)
+        ).all()
+        claimed: list[Claimed] = []
+        now = utcnow()
+        for candidate in candidates:
+            attempts = candidate.attempts + 1  # read before the update refreshes the object
+            taken = session.execute(
+                update(Delivery)
+                .where(Delivery.id == candidate.id, Delivery.state == DeliveryState.pending)
+                .values(state=DeliveryState.sending, sending_since=now, worker=worker, attempts=Delivery.attempts + 1)
+            ).rowcount
+            if taken:
+                obj = session.get(ResultObject, candidate.result_id)
+                claimed.append(Claimed(
+                    candidate.id, obj.path, obj.sop_class_uid, obj.sop_instance_uid,
+                    attempts, candidate.created_at,
+                ))
+        return row.destination, series.calling_host if series is not None else None, claimed
+
+
+def _send(settings: Settings, target: Target, rows: list[Claimed]) -> list[StoreOutcome]:
+    if target.kind == "dicomweb":
+        from node.deliver.dicomweb import stow
+
+        return stow(target.url, [r.path for r in rows], timeout=settings.delivery.dimse_timeout)
+    return send_objects(
+        [r.path for r in rows],
+        target.ae_title,
+        target.host,
+        target.port,
+        calling_ae_title=settings.node.ae_title,
+        connect_timeout=settings.delivery.connect_timeout,
+        acse_timeout=settings.delivery.connect_timeout,
+        dimse_timeout=settings.delivery.dimse_timeout,
+        network_timeout=settings.delivery.dimse_timeout,
+    )
+
+
+def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[str, int]:
+    """Attempt delivery ``delivery_id`` (and its pending siblings); returns a count per verdict."""
+    worker = worker_identity()
+    destination, calling_host, rows = _claim(database, delivery_id, worker)
+    if not rows:
+        log.info("delivery %s: not pending (done, or taken by another sender); nothing to do", delivery_id)
+        return {}
+    target = resolve_target(settings, destination, calling_host)
+    if target is None:
+        message = f"destination {destination!r} is not configured (or the sender's address is unknown)"
+        outcomes = [
+            StoreOutcome(r.path, r.sop_class_uid, r.sop_instance_uid, failure=Failure.invalid, error=message) for r in rows
+        ]
+    else:
+        outcomes = _send(settings, target, rows)
+    counts: dict[str, int] = {}
+    now = utcnow()
+    with database.session() as session:
+        for row, outcome in zip(rows, outcomes):
+            decision = decide(outcome, settings.delivery, row.attempts, row.created_at, now)  # type: ignore[arg-type]
+            values: dict[str, object] = {"last_status": decision.last_status, "error": decision.error or None,
+                                         "sending_since": None, "worker": None}
+            if decision.verdict is Verdict.delivered:
+                values.update(state=DeliveryState.delivered, delivered_at=now, next_attempt_at=None)
+            elif decision.verdict is Verdict.failed:
+                values.update(state=DeliveryState.failed, next_attempt_at=None)
+            else:
+                values.update(state=DeliveryState.pending, next_attempt_at=decision.next_attempt_at)
+            kept = session.execute(
+                update(Delivery)
+                .where(Delivery.id == row.delivery_id, Delivery.state == DeliveryState.sending, Delivery.worker == worker)
+                .values(**values)
+            ).rowcount
+            if not kept:
+                log.warning("delivery %s: was reset while sending; its outcome is not recorded", row.delivery_id)
+                continue
+            counts[decision.verdict.value] = counts.get(decision.verdict.value, 0) + 1
+            level = logging.INFO if decision.verdict is Verdict.delivered else logging.WARNING
+            log.log(level, "delivery %s (%s to %s, attempt %d): %s %s", row.delivery_id, row.sop_instance_uid,
+                    destination, row.attempts, decision.verdict.value, decision.error or decision.last_status)
+            if decision.verdict is Verdict.failed:
+                record_event(session, "delivery_failed", f"delivery {row.delivery_id} to {destination}: {decision.error}"[:2000],
+                             uid=row.sop_instance_uid)
+    return counts

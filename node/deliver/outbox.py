@@ -1,0 +1,193 @@
+"""The outbox: one Delivery row per (result object, destination), created after a job and resumed after a restart.
+
+Rows move pending -> sending -> delivered | failed (or back to pending with a later ``next_attempt_at``).
+A pending row's ``next_attempt_at`` is also when it is enqueued again if its task message went missing, so
+nothing is ever left behind and nothing is enqueued in a tight loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from node.config import Settings
+from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
+from node.processing import _holder_is_dead as holder_is_dead  # the queue's own liveness test, shared
+
+log = logging.getLogger(__name__)
+
+SENDER_PREFIX = "sender:"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a delivery goes: a configured destination or a calling AE's known address."""
+
+    name: str
+    kind: str  # "dimse" or "dicomweb"
+    ae_title: str = ""
+    host: str = ""
+    port: int = 0
+    url: str = ""
+    outputs: tuple[str, ...] = ("seg", "sr")
+
+
+def sender_destination(ae_title: str) -> str:
+    """The Delivery.destination name of a reply to calling AE ``ae_title``."""
+    return f"{SENDER_PREFIX}{ae_title}"
+
+
+def resolve_target(settings: Settings, name: str, calling_host: str | None) -> Target | None:
+    """The address behind a destination name; None when the configuration no longer knows it."""
+    if name.startswith(SENDER_PREFIX):
+        sender = settings.sender(name[len(SENDER_PREFIX):])
+        if sender is None:
+            return None
+        host = sender.host or calling_host or ""
+        if not host:
+            return None
+        return Target(name, "dimse", sender.ae_title, host, sender.port, outputs=tuple(sender.outputs))
+    try:
+        dest = settings.destination(name)
+    except KeyError:
+        return None
+    return Target(name, dest.kind, dest.ae_title, dest.host, dest.port, dest.url, tuple(dest.outputs))
+
+
+def _job_targets(settings: Settings, session: Session, job: Job) -> list[Target]:
+    """The job's destinations plus, when one of its routes asks for it, the calling AE's address."""
+    series = session.get(Series, job.series_uid)
+    calling_host = series.calling_host if series is not None else None
+    targets: list[Target] = []
+    for name in job.destinations or []:
+        target = resolve_target(settings, name, calling_host)
+        if target is None:
+            log.error("job %s: destination %r is not configured; no delivery for it", job.id, name)
+            record_event(session, "delivery_config", f"job {job.id}: unknown destination {name!r}", uid=job.series_uid)
+        else:
+            targets.append(target)
+    wants_reply = any(r.reply_to_sender for r in settings.routes if r.name in (job.routes or []))
+    if wants_reply:
+        calling = (series.calling_ae_title if series is not None else None) or ""
+        target = resolve_target(settings, sender_destination(calling), calling_host) if calling else None
+        if target is None:
+            message = (
+                f"job {job.id}: reply_to_sender, but calling AE {calling or '(unknown)'!r} has no known address; "
+                "declare it under `senders:` (ae_title, host, port)"
+            )
+            log.error(message)
+            record_event(session, "delivery_config", message, calling_ae_title=calling or None, uid=job.series_uid)
+        elif target.name not in {t.name for t in targets}:
+            targets.append(target)
+    return targets
+
+
+def schedule_deliveries(settings: Settings, database: Database, job_id: int) -> list[int]:
+    """Create (or reset to pending) the job's delivery rows and enqueue them; returns their IDs.
+
+    Called once a job's ResultObject rows are written. A re-run of the job resets its rows rather than
+    adding new ones, so each (result, destination) pair is sent again exactly once.
+    """
+    now = utcnow()
+    grace = dt.timedelta(seconds=settings.delivery.requeue_after_seconds)
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            log.error("job %s: no such job; nothing to deliver", job_id)
+            return []
+        results = session.scalars(select(ResultObject).where(ResultObject.job_id == job_id)).all()
+        ids: list[int] = []
+        for target in _job_targets(settings, session, job):
+            for result in results:
+                if result.kind not in target.outputs:
+                    continue
+                row = session.scalars(
+                    select(Delivery).where(Delivery.result_id == result.id, Delivery.destination == target.name)
+                ).first()
+                if row is None:
+                    row = Delivery(result_id=result.id, destination=target.name)
+                    session.add(row)
+                row.state, row.attempts, row.last_status, row.error = DeliveryState.pending, 0, None, None
+                row.created_at, row.next_attempt_at = now, now + grace
+                row.sending_since, row.delivered_at, row.worker = None, None, None
+                session.flush()
+                ids.append(row.id)
+    _enqueue_groups(settings, database, ids)
+    log.info("job %s: %d deliveries scheduled", job_id, len(ids))
+    return ids
+
+
+def _enqueue_groups(settings: Settings, database: Database, ids: list[int]) -> None:
+    """One task per (job, destination): the task sends that group's pending rows on one association."""
+    if not ids:
+        return
+    with database.session() as session:
+        rows = session.execute(
+            select(Delivery.id, Delivery.destination, ResultObject.job_id)
+            .join(ResultObject, ResultObject.id == Delivery.result_id)
+            .where(Delivery.id.in_(ids))
+        ).all()
+    leaders: dict[tuple[int, str], int] = {}
+    for delivery_id, destination, job_id in rows:
+        leaders.setdefault((job_id, destination), delivery_id)
+    for delivery_id in leaders.values():
+        enqueue(settings, delivery_id)
+
+
+def enqueue(settings: Settings, delivery_id: int) -> None:
+    """Send the delivery task for ``delivery_id`` to the ``delivery`` queue."""
+    from node.queue.celery_app import DELIVER_TASK, send
+
+    send(settings, DELIVER_TASK, delivery_id)
+
+
+def tick(settings: Settings, database: Database) -> None:
+    """Background loop: resume stuck 'sending' rows and enqueue pending rows that are due."""
+    now = utcnow()
+    stale = now - dt.timedelta(seconds=settings.delivery.sending_lease_seconds)
+    with database.session() as session:
+        sending = session.execute(
+            select(Delivery.id, Delivery.worker, Delivery.sending_since).where(Delivery.state == DeliveryState.sending)
+        ).all()
+        for delivery_id, worker, since in sending:
+            if (since is not None and since < stale) or holder_is_dead(worker):
+                reset = session.execute(
+                    update(Delivery)
+                    .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.sending, Delivery.worker == worker)
+                    .values(state=DeliveryState.pending, next_attempt_at=now, sending_since=None, worker=None)
+                ).rowcount
+                if reset:
+                    log.warning("delivery %s: its sender %s stopped; back to pending", delivery_id, worker)
+    grace = dt.timedelta(seconds=settings.delivery.requeue_after_seconds)
+    with database.session() as session:
+        due = session.scalars(
+            select(Delivery.id).where(Delivery.state == DeliveryState.pending, Delivery.next_attempt_at <= now)
+        ).all()
+        if due:
+            session.execute(update(Delivery).where(Delivery.id.in_(due)).values(next_attempt_at=now + grace))
+    _enqueue_groups(settings, database, list(due))
+
+
+def retry_failed(settings: Settings, database: Database, delivery_ids: list[int] | None = None) -> list[int]:
+    """Put failed deliveries (all, or those in ``delivery_ids``) back to pending and enqueue them."""
+    now = utcnow()
+    with database.session() as session:
+        query = select(Delivery.id).where(Delivery.state == DeliveryState.failed)
+        if delivery_ids is not None:
+            query = query.where(Delivery.id.in_(delivery_ids))
+        ids = list(session.scalars(query).all())
+        if ids:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids))
+                .values(
+                    state=DeliveryState.pending, attempts=0, error=None, created_at=now,
+                    next_attempt_at=now + dt.timedelta(seconds=settings.delivery.requeue_after_seconds),
+                )
+            )
+    _enqueue_groups(settings, database, ids)
+    return ids
