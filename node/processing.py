@@ -88,10 +88,10 @@ def claim(settings: Settings, database: Database, job_id: int) -> Lease | None:
         elif job.state not in (JobState.queued, JobState.retrying):
             log.info("job %s: already %s; duplicate message dropped", job_id, job.state.value)
             return None
-        worker, now = worker_identity(), utcnow()
+        worker, now, seen_state, attempt = worker_identity(), utcnow(), job.state, job.attempts + 1
         taken = session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.state == job.state, Job.attempts == job.attempts)
+            .where(Job.id == job_id, Job.state == seen_state, Job.attempts == attempt - 1)
             .values(
                 state=JobState.running,
                 worker=worker,
@@ -104,7 +104,7 @@ def claim(settings: Settings, database: Database, job_id: int) -> Lease | None:
         if not taken:
             log.info("job %s: taken by another worker first", job_id)
             return None
-        return Lease(job_id=job_id, worker=worker, attempt=job.attempts + 1)
+        return Lease(job_id=job_id, worker=worker, attempt=attempt)
 
 
 def _holds(lease: Lease):  # type: ignore[no-untyped-def]

@@ -1,0 +1,94 @@
+"""Jobs through real Celery workers, with the embedded broker and with Redis: once, never lost, never twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from node.db import JobState, SeriesState
+from tests.queue.conftest import Node, wait_for
+
+
+def test_routed_series_runs_its_pipeline_once(broker_node) -> None:
+    node: Node = broker_node()
+    node.start_worker()
+    node.start_loops()
+    series_uid = node.add_series()
+
+    job = node.wait_job(series_uid, {"succeeded"})
+    time.sleep(1.0)  # a duplicate run would show up here
+
+    assert len(node.runs()) == 1
+    assert node.series(series_uid).state == SeriesState.routed
+    assert node.series(series_uid).state_reason == "routes: all-ct"
+    assert (job.pipeline, job.routes, job.attempts, job.run_count) == ("noop", ["all-ct"], 1, 1)
+    assert job.queued_at <= job.started_at <= job.finished_at
+    assert {"load", "infer", "total", "queue_wait"} <= set(job.timings)
+
+
+def test_permanent_error_fails_at_once_with_its_reason(broker_node) -> None:
+    node: Node = broker_node(routes=[
+        {"name": "reject", "match": {"Modality": "CT"}, "pipelines": ["rejecting"]},
+        {"name": "unsupported", "match": {"Modality": "CT"}, "pipelines": ["unsupported"]},
+    ])
+    node.start_worker()
+    node.start_loops()
+    series_uid = node.add_series()
+
+    def both_failed() -> list | None:
+        jobs = node.jobs(series_uid)
+        return jobs if len(jobs) == 2 and all(j.state == JobState.failed for j in jobs) else None
+
+    rejected, unsupported = wait_for(both_failed, 20, "both jobs failed")
+    assert rejected.attempts == unsupported.attempts == 1
+    assert rejected.reason == "pipeline rejecting does not accept this series: modality CT is not MR"
+    assert unsupported.reason == "needs at least 100 slices, got 3"
+    assert len(node.runs("start")) == 1  # the rejecting pipeline never ran
+
+
+def test_transient_error_is_retried_with_backoff_then_succeeds(broker_node) -> None:
+    node: Node = broker_node(routes=[{"name": "flaky", "match": {}, "pipelines": ["flaky"]}])
+    node.start_worker()
+    node.start_loops()
+    series_uid = node.add_series()
+
+    job = node.wait_job(series_uid, {"succeeded", "failed"}, timeout=30)
+    assert job.state == JobState.succeeded, job.reason
+    assert job.attempts == 3
+    assert len(node.runs("start")) == 3 and len(node.runs()) == 1
+
+
+def test_worker_killed_mid_job_gives_exactly_one_success(broker_node) -> None:
+    node: Node = broker_node(routes=[{"name": "slow", "match": {}, "pipelines": ["sleep"]}])
+    first = node.start_worker(sleep=2.0)
+    node.start_loops()
+    series_uid = node.add_series()
+
+    wait_for(lambda: node.runs("start"), 20, "the job to start")
+    os.killpg(first.pid, signal.SIGKILL)  # the worker and its pool child, mid-job
+    first.wait()
+    assert node.runs() == []
+    node.start_worker(sleep=2.0)
+
+    job = node.wait_job(series_uid, {"succeeded", "failed"}, timeout=40)
+    time.sleep(1.0)
+    assert job.state == JobState.succeeded, job.reason
+    assert job.attempts == 2 and job.run_count == 1
+    assert len(node.runs()) == 1
+
+
+def test_two_workers_share_a_queue(broker_node) -> None:
+    node: Node = broker_node(routes=[{"name": "slow", "match": {}, "pipelines": ["sleep"]}])
+    node.start_worker(sleep=0.5)
+    node.start_worker(sleep=0.5)
+    node.start_loops()
+    series = [node.add_series(slices=2) for _ in range(6)]
+
+    for series_uid in series:
+        assert node.wait_job(series_uid, {"succeeded"}, timeout=30).run_count == 1
+    runs = node.runs()
+    assert len(runs) == 6
+    assert len({line.split()[2] for line in runs}) == 2, "both workers took jobs"
