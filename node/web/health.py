@@ -1,0 +1,59 @@
+"""Readiness checks: the index answers, storage takes writes, and the disk guard is not active."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import text
+
+from node.config import Settings
+from node.db import Database
+from node.diskguard import disk_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_database(database: Database) -> Check:
+    try:
+        with database.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as exc:  # any driver error means "not ready"; the detail says which
+        return Check("database", False, f"index not reachable: {type(exc).__name__}: {exc}")
+    return Check("database", True, "index reachable")
+
+
+def check_storage(settings: Settings) -> Check:
+    storage = Path(settings.node.storage_dir)
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=storage, prefix=".readyz-", delete=True) as probe:
+            probe.write(b"ok")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        return Check("storage", False, f"{storage} not writable: {exc.strerror or exc}")
+    return Check("storage", True, f"{storage} writable")
+
+
+def check_disk(settings: Settings) -> Check:
+    try:
+        state = disk_state(settings)
+    except OSError as exc:
+        return Check("disk", False, f"cannot read free space: {exc.strerror or exc}")
+    return Check("disk", not state.low, state.describe())
+
+
+def readiness(settings: Settings, database: Database) -> list[Check]:
+    """All readiness checks; the node is ready when every one is ok."""
+    return [check_database(database), check_storage(settings), check_disk(settings)]
