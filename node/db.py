@@ -190,6 +190,7 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     event: Mapped[str] = mapped_column(String(48), index=True)  # e.g. "dicom-instances-received"
+    association_id: Mapped[str | None] = mapped_column(String(64))  # groups one association's events
     action: Mapped[str] = mapped_column(String(1))  # ATNA EventActionCode: C, R, U, D, E
     outcome: Mapped[int] = mapped_column(Integer, default=0)  # ATNA EventOutcomeIndicator: 0, 4, 8, 12
     source_ae_title: Mapped[str | None] = mapped_column(String(16))
