@@ -1,3 +1,190 @@
-"""Commands of this stage (filled in by the stage's owner)."""
+"""Commands of the receiving node: serve, echo, send, status, config check."""
 
-from node.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from sqlalchemy import func, select
+
+from node.cli.app import app
+from node.config import ConfigError, Settings, load_settings
+from node.db import Delivery, Job, NodeEvent, Series, Study, open_database
+from node.logging_setup import configure_logging
+
+console = Console()
+err_console = Console(stderr=True)
+
+config_app = typer.Typer(help="Inspect the configuration file.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+PEER_PATTERN = re.compile(r"^(?P<aet>[^@]{1,16})@(?P<host>[^:@]+|\[[0-9a-fA-F:]+\]):(?P<port>\d{1,5})$")
+
+
+def parse_peer(text: str) -> tuple[str, str, int]:
+    """``AET@host:port`` -> (AE title, host, port); a clear error otherwise."""
+    match = PEER_PATTERN.match(text.strip())
+    if not match or not 1 <= int(match["port"]) <= 65535:
+        raise typer.BadParameter(f"{text!r} is not AET@host:port (for example ORTHANC@127.0.0.1:4242)")
+    return match["aet"], match["host"].strip("[]"), int(match["port"])
+
+
+def _load(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command()
+def serve(config: Path = typer.Option(..., "--config", "-c", help="The node's YAML configuration file.")) -> None:
+    """Run the node: the DICOM SCP, series assembly, dispatch, worker and outbox."""
+    from node.serve import run
+
+    settings = _load(config)
+    configure_logging(settings.logging)
+    raise typer.Exit(run(settings, config_path=config))
+
+
+@app.command()
+def echo(
+    peer: str = typer.Argument(..., help="AET@host:port of the peer."),
+    calling_ae_title: str = typer.Option("PACSNODE", "--calling-ae", help="Our AE title."),
+    timeout: float = typer.Option(10.0, help="Seconds to wait for the peer."),
+) -> None:
+    """Verify a DICOM peer with C-ECHO."""
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    aet, host, port = parse_peer(peer)
+    ae = AE(ae_title=calling_ae_title)
+    ae.add_requested_context(Verification)
+    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    assoc = ae.associate(host, port, ae_title=aet)
+    if not assoc.is_established:
+        state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "unreachable"
+        err_console.print(f"[red]C-ECHO to {peer} failed: association {state}[/red]")
+        raise typer.Exit(1)
+    status = assoc.send_c_echo()
+    assoc.release()
+    code = getattr(status, "Status", None)
+    if code != 0x0000:
+        err_console.print(f"[red]C-ECHO to {peer} failed: status {code}[/red]")
+        raise typer.Exit(1)
+    console.print(f"C-ECHO to {peer}: success")
+
+
+def _collect(paths: list[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise typer.BadParameter(f"{path} is neither a file nor a folder")
+    return files
+
+
+@app.command()
+def send(
+    paths: list[Path] = typer.Argument(..., help="DICOM files or folders (searched recursively)."),
+    to: str = typer.Option(..., "--to", help="AET@host:port of the receiver."),
+    calling_ae_title: str = typer.Option("PACSNODE", "--calling-ae", help="Our AE title."),
+    timeout: float = typer.Option(30.0, help="Seconds to wait for the peer."),
+) -> None:
+    """C-STORE files to a peer, showing progress; exits 1 if any file was not stored."""
+    from node.scu import send_objects
+
+    aet, host, port = parse_peer(to)
+    files = _collect(paths)
+    if not files:
+        err_console.print("[red]nothing to send: no files found[/red]")
+        raise typer.Exit(1)
+    failures = []
+    with Progress(
+        TextColumn("sending to " + to), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err_console, transient=False,
+    ) as progress:
+        task = progress.add_task("send", total=len(files))
+
+        def advance(done: int, total: int, outcome) -> None:  # type: ignore[no-untyped-def]
+            progress.update(task, completed=done)
+            if not outcome.stored:
+                failures.append(outcome)
+
+        send_objects(
+            files, aet, host, port, calling_ae_title=calling_ae_title, connect_timeout=timeout,
+            acse_timeout=timeout, dimse_timeout=timeout, network_timeout=timeout, progress=advance,
+        )
+    for outcome in failures[:20]:
+        err_console.print(f"[red]{outcome.source}: {outcome.describe()}[/red]")
+    console.print(f"{len(files) - len(failures)} of {len(files)} stored at {to}")
+    if failures:
+        raise typer.Exit(1)
+
+
+def _counts(session, column) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    rows = session.execute(select(column, func.count()).group_by(column)).all()
+    return {str(getattr(state, "value", state)): int(n) for state, n in rows}
+
+
+def _count_table(title: str, counts: dict[str, int]) -> Table:
+    table = Table(title=title)
+    table.add_column("state")
+    table.add_column("count", justify="right")
+    for state, count in sorted(counts.items()):
+        table.add_row(state, str(count))
+    if not counts:
+        table.add_row("(none)", "0")
+    return table
+
+
+@app.command()
+def status(
+    config: Path | None = typer.Option(None, "--config", "-c", help="The node's YAML configuration file."),
+    errors: int = typer.Option(10, help="How many recent errors to show."),
+) -> None:
+    """Studies, series by state, jobs and deliveries by state, and recent errors."""
+    settings = _load(config)
+    database = open_database(settings.node.resolved_database_url())
+    try:
+        with database.session() as session:
+            studies = session.scalar(select(func.count()).select_from(Study)) or 0
+            series = _counts(session, Series.state)
+            jobs = _counts(session, Job.state)
+            deliveries = _counts(session, Delivery.state)
+            recent = session.scalars(
+                select(NodeEvent).where(NodeEvent.level.in_(["error", "warning"]))
+                .order_by(NodeEvent.at.desc()).limit(errors)
+            ).all()
+    finally:
+        database.dispose()
+    console.print(f"node {settings.node.ae_title} on port {settings.node.port}: {studies} studies")
+    console.print(_count_table("Series", series))
+    console.print(_count_table("Jobs", jobs))
+    console.print(_count_table("Deliveries", deliveries))
+    table = Table(title="Recent errors")
+    for column in ("at (UTC)", "level", "kind", "calling AE", "message"):
+        table.add_column(column)
+    for event in recent:
+        table.add_row(event.at.strftime("%Y-%m-%d %H:%M:%S"), event.level, event.kind,
+                      event.calling_ae_title or "", event.message)
+    if not recent:
+        table.add_row("", "", "", "", "(none)")
+    console.print(table)
+
+
+@config_app.command("check")
+def config_check(path: Path = typer.Argument(..., help="The YAML configuration file to validate.")) -> None:
+    """Validate a configuration file; exit 2 naming the bad key."""
+    settings = _load(path)
+    console.print(
+        f"{path}: valid ({settings.node.ae_title} on {settings.node.host}:{settings.node.port}, "
+        f"{len(settings.destinations)} destination(s), {len(settings.routes)} route(s))"
+    )

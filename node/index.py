@@ -1,0 +1,123 @@
+"""Indexing received instances: idempotent upserts of study, series and instance rows.
+
+Several receiving processes write concurrently, so every insert is ``ON CONFLICT DO NOTHING``
+(SQLite and PostgreSQL) followed by targeted updates; a re-sent instance adds no row.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from node.db import Instance, Series, SeriesState, Study, record_event, utcnow
+from node.receive_dataset import Identifiers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Received:
+    """One stored instance and where it came from."""
+
+    ids: Identifiers
+    transfer_syntax_uid: str
+    path: str
+    size_bytes: int
+    calling_ae_title: str | None
+    called_ae_title: str | None
+    calling_host: str | None
+
+
+def _insert(session: Session, model: type, values: dict) -> bool:
+    """Insert a row unless its primary key exists; True when a row was added."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        statement = postgresql.insert(model).values(**values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(model).values(**values).on_conflict_do_nothing()
+    else:  # pragma: no cover - other engines are not supported
+        raise RuntimeError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+    return session.execute(statement).rowcount == 1
+
+
+def record_instance(session: Session, item: Received) -> bool:
+    """Index a stored instance; True when it is new, False for an idempotent re-send.
+
+    A new instance for a series already ``complete`` reopens it to ``receiving``.
+    """
+    now = utcnow()
+    ids = item.ids
+    if not _insert(
+        session,
+        Study,
+        {"study_uid": ids.study_uid, "accession_number": ids.accession_number, "first_received_at": now,
+         "last_received_at": now},
+    ):
+        session.execute(update(Study).where(Study.study_uid == ids.study_uid).values(last_received_at=now))
+    _insert(
+        session,
+        Series,
+        {
+            "series_uid": ids.series_uid,
+            "study_uid": ids.study_uid,
+            "modality": ids.modality,
+            "state": SeriesState.receiving,
+            "calling_ae_title": item.calling_ae_title,
+            "called_ae_title": item.called_ae_title,
+            "calling_host": item.calling_host,
+            "instance_count": 0,
+            "first_received_at": now,
+            "last_received_at": now,
+        },
+    )
+    added = _insert(
+        session,
+        Instance,
+        {
+            "sop_instance_uid": ids.sop_instance_uid,
+            "series_uid": ids.series_uid,
+            "sop_class_uid": ids.sop_class_uid,
+            "transfer_syntax_uid": item.transfer_syntax_uid,
+            "path": item.path,
+            "size_bytes": item.size_bytes,
+            "calling_ae_title": item.calling_ae_title,
+            "called_ae_title": item.called_ae_title,
+            "received_at": now,
+        },
+    )
+    if not added:
+        # Same SOP Instance UID again: the file was replaced in place; refresh its metadata only.
+        session.execute(
+            update(Instance)
+            .where(Instance.sop_instance_uid == ids.sop_instance_uid)
+            .values(size_bytes=item.size_bytes, transfer_syntax_uid=item.transfer_syntax_uid, received_at=now)
+        )
+        session.execute(update(Series).where(Series.series_uid == ids.series_uid).values(last_received_at=now))
+        return False
+    reopened = session.execute(
+        update(Series)
+        .where(Series.series_uid == ids.series_uid, Series.state == SeriesState.complete)
+        .values(state=SeriesState.receiving, completed_at=None, state_reason="reopened by a late instance")
+    ).rowcount
+    if reopened:
+        log.info("series %s reopened by late instance %s", ids.series_uid, ids.sop_instance_uid)
+    state = session.execute(
+        update(Series)
+        .where(Series.series_uid == ids.series_uid)
+        .values(instance_count=Series.instance_count + 1, last_received_at=now)
+        .returning(Series.state)
+    ).scalar_one_or_none()
+    _note_late_instance(session, ids, state)
+    return True
+
+
+def _note_late_instance(session: Session, ids: Identifiers, state: object) -> None:
+    """Record an instance that arrived after its series was already routed (it is not re-routed)."""
+    if state in (SeriesState.routed, SeriesState.unrouted, "routed", "unrouted"):
+        message = f"instance {ids.sop_instance_uid} arrived after series {ids.series_uid} was {state}"
+        log.warning(message)
+        record_event(session, "late_instance", message, level="warning", uid=ids.series_uid)

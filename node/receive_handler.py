@@ -1,0 +1,156 @@
+"""The C-STORE handler: validate, store durably, index, and only then answer Success.
+
+The handler never raises: every failure maps to a specific DICOM status and a log line that names
+the problem (UIDs, AE titles and sizes only, never patient data).
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pynetdicom.events import Event
+
+from node.db import Database, record_event
+from node.index import Received, record_instance
+from node.receive_dataset import UnreadableDataset, file_meta_header, read_identifiers
+from node.storage import InvalidUID, StorageFull, instance_path, write_durably
+
+log = logging.getLogger(__name__)
+
+
+class StoreStatus(enum.IntEnum):
+    """C-STORE response statuses pacsnode sends (PS3.4 B.2.3 ranges)."""
+
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700  # disk full
+    STORAGE_FAILED = 0xA701  # other I/O failure writing the file
+    INDEX_FAILED = 0xA702  # the file is stored but the index could not record it
+    SOP_CLASS_MISMATCH = 0xA900  # dataset's SOP Class UID differs from the context / command
+    CANNOT_PARSE = 0xC210  # the dataset does not parse in its transfer syntax
+    INVALID_UID = 0xC211  # a Study/Series/SOP Instance UID is missing or malformed
+    SOP_INSTANCE_MISMATCH = 0xC212  # dataset's SOP Instance UID differs from the command
+
+
+@dataclass
+class AssociationStats:
+    """Per-association counters for the summary log line."""
+
+    stored: int = 0
+    failed: int = 0
+    bytes: int = 0
+
+
+@dataclass
+class StoreHandler:
+    """Handles EVT_C_STORE for one receiving process."""
+
+    storage_dir: Path
+    database: Database
+    stats: dict[int, AssociationStats] = field(default_factory=dict)
+
+    def __call__(self, event: Event) -> int:
+        status = self._store(event)
+        counters = self.stats.setdefault(id(event.assoc), AssociationStats())
+        if status == StoreStatus.SUCCESS:
+            counters.stored += 1
+        else:
+            counters.failed += 1
+        return int(status)
+
+    def on_association_end(self, event: Event) -> None:
+        """Log one summary line per association (released or aborted)."""
+        counters = self.stats.pop(id(event.assoc), None)
+        if counters is None:
+            return
+        assoc = event.assoc
+        log.info(
+            "association from %s@%s %s: %d stored (%.1f MB), %d failed",
+            assoc.requestor.ae_title,
+            assoc.requestor.address,
+            "aborted" if event.event.name == "EVT_ABORTED" else "released",
+            counters.stored,
+            counters.bytes / 1e6,
+            counters.failed,
+        )
+
+    def _store(self, event: Event) -> StoreStatus:
+        request = event.request
+        assoc = event.assoc
+        calling = assoc.requestor.ae_title
+        try:
+            stream = request.DataSet.getvalue()  # type: ignore[union-attr]
+        except AttributeError:
+            return self._fail(StoreStatus.CANNOT_PARSE, "C-STORE request without a data set", calling, None)
+        transfer_syntax = str(event.context.transfer_syntax)
+        try:
+            ids = read_identifiers(stream, transfer_syntax)
+        except InvalidUID as exc:
+            return self._fail(StoreStatus.INVALID_UID, f"rejected instance: {exc}", calling,
+                              str(request.AffectedSOPInstanceUID or ""))
+        except UnreadableDataset as exc:
+            return self._fail(StoreStatus.CANNOT_PARSE, f"rejected instance: {exc}", calling,
+                              str(request.AffectedSOPInstanceUID or ""))
+        if ids.sop_class_uid != str(event.context.abstract_syntax) or ids.sop_class_uid != str(
+            request.AffectedSOPClassUID
+        ):
+            return self._fail(
+                StoreStatus.SOP_CLASS_MISMATCH,
+                f"rejected instance {ids.sop_instance_uid}: dataset SOP Class {ids.sop_class_uid} does not match "
+                f"the presentation context's {event.context.abstract_syntax}",
+                calling,
+                ids.sop_instance_uid,
+            )
+        if ids.sop_instance_uid != str(request.AffectedSOPInstanceUID):
+            return self._fail(
+                StoreStatus.SOP_INSTANCE_MISMATCH,
+                f"rejected instance {ids.sop_instance_uid}: the C-STORE command names "
+                f"{request.AffectedSOPInstanceUID}",
+                calling,
+                ids.sop_instance_uid,
+            )
+        path = instance_path(self.storage_dir, ids.study_uid, ids.series_uid, ids.sop_instance_uid)
+        header = file_meta_header(ids.sop_class_uid, ids.sop_instance_uid, transfer_syntax, calling)
+        try:
+            size = write_durably(path, (header, stream))
+        except StorageFull as exc:
+            return self._fail(StoreStatus.OUT_OF_RESOURCES, f"out of disk space storing {ids.sop_instance_uid}: "
+                              f"{exc.strerror}; free space under {self.storage_dir}", calling, ids.sop_instance_uid)
+        except OSError as exc:
+            return self._fail(StoreStatus.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} at {path}: {exc}",
+                              calling, ids.sop_instance_uid)
+        received = Received(
+            ids=ids,
+            transfer_syntax_uid=transfer_syntax,
+            path=str(path),
+            size_bytes=size,
+            calling_ae_title=calling,
+            called_ae_title=assoc.acceptor.ae_title,
+            calling_host=assoc.requestor.address,
+        )
+        try:
+            with self.database.session() as session:
+                new = record_instance(session, received)
+        except Exception as exc:  # the database may be down; the peer must retry
+            return self._fail(StoreStatus.INDEX_FAILED, f"stored {ids.sop_instance_uid} but cannot index it: "
+                              f"{type(exc).__name__}: {exc}", calling, ids.sop_instance_uid, record=False)
+        counters = self.stats.setdefault(id(assoc), AssociationStats())
+        counters.bytes += size
+        log.debug("stored %s (%s, series %s, %d bytes, from %s)%s", ids.sop_instance_uid, ids.modality,
+                  ids.series_uid, size, calling, "" if new else " again")
+        return StoreStatus.SUCCESS
+
+    def _fail(
+        self, status: StoreStatus, message: str, calling: str, uid: str | None, *, record: bool = True
+    ) -> StoreStatus:
+        log.warning("%s [status 0x%04X, from %s]", message, int(status), calling)
+        if record:
+            try:
+                with self.database.session() as session:
+                    record_event(session, "store_failed", message[:2000], calling_ae_title=calling,
+                                 uid=(uid or None) and uid[:64])
+            except Exception:
+                log.exception("cannot record the failure in the index")
+        return status

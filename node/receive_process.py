@@ -1,0 +1,120 @@
+"""Receiving processes: each runs one SCP server on the shared port (SO_REUSEPORT).
+
+More processes use more cores; pynetdicom's threads in one process share one GIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import signal
+from dataclasses import dataclass, field
+from multiprocessing.context import SpawnProcess
+from typing import Any
+
+from node.config import Settings
+from node.db import Database
+from node.logging_setup import configure_logging
+from node.scp import Receiver
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT = 60.0
+
+
+def receiver_main(settings: Settings, counter: Any, stop: Any, ready: Any, index: int) -> None:
+    """Process target: serve until ``stop`` is set; report the bound port (or the error) on ``ready``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns shutdown
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    configure_logging(settings.logging)
+    database = Database(settings.node.resolved_database_url())
+    receiver = Receiver(settings, database, counter)
+    try:
+        _, port = receiver.start()
+    except Exception as exc:  # reported to the parent, which names it and exits
+        ready.put((index, None, f"{type(exc).__name__}: {exc}"))
+        return
+    ready.put((index, port, None))
+    stop.wait()
+    receiver.stop()
+    database.dispose()
+
+
+@dataclass
+class ReceiverPool:
+    """The receiving processes of one node; started and stopped by `pacsnode serve`."""
+
+    settings: Settings
+    context: Any = field(default_factory=lambda: mp.get_context("spawn"))
+    processes: list[SpawnProcess] = field(default_factory=list)
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        self.counter = self.context.Value("i", 0)
+        self.stop_event = self.context.Event()
+        self.ready = self.context.Queue()
+
+    def start(self) -> int:
+        """Start every process; the first binds (a port of 0 picks a free one), the rest share it."""
+        self.port = self.settings.node.port
+        self._spawn(0)
+        self.port = self._wait_ready()
+        for index in range(1, self.settings.node.receive_processes):
+            self._spawn(index)
+            self._wait_ready()
+        log.info(
+            "%s listening on %s:%d with %d receiving process(es), max %d associations",
+            self.settings.node.ae_title,
+            self.settings.node.host,
+            self.port,
+            len(self.processes),
+            self.settings.node.max_associations,
+        )
+        return self.port
+
+    def _spawn(self, index: int) -> None:
+        settings = self.settings.model_copy(deep=True)
+        settings.node.port = self.port
+        process = self.context.Process(
+            target=receiver_main,
+            args=(settings, self.counter, self.stop_event, self.ready, index),
+            name=f"pacsnode-receiver-{index}",
+            daemon=False,
+        )
+        process.start()
+        self.processes.append(process)
+
+    def _wait_ready(self) -> int:
+        index, port, error = self.ready.get(timeout=START_TIMEOUT)
+        if error is not None:
+            self.stop()
+            raise RuntimeError(
+                f"receiving process {index} cannot listen on {self.settings.node.host}:{self.port}: {error}; "
+                "check node.host/node.port and that no other program holds the port"
+            )
+        return int(port)
+
+    def restart_dead(self) -> int:
+        """Replace processes that died unexpectedly; return how many were restarted."""
+        restarted = 0
+        for position, process in enumerate(list(self.processes)):
+            if process.is_alive() or self.stop_event.is_set():
+                continue
+            log.error("receiving process %s exited with code %s; restarting it", process.name, process.exitcode)
+            self.processes.pop(position)
+            self._spawn(position)
+            self.processes.insert(position, self.processes.pop())
+            self._wait_ready()
+            restarted += 1
+        return restarted
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask every process to finish its associations and exit; terminate any that do not."""
+        self.stop_event.set()
+        for process in self.processes:
+            process.join(timeout)
+            if process.is_alive():
+                log.warning("receiving process %s did not stop in %.0f s; terminating it", process.name, timeout)
+                process.terminate()
+                process.join(5)
+        self.processes.clear()

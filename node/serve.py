@@ -1,0 +1,97 @@
+"""`pacsnode serve`: the node's process tree and its orderly shutdown.
+
+Opens the index, resumes interrupted series, starts the receiving processes, the background loops
+(assembly, dispatch, reconciliation, outbox) and, with the embedded broker, a Celery worker.
+SIGTERM or SIGINT stops them in reverse order, letting associations in progress finish.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import signal
+import subprocess
+import threading
+from pathlib import Path
+from types import ModuleType
+
+from node.assemble import resume
+from node.background import start_background
+from node.config import Settings
+from node.db import open_database
+from node.receive_process import ReceiverPool
+from node.storage import remove_partials
+
+log = logging.getLogger(__name__)
+
+WATCH_SECONDS = 1.0
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    """Import a stage module that may not exist yet; None (with a warning) when it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        log.warning("%s is not available; running without it", name)
+        return None
+
+
+def _start_worker(settings: Settings, config_path: Path | None) -> subprocess.Popen | None:
+    if not (settings.embedded_broker and settings.queue.embedded_worker):
+        return None
+    if config_path is None:
+        log.warning("no configuration file given: not starting the embedded worker")
+        return None
+    worker = _optional_module("node.queue.worker")
+    if worker is None:
+        return None
+    return worker.start_embedded_worker(settings, config_path)
+
+
+def _stop_worker(process: subprocess.Popen | None, timeout: float = 30.0) -> None:
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("embedded worker (pid %d) did not stop in %.0f s; killing it", process.pid, timeout)
+        process.kill()
+        process.wait()
+
+
+def run(settings: Settings, config_path: Path | None = None, stop: threading.Event | None = None) -> int:
+    """Run the node until SIGTERM/SIGINT (or ``stop`` is set); return the exit code."""
+    stop = stop or threading.Event()
+    storage_dir = Path(settings.node.storage_dir)
+    storage_dir.mkdir(parents=True, exist_ok=True)
+    removed = remove_partials(storage_dir)
+    if removed:
+        log.info("removed %d partial file(s) left by an interrupted write", removed)
+    database = open_database(settings.node.resolved_database_url())
+    resume(settings, database)
+
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda number, _frame: (log.info("signal %d: stopping", number), stop.set()))
+
+    pool = ReceiverPool(settings)
+    background_stop = threading.Event()
+    worker: subprocess.Popen | None = None
+    try:
+        pool.start()
+        start_background(settings, database, background_stop)
+        worker = _start_worker(settings, config_path)
+        log.info("pacsnode serving; storage %s, index %s", storage_dir, database.engine.url.render_as_string())
+        while not stop.wait(WATCH_SECONDS):
+            pool.restart_dead()
+    finally:
+        log.info("stopping: receivers first, then background loops and worker")
+        pool.stop(timeout=settings.node.network_timeout)
+        background_stop.set()
+        _stop_worker(worker)
+        database.dispose()
+        log.info("pacsnode stopped")
+    return 0

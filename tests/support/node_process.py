@@ -1,0 +1,197 @@
+"""Run a real `pacsnode serve` subprocess on a free 127.0.0.1 port, for end-to-end tests.
+
+Usage in a fixture::
+
+    with NodeProcess(tmp_path, extra={"routes": [...]}) as node:
+        subprocess.run(["storescu", "127.0.0.1", str(node.port), ...])
+        node.wait_for(lambda: node.series_states() == {"complete": 1})
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from sqlalchemy import func, select
+
+from node.config import load_settings
+from node.db import Database, Instance, Series, open_database
+
+REPO = Path(__file__).resolve().parents[2]
+PACSNODE = REPO / ".venv" / "bin" / "pacsnode"
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``extra``, merging nested mappings (lists are replaced)."""
+    merged = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def echo(port: int, ae_title: str = "PACSNODE", calling: str = "ECHOSCU", timeout: float = 2.0) -> bool:
+    """True when a C-ECHO to 127.0.0.1:``port`` succeeds."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
+    if not assoc.is_established:
+        return False
+    status = assoc.send_c_echo()
+    assoc.release()
+    return getattr(status, "Status", None) == 0x0000
+
+
+class NodeProcess:
+    """A `pacsnode serve` subprocess with its own storage folder, config file and log file.
+
+    ``extra`` is merged into the generated configuration (any section: node, queue, routes, ...).
+    ``database_url`` selects the index (default: SQLite in the storage folder).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        extra: dict[str, Any] | None = None,
+        database_url: str = "",
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        start_timeout: float = 60.0,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.port = port or free_port()
+        self.storage_dir = self.workdir / "storage"
+        self.config_path = self.workdir / "pacsnode.yaml"
+        self.log_path = self.workdir / "pacsnode.log"
+        self.start_timeout = start_timeout
+        self.env = env or {}
+        base = {
+            "node": {
+                "ae_title": "PACSNODE",
+                "host": "127.0.0.1",
+                "port": self.port,
+                "storage_dir": str(self.storage_dir),
+                "database_url": database_url,
+                "series_quiet_seconds": 2,
+            },
+            "queue": {"embedded_worker": False},
+            "logging": {"level": "INFO"},
+        }
+        self.config = deep_merge(base, extra or {})
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        self.settings = load_settings(self.config_path)
+        self.process: subprocess.Popen | None = None
+        self._database: Database | None = None
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> "NodeProcess":
+        """Start `pacsnode serve` and wait until it answers C-ECHO."""
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        command = [str(PACSNODE), "serve", "--config", str(self.config_path)]
+        if not PACSNODE.exists():
+            command = [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config_path)]
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        log.close()
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"pacsnode serve exited with {self.process.returncode}:\n{self.log()}")
+            if echo(self.port, self.settings.node.ae_title, timeout=1.0):
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"pacsnode serve did not answer C-ECHO in {self.start_timeout} s:\n{self.log()}")
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL if needed; return the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        code = self.process.returncode
+        self.process = None
+        if self._database is not None:
+            self._database.dispose()
+            self._database = None
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL the node and its process group members we know of (a crash)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def __enter__(self) -> "NodeProcess":
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    # index helpers -------------------------------------------------------------------------------
+    @property
+    def database(self) -> Database:
+        if self._database is None:
+            self._database = open_database(self.settings.node.resolved_database_url())
+        return self._database
+
+    def instance_count(self) -> int:
+        with self.database.session() as session:
+            return int(session.scalar(select(func.count()).select_from(Instance)) or 0)
+
+    def series(self) -> list[Series]:
+        with self.database.session() as session:
+            return list(session.scalars(select(Series)).all())
+
+    def series_states(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.series():
+            state = getattr(row.state, "value", row.state)
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def wait_for(self, condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
+        """Poll ``condition`` until it returns something truthy; raise with the node's log otherwise."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(interval)
+        raise AssertionError(f"condition not met within {timeout} s; node log:\n{self.log()[-4000:]}")
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.node.ae_title}@127.0.0.1:{self.port}"
