@@ -43,7 +43,9 @@ def stow(url: str, paths: list[str | Path], timeout: float = 120.0) -> list[Stor
     readable = [i for i in range(len(paths)) if i not in outcomes]
     if readable:
         try:
-            response = DICOMwebClient(url=url, timeout=timeout).store_instances(datasets)
+            client = DICOMwebClient(url=url, timeout=timeout)
+            client.set_http_retry_params(retry=False)  # the outbox owns retries and their backoff
+            response = client.store_instances(datasets)
         except requests.RequestException as exc:
             failure, message = _http_failure(exc, url)
             log.warning("%s", message)

@@ -1,0 +1,30 @@
+"""STOW-RS delivery to Orthanc's DICOMweb plugin, and the failure kinds of an unreachable endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from node.deliver.dicomweb import stow
+from node.deliver.policy import is_permanent
+from node.scu import Failure
+from tests.delivery.conftest import free_port, result_copy
+from tests.support.orthanc import running_orthanc
+
+
+def test_stow_to_orthanc(tmp_path: Path, ct_files: list[str]) -> None:
+    files = [result_copy(ct_files[0], tmp_path / "r"), result_copy(ct_files[1], tmp_path / "r")]
+    with running_orthanc(tmp_path / "orthanc", dicomweb=True) as orthanc:
+        outcomes = stow(orthanc.dicomweb_url, files)
+        assert [o.status for o in outcomes] == [0, 0] and all(o.stored for o in outcomes)
+        assert len(orthanc.instances()) == 2
+
+
+def test_stow_endpoint_down_is_retryable(tmp_path: Path, ct_files: list[str]) -> None:
+    [outcome] = stow(f"http://127.0.0.1:{free_port()}/dicom-web", [ct_files[0]], timeout=5)
+    assert outcome.failure is Failure.connection and not is_permanent(outcome)
+
+
+def test_stow_http_404_is_permanent(tmp_path: Path, ct_files: list[str]) -> None:
+    with running_orthanc(tmp_path / "orthanc") as orthanc:  # no DICOMweb plugin: /dicom-web does not exist
+        [outcome] = stow(orthanc.dicomweb_url, [ct_files[0]])
+    assert outcome.failure is Failure.rejected_permanent and "404" in outcome.error
