@@ -107,7 +107,7 @@ def render_preview(seg_path: Path, database: Database, key_slices: int = KEY_SLI
         ignore_spatial_locations=True,
         assert_missing_frames_are_empty=True,
     )
-    areas = masks.reshape(masks.shape[0], -1).sum(axis=1)
+    areas = masks.reshape(masks.shape[0], -1).sum(axis=1, dtype=np.int64)
     if areas.max() > 0:
         chosen = sorted(np.argsort(-areas, kind="stable")[:key_slices].tolist())
     else:

@@ -1,0 +1,119 @@
+"""The web server over real HTTP: metrics, health, login and previews."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
+
+from node.db import AuditEvent, open_database
+from node.web.server import start_web
+from tests.operate.conftest import TOKEN, NodeState, build_state, make_settings
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _metrics(url: str) -> dict[str, dict[tuple, float]]:
+    """name -> {sorted label items: value} for every sample of /metrics."""
+    response = httpx.get(f"{url}/metrics")
+    assert response.status_code == 200
+    samples: dict[str, dict[tuple, float]] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def test_metrics_report_receiving_jobs_deliveries_and_disk(node_state: NodeState, web) -> None:
+    metrics = _metrics(web.url)
+    assert metrics["pacsnode_instances_received_total"][()] == node_state.instance_count
+    assert metrics["pacsnode_received_bytes_total"][()] == node_state.received_bytes
+    assert metrics["pacsnode_associations_total"][(("outcome", "accepted"),)] == 1
+    assert metrics["pacsnode_series_completed_total"][()] == 1
+    assert metrics["pacsnode_queue_depth"][()] == 1
+    assert metrics["pacsnode_jobs"][(("state", "failed"),)] == 1
+    assert metrics["pacsnode_deliveries"][(("state", "delivered"),)] == 1
+    assert metrics["pacsnode_deliveries"][(("state", "failed"),)] == 1
+    assert metrics["pacsnode_delivery_attempts_total"][(("outcome", "success"),)] == 1
+    assert metrics["pacsnode_delivery_attempts_total"][(("outcome", "failure"),)] == 1
+    infer = (("pipeline", "lungs"), ("stage", "infer"))
+    assert metrics["pacsnode_job_duration_seconds_count"][infer] == 1
+    assert metrics["pacsnode_job_duration_seconds_sum"][infer] == pytest.approx(2.1)
+    assert metrics["pacsnode_job_duration_seconds_bucket"][(("le", "1.0"), *infer)] == 0
+    assert metrics["pacsnode_job_duration_seconds_bucket"][(("le", "2.5"), *infer)] == 1
+    assert metrics["pacsnode_disk_free_bytes"][()] > 0
+    assert metrics["pacsnode_disk_guard_active"][()] == 0
+    assert metrics["pacsnode_index_up"][()] == 1
+
+
+def test_liveness_and_readiness(node_state: NodeState, web) -> None:
+    assert httpx.get(f"{web.url}/healthz").json() == {"status": "alive"}
+    ready = httpx.get(f"{web.url}/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["ready"] is True
+    assert set(ready.json()["checks"]) == {"database", "storage", "disk"}
+
+
+def test_disk_guard_makes_the_node_not_ready_and_shows_in_metrics(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    settings.node.min_free_disk_mb = 1 << 40  # more than any disk here: the guard must be active
+    database = open_database(settings.node.resolved_database_url())
+    server = start_web(settings, database)
+    try:
+        ready = httpx.get(f"{server.url}/readyz")
+        assert ready.status_code == 503
+        disk = ready.json()["checks"]["disk"]
+        assert disk["ok"] is False and "node.min_free_disk_mb" in disk["detail"]
+        assert _metrics(server.url)["pacsnode_disk_guard_active"][()] == 1
+    finally:
+        server.stop()
+        database.dispose()
+
+
+def test_dashboard_needs_the_token(node_state: NodeState, web) -> None:
+    with httpx.Client(base_url=web.url) as client:
+        assert client.get("/").status_code == 303
+        assert client.get("/api/status").status_code == 401
+        assert client.get("/api/status", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get(f"/results/{node_state.seg_result_id}/preview.png").status_code == 303
+        wrong = client.post("/login", content="token=nope", headers={"content-type": "application/x-www-form-urlencoded"})
+        assert "Wrong token" in wrong.text
+        status = client.get("/api/status", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status.status_code == 200
+        assert status.json()["queue"]["depth"] == 1
+    with node_state.database.session() as session:
+        logins = session.query(AuditEvent).filter_by(event="user-authentication").all()
+        assert any(e.outcome != 0 for e in logins)
+        assert all(TOKEN not in (e.detail or "") for e in logins)
+
+
+def test_dashboard_is_closed_without_a_configured_token(tmp_path: Path) -> None:
+    state = build_state(tmp_path / "storage", token="")
+    server = start_web(state.settings, state.database)
+    try:
+        response = httpx.post(
+            f"{server.url}/login", content="token=", headers={"content-type": "application/x-www-form-urlencoded"}
+        )
+        assert "Wrong token" in response.text
+        assert httpx.get(f"{server.url}/api/status", headers={"Authorization": "Bearer x"}).status_code == 401
+    finally:
+        server.stop()
+        state.database.dispose()
+
+
+def test_preview_shows_key_slices_with_segments_overlaid(node_state: NodeState, web) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    response = httpx.get(f"{web.url}/results/{node_state.seg_result_id}/preview.png", headers=headers)
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    image = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
+    assert image.shape[1] > 2 * image.shape[0]  # three key slices side by side
+    red_tint = (image[..., 0] - image[..., 1] > 30) & (image[..., 0] - image[..., 2] > 30)
+    green_tint = (image[..., 1] - image[..., 0] > 30) & (image[..., 1] - image[..., 2] > 30)
+    assert red_tint.mean() > 0.02 and green_tint.mean() > 0.02  # both lungs overlaid
+    missing = httpx.get(f"{web.url}/results/999999/preview.png", headers=headers)
+    assert missing.status_code == 404 and "no result" in missing.json()["detail"]
