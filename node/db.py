@@ -58,6 +58,7 @@ class DeliveryState(str, enum.Enum):
     sending = "sending"
     delivered = "delivered"
     failed = "failed"
+    replaced = "replaced"  # the destination refused this SOP class; its fallback was sent instead
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
@@ -166,6 +167,20 @@ class Delivery(Base):
     sending_since: Mapped[dt.datetime | None] = mapped_column(DateTime)
     worker: Mapped[str | None] = mapped_column(String(128))  # host:pid:token of the sender holding the row
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class DestinationRefusal(Base):
+    """A SOP class a destination refused at association: later jobs send it the fallback instead."""
+
+    __tablename__ = "destination_refusals"
+    __table_args__ = (UniqueConstraint("destination", "sop_class_uid", name="uq_refusal_destination_class"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    destination: Mapped[str] = mapped_column(String(64), index=True)
+    sop_class_uid: Mapped[str] = mapped_column(String(UID_LENGTH))
+    detail: Mapped[str | None] = mapped_column(Text)
+    first_refused_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_refused_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class NodeEvent(Base):

@@ -8,13 +8,15 @@ travel on one association.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select, update
 
 from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
+from node.deliver.fallback import is_seg_refusal, record_refusal, replaced_note, send_fallback_instead
 from node.deliver.outbox import Target, resolve_target
+from node.deliver.outbox import _enqueue_groups as enqueue_all  # the outbox's own grouping, shared
 from node.deliver.policy import Verdict, decide
 from node.processing import worker_identity
 from node.scu import Failure, StoreOutcome, send_objects
@@ -105,12 +107,18 @@ def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[st
         outcomes = _send(settings, target, rows)
     counts: dict[str, int] = {}
     now = utcnow()
+    refused: list[int] = []
     with database.session() as session:
         for row, outcome in zip(rows, outcomes):
             decision = decide(outcome, settings.delivery, row.attempts, row.created_at, now)  # type: ignore[arg-type]
             values: dict[str, object] = {"last_status": decision.last_status, "error": decision.error or None,
                                          "sending_since": None, "worker": None}
-            if decision.verdict is Verdict.delivered:
+            if is_seg_refusal(row.sop_class_uid, outcome.failure is Failure.not_accepted):
+                record_refusal(session, destination, row.sop_class_uid, outcome.error)
+                decision = replace(decision, verdict=Verdict.replaced)
+                values.update(state=DeliveryState.replaced, next_attempt_at=None,
+                              error=f"{replaced_note(destination, row.sop_class_uid)} ({outcome.error})")
+            elif decision.verdict is Verdict.delivered:
                 values.update(state=DeliveryState.delivered, delivered_at=now, next_attempt_at=None)
             elif decision.verdict is Verdict.failed:
                 values.update(state=DeliveryState.failed, next_attempt_at=None)
@@ -125,10 +133,14 @@ def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[st
                 log.warning("delivery %s: was reset while sending; its outcome is not recorded", row.delivery_id)
                 continue
             counts[decision.verdict.value] = counts.get(decision.verdict.value, 0) + 1
+            if decision.verdict is Verdict.replaced:
+                refused.append(row.delivery_id)
             level = logging.INFO if decision.verdict is Verdict.delivered else logging.WARNING
             log.log(level, "delivery %s (%s to %s, attempt %d): %s %s", row.delivery_id, row.sop_instance_uid,
                     destination, row.attempts, decision.verdict.value, decision.error or decision.last_status)
             if decision.verdict is Verdict.failed:
                 record_event(session, "delivery_failed", f"delivery {row.delivery_id} to {destination}: {decision.error}"[:2000],
                              uid=row.sop_instance_uid)
+    if refused:
+        enqueue_all(settings, database, send_fallback_instead(database, destination, refused))
     return counts

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
+from node.deliver.fallback import plan, refused_classes, replaced_note
 from node.processing import _holder_is_dead as holder_is_dead  # the queue's own liveness test, shared
 
 log = logging.getLogger(__name__)
@@ -102,9 +103,10 @@ def schedule_deliveries(settings: Settings, database: Database, job_id: int) -> 
         results = session.scalars(select(ResultObject).where(ResultObject.job_id == job_id)).all()
         ids: list[int] = []
         for target in _job_targets(settings, session, job):
-            for result in results:
-                if result.kind not in target.outputs:
-                    continue
+            to_send, replaced = plan(target.outputs, results, refused_classes(session, target.name))
+            for result in replaced:
+                _mark_replaced(session, result, target.name, now)
+            for result in to_send:
                 row = session.scalars(
                     select(Delivery).where(Delivery.result_id == result.id, Delivery.destination == target.name)
                 ).first()
@@ -119,6 +121,18 @@ def schedule_deliveries(settings: Settings, database: Database, job_id: int) -> 
     _enqueue_groups(settings, database, ids)
     log.info("job %s: %d deliveries scheduled", job_id, len(ids))
     return ids
+
+
+def _mark_replaced(session: Session, result: ResultObject, destination: str, now: dt.datetime) -> None:
+    """Record a SEG not sent to a destination known to refuse it (its fallback goes instead)."""
+    row = session.scalars(
+        select(Delivery).where(Delivery.result_id == result.id, Delivery.destination == destination)
+    ).first()
+    if row is None:
+        row = Delivery(result_id=result.id, destination=destination)
+        session.add(row)
+    row.state, row.created_at, row.next_attempt_at = DeliveryState.replaced, now, None
+    row.error = replaced_note(destination, result.sop_class_uid)
 
 
 def _enqueue_groups(settings: Settings, database: Database, ids: list[int]) -> None:

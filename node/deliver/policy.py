@@ -23,6 +23,7 @@ class Verdict(str, enum.Enum):
     delivered = "delivered"
     failed = "failed"
     retry = "retry"
+    replaced = "replaced"  # refused SOP class; the destination's fallback is sent instead
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,89 @@
+"""Output profiles per destination, and the fallback sent once when a destination refuses SEG at association."""
+
+from __future__ import annotations
+
+import pydicom
+from sqlalchemy import select
+
+from node.db import Delivery, DeliveryState, DestinationRefusal, NodeEvent
+from node.deliver.attempt import deliver
+from node.deliver.fallback import SEG_SOP_CLASSES, send_fallback_instead
+from node.deliver.outbox import schedule_deliveries
+from tests.fallback.conftest import Peer, destination
+
+SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
+
+
+def _pending(node) -> list[int]:  # type: ignore[no-untyped-def]
+    return [r.id for r in node.deliveries() if r.state == DeliveryState.pending]
+
+
+def _uids(files: dict, prefix: str) -> set[str]:
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for k, p in files.items()
+            if k.startswith(prefix)}
+
+
+def test_outputs_choose_what_each_destination_receives(make_node, full_peer: Peer, result_files) -> None:  # type: ignore[no-untyped-def]
+    node = make_node([destination("viewer", full_peer, ["seg"]), destination("legacy", full_peer, ["fallback"])])
+    files = result_files()
+    job = node.add_job(files, ["viewer", "legacy"])
+    schedule_deliveries(node.settings, node.database, job)
+    by_destination: dict[str, int] = {}
+    for row in node.deliveries():
+        by_destination[row.destination] = by_destination.get(row.destination, 0) + 1
+    fallback_count = sum(1 for kind in files if kind.startswith("fallback"))
+    assert by_destination == {"viewer": 1, "legacy": fallback_count}
+    for delivery_id in _pending(node):
+        deliver(node.settings, node.database, delivery_id)
+    assert {uid for _, uid in full_peer.received} == _uids(files, "seg") | _uids(files, "fallback")
+
+
+def test_refused_seg_is_recorded_and_the_fallback_sent_once_instead(make_node, seg_less_peer: Peer, result_files) -> None:  # type: ignore[no-untyped-def]
+    node = make_node([destination("legacy", seg_less_peer, ["seg", "sr"])])
+    files = result_files()
+    job = node.add_job(files, ["legacy"])
+    [seg_delivery] = schedule_deliveries(node.settings, node.database, job)
+
+    assert deliver(node.settings, node.database, seg_delivery) == {"replaced": 1}
+    seg_row = next(r for r in node.deliveries() if r.id == seg_delivery)
+    assert seg_row.state == DeliveryState.replaced and "fallback" in seg_row.error
+    pending = _pending(node)
+    assert len(pending) == len(_uids(files, "fallback")) >= 1
+    for delivery_id in pending:
+        deliver(node.settings, node.database, delivery_id)
+
+    assert all(sop_class == SC_CLASS for sop_class, _ in seg_less_peer.received)
+    assert {uid for _, uid in seg_less_peer.received} == _uids(files, "fallback")
+    with node.database.session() as session:
+        refusals = session.scalars(select(DestinationRefusal)).all()
+        events = session.scalars(select(NodeEvent).where(NodeEvent.kind == "seg_refused")).all()
+    assert [(r.destination, r.sop_class_uid in SEG_SOP_CLASSES) for r in refusals] == [("legacy", True)]
+    assert len(events) == 1 and events[0].level == "warning" and "legacy refused the SEG" in events[0].message
+    # Once: asking again creates nothing, so nothing is sent twice.
+    assert send_fallback_instead(node.database, "legacy", [seg_delivery]) == []
+    assert len(seg_less_peer.received) == len(_uids(files, "fallback"))
+
+
+def test_a_destination_known_to_refuse_seg_gets_the_fallback_straight_away(make_node, seg_less_peer: Peer, result_files) -> None:  # type: ignore[no-untyped-def]
+    node = make_node([destination("legacy", seg_less_peer, ["seg"])])
+    first = node.add_job(result_files(), ["legacy"])
+    [seg_delivery] = schedule_deliveries(node.settings, node.database, first)
+    deliver(node.settings, node.database, seg_delivery)
+    for delivery_id in _pending(node):
+        deliver(node.settings, node.database, delivery_id)
+    seg_less_peer.received.clear()
+
+    files = result_files()
+    second = node.add_job(files, ["legacy"])
+    ids = schedule_deliveries(node.settings, node.database, second)
+    with node.database.session() as session:
+        rows = session.scalars(select(Delivery).where(Delivery.id.in_(ids))).all()
+        replaced = session.scalars(
+            select(Delivery).where(Delivery.state == DeliveryState.replaced, Delivery.id.not_in([seg_delivery]))
+        ).all()
+    assert len(rows) == len(_uids(files, "fallback")), "only the fallback is scheduled"
+    assert len(replaced) == 1, "the SEG is recorded as replaced without an attempt"
+    assert replaced[0].attempts == 0
+    for delivery_id in ids:
+        deliver(node.settings, node.database, delivery_id)
+    assert {uid for _, uid in seg_less_peer.received} == _uids(files, "fallback")
