@@ -24,6 +24,7 @@ DELIVER_TASK = "pacsnode.deliver"
 GPU_QUEUE = "gpu"
 DELIVERY_QUEUE = "delivery"
 CONFIG_ENV = "PACSNODE_CONFIG"
+EMBEDDED_POLL_SECONDS = 0.02  # an idle worker lists the broker folder 50 times a second: fast start, little CPU
 TASK_MODULES = ("node.queue.tasks", "node.deliver.tasks")
 
 _LOCK = threading.Lock()
@@ -46,7 +47,12 @@ def _broker(settings: Settings) -> tuple[str, dict]:
     messages, control = folder / "messages", folder / "control"
     messages.mkdir(parents=True, exist_ok=True)
     control.mkdir(parents=True, exist_ok=True)
-    options = {"data_folder_in": str(messages), "data_folder_out": str(messages), "control_folder": str(control)}
+    options = {
+        "data_folder_in": str(messages),
+        "data_folder_out": str(messages),
+        "control_folder": str(control),
+        "polling_interval": EMBEDDED_POLL_SECONDS,
+    }
     return "filesystem://", options
 
 

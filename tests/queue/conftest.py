@@ -159,11 +159,11 @@ class Node:
             thread.join(timeout=10)
         for process in self.workers:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGQUIT)  # cold shutdown: the tests need no graceful stop
+                os.killpg(process.pid, signal.SIGTERM)
         for process in self.workers:
             try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
+                process.wait(timeout=2)
+            except subprocess.TimeoutExpired:  # the filesystem transport's shutdown takes seconds; not under test
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.database.dispose()
