@@ -13,10 +13,12 @@ from sqlalchemy import update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from node.db import Instance, Series, SeriesState, Study, record_event, utcnow
+from node.db import Instance, Series, SeriesState, Study, utcnow
 from node.receive_dataset import Identifiers
 
 log = logging.getLogger(__name__)
+
+REOPENABLE = (SeriesState.complete, SeriesState.routed, SeriesState.unrouted)
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ def _insert(session: Session, model: type, values: dict) -> bool:
 def record_instance(session: Session, item: Received) -> bool:
     """Index a stored instance; True when it is new, False for an idempotent re-send.
 
-    A new instance for a series already ``complete`` reopens it to ``receiving``.
+    A new instance for a series already complete (or routed) reopens it to ``receiving``: it completes
+    again after the quiet period and is routed again (its jobs are reset by the dispatcher).
     """
     now = utcnow()
     ids = item.ids
@@ -100,24 +103,14 @@ def record_instance(session: Session, item: Received) -> bool:
         return False
     reopened = session.execute(
         update(Series)
-        .where(Series.series_uid == ids.series_uid, Series.state == SeriesState.complete)
+        .where(Series.series_uid == ids.series_uid, Series.state.in_(REOPENABLE))
         .values(state=SeriesState.receiving, completed_at=None, state_reason="reopened by a late instance")
     ).rowcount
     if reopened:
         log.info("series %s reopened by late instance %s", ids.series_uid, ids.sop_instance_uid)
-    state = session.execute(
+    session.execute(
         update(Series)
         .where(Series.series_uid == ids.series_uid)
         .values(instance_count=Series.instance_count + 1, last_received_at=now)
-        .returning(Series.state)
-    ).scalar_one_or_none()
-    _note_late_instance(session, ids, state)
+    )
     return True
-
-
-def _note_late_instance(session: Session, ids: Identifiers, state: object) -> None:
-    """Record an instance that arrived after its series was already routed (it is not re-routed)."""
-    if state in (SeriesState.routed, SeriesState.unrouted, "routed", "unrouted"):
-        message = f"instance {ids.sop_instance_uid} arrived after series {ids.series_uid} was {state}"
-        log.warning(message)
-        record_event(session, "late_instance", message, level="warning", uid=ids.series_uid)

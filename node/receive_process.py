@@ -5,9 +5,11 @@ More processes use more cores; pynetdicom's threads in one process share one GIL
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
 import signal
+import sys
 from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 from typing import Any
@@ -22,8 +24,18 @@ log = logging.getLogger(__name__)
 START_TIMEOUT = 60.0
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process when `serve` dies, so no orphan keeps the shared port."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def receiver_main(settings: Settings, counter: Any, stop: Any, ready: Any, index: int) -> None:
     """Process target: serve until ``stop`` is set; report the bound port (or the error) on ``ready``."""
+    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns shutdown
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     configure_logging(settings.logging)

@@ -1,0 +1,42 @@
+"""Fixtures of the receive tests: a real node, DCMTK tools, synthetic series."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.dicom_factory import write_series
+from tests.support.node_process import NodeProcess
+
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def storescu(port: int, files: list[Path], *, calling: str = "SCANNER", called: str = "PACSNODE",
+             extra: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Send ``files`` with DCMTK storescu in one association."""
+    command = ["storescu", "-aet", calling, "-aec", called, *(extra or []), "127.0.0.1", str(port),
+               *map(str, files)]
+    return subprocess.run(command, env=DCMTK_ENV, capture_output=True, text=True, timeout=120)
+
+
+def echoscu(port: int, *, calling: str = "SCANNER", called: str = "PACSNODE") -> subprocess.CompletedProcess:
+    command = ["echoscu", "-aet", calling, "-aec", called, "127.0.0.1", str(port)]
+    return subprocess.run(command, env=DCMTK_ENV, capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """One node per test module, SQLite index, 2 s quiet period."""
+    with NodeProcess(tmp_path_factory.mktemp("node")) as running:
+        yield running
+
+
+@pytest.fixture
+def series_dir(tmp_path: Path) -> Path:
+    """Ten 64x64 CT slices of a new series."""
+    write_series(tmp_path / "series", 10)
+    return tmp_path / "series"
