@@ -27,7 +27,9 @@ from node.db import Database, Instance, Job, Series, SeriesState, Study, open_da
 from tests.support.pipelines import RUN_LOG_ENV, SLEEP_ENV
 
 REDIS_URL = "redis://127.0.0.1:6379/7"
-TEST_PIPELINES = ["NoopPipeline", "RejectingPipeline", "UnsupportedPipeline", "SleepPipeline", "FlakyPipeline"]
+TEST_PIPELINES = [
+    "NoopPipeline", "RejectingPipeline", "UnsupportedPipeline", "SleepPipeline", "FlakyPipeline", "ThresholdPipeline"
+]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
