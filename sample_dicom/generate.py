@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
 
@@ -42,6 +43,7 @@ BODY_LABELS = (SOFT_TISSUE, FAT, BONE, RIGHT_LUNG, LEFT_LUNG, AIRWAY)
 HU = {"air": -1000, "soft": 40, "fat": -100, "cortex": 800, "cancellous": 300, "lung": -860,
       "emphysema": -985, "table": 120, "rib": 650}
 NOISE_HU = 12.0
+BLUR_PIXELS = 0.4
 LUNG_NOISE_HU = 25.0
 
 EMPHYSEMA_SPHERES = [((-92.0, 8.0, -40.0), 13.0), ((95.0, -12.0, 70.0), 12.0), ((-72.0, -22.0, 88.0), 10.0),
@@ -135,10 +137,12 @@ def slices(grid: Grid, seed: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, 
     for k in range(grid.shape[0]):
         x, y, z = (affine[axis, 0] * i + affine[axis, 1] * j + affine[axis, 2] * k + affine[axis, 3] for axis in range(3))
         labels, mean = labels_at(x, y, z)
+        emphysema = np.isin(labels, (RIGHT_LUNG, LEFT_LUNG)) & (mean == HU["emphysema"])
         lung = np.isin(labels, (RIGHT_LUNG, LEFT_LUNG))
+        mean = gaussian_filter(mean, BLUR_PIXELS)  # partial volume at edges, as a scanner's point spread gives
         noise = rng.normal(0.0, 1.0, size=labels.shape) * np.where(lung, LUNG_NOISE_HU, NOISE_HU)
         hu = np.clip(np.rint(mean + noise), -1024, 3071).astype(np.int16)
-        yield hu, labels, lung & (mean == HU["emphysema"])
+        yield hu, labels, emphysema
 
 
 def _uid(*parts: object) -> str:

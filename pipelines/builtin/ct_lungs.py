@@ -1,0 +1,161 @@
+"""ct-lungs: left and right lung of a chest CT (airway removed), lung volumes, LAA-950, mean lung density and
+an emphysema grade.
+
+Lung air is below -500 HU inside the body (Hu et al., IEEE TMI 2001;20:490-498 use an optimal threshold near
+that value). The airway tree is the component of voxels below -950 HU that reaches the superior end of the
+scan (the trachea). LAA-950 is the percentage of lung voxels below -950 HU.
+
+Emphysema grade from whole-lung LAA-950: below 5 % absent, the threshold for CT emphysema in the COPDGene
+study (Regan et al., COPD 2010;7:32-43; Lynch et al., Radiology 2015;277:192-205); 5-10 % mild, 10-20 %
+moderate, 20 % and above severe (pacsnode's bands, set in ``EMPHYSEMA_GRADES``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from pydicom.dataset import Dataset
+
+from pipelines import codes
+from pipelines.builtin import ops
+from pipelines.builtin.ct_tissue import accepts_ct, body_mask, hu_tensor, volume_and_mean
+from pipelines.device import inference_mode, select_device
+from pipelines.registry import register_builtin
+from pipelines.types import Classification, Code, Measurement, PipelineResult, Segment, Volume
+
+logger = logging.getLogger(__name__)
+
+NAME = "ct-lungs"
+VERSION = "1.0.0"
+LUNG_MAX_HU = -500.0
+AIRWAY_MAX_HU = -950.0
+LAA_THRESHOLD_HU = -950.0
+SUPERIOR_FRACTION = 0.1
+"""The trachea must reach the most superior tenth of the slices."""
+EMPHYSEMA_GRADES: list[tuple[float, Code]] = [(20.0, codes.SEVERE), (10.0, codes.MODERATE), (5.0, codes.MILD)]
+"""(lowest LAA-950 %, grade), highest first; below the last: absent."""
+CHEST_WORDS = ("CHEST", "THORAX", "LUNG", "THORAC", "TORSO")
+
+
+def emphysema_grade(laa950_percent: float) -> Code:
+    for lowest, grade in EMPHYSEMA_GRADES:
+        if laa950_percent >= lowest:
+            return grade
+    return codes.ABSENT
+
+
+def superior_slices(volume: Volume) -> slice:
+    """The slice range at the superior (head) end of the volume."""
+    count = max(1, int(round(volume.array.shape[0] * SUPERIOR_FRACTION)))
+    head_last = volume.affine[2, 2] > 0  # k grows towards +z (superior) in LPS
+    return slice(volume.array.shape[0] - count, None) if head_last else slice(0, count)
+
+
+def airway_mask(hu: torch.Tensor, air: torch.Tensor, volume: Volume) -> torch.Tensor:
+    """The largest very-low-density component inside the body that reaches the superior end (trachea, bronchi)."""
+    labels, count = ops.label_components(air & (hu < AIRWAY_MAX_HU))
+    if count == 0:
+        return torch.zeros_like(air)
+    top = torch.unique(labels[superior_slices(volume)])
+    top = top[top > 0]
+    if top.numel() == 0:
+        return torch.zeros_like(air)
+    sizes = ops.component_sizes(labels, count)
+    trachea = int(top[torch.argmax(sizes[top])])
+    return labels == trachea
+
+
+def split_lungs(lungs: torch.Tensor, volume: Volume, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(right, left): the two largest components, sided by their mean LPS x (patient left is +x)."""
+    labels, count = ops.label_components(lungs)
+    sizes = ops.component_sizes(labels, count)
+    sizes[0] = 0
+    order = torch.argsort(sizes, descending=True)
+    first = labels == int(order[0])
+    if count >= 2 and sizes[order[1]] >= 0.1 * sizes[order[0]]:
+        second = labels == int(order[1])
+    else:
+        # One connected lung region: cut it at the sagittal plane through its centre.
+        notes.append("lungs touch: split at the sagittal plane through their centre")
+        x = _lps_x(volume, lungs.device)
+        middle = float(x[first].mean())
+        first, second = first & (x < middle), first & (x >= middle)
+    x = _lps_x(volume, lungs.device)
+    if float(x[first].mean()) < float(x[second].mean()):
+        return first, second
+    return second, first
+
+
+def _lps_x(volume: Volume, device: torch.device) -> torch.Tensor:
+    k, j, i = (torch.arange(n, device=device, dtype=torch.float32) for n in volume.array.shape)
+    a = volume.affine[0]
+    return a[0] * i[None, None, :] + a[1] * j[None, :, None] + a[2] * k[:, None, None] + a[3]
+
+
+class CtLungsPipeline:
+    """Right and left lung with volume, mean lung density and LAA-950, and an emphysema grade."""
+
+    name = NAME
+    version = VERSION
+    description = "chest CT: right and left lung (airway removed), volumes, LAA-950, mean lung density, emphysema grade"
+
+    def __init__(self, settings: Any = None) -> None:
+        self.device = select_device(getattr(settings, "device", None))
+
+    def accepts(self, header: Dataset) -> str | None:
+        reason = accepts_ct(header)
+        if reason:
+            return reason
+        described = " ".join(
+            str(getattr(header, keyword, "") or "")
+            for keyword in ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName")
+        ).upper()
+        if not any(word in described for word in CHEST_WORDS):
+            return "not a chest CT (BodyPartExamined and the study/series descriptions name no chest, thorax or lung)"
+        return None
+
+    def run(self, volume: Volume) -> PipelineResult:
+        started = time.perf_counter()
+        notes: list[str] = []
+        with inference_mode(self.device):
+            hu = hu_tensor(volume, self.device)
+            air = body_mask(hu, min(volume.spacing[:2])) & (hu < LUNG_MAX_HU)
+            airway = airway_mask(hu, air, volume)
+            if not bool(airway.any()):
+                notes.append("no airway reaching the superior end found; nothing removed as airway")
+            right, left = split_lungs(air & ~airway, volume, notes)
+            segments, measurements = [], []
+            for number, (label, kind, mask) in enumerate(
+                (("Right lung", codes.RIGHT_LUNG, right), ("Left lung", codes.LEFT_LUNG, left)), start=1
+            ):
+                segments.append(Segment(number, label, codes.ANATOMICAL_STRUCTURE, kind, mask.cpu().numpy()))
+                measurements += volume_and_mean(hu, mask, volume.voxel_volume_ml, number)
+                measurements.append(Measurement(codes.LAA_950, _laa(hu, mask), codes.PERCENT, number))
+            laa = _laa(hu, right | left)
+        grade = emphysema_grade(laa)
+        elapsed = time.perf_counter() - started
+        logger.info("%s ran on %s in %.2f s: LAA-950 %.1f %% (%s)%s", NAME, self.device, elapsed, laa, grade.meaning,
+                    "; " + "; ".join(notes) if notes else "")
+        return PipelineResult(
+            pipeline=NAME,
+            version=VERSION,
+            algorithm_family=codes.MORPHOLOGICAL_OPERATIONS,
+            segments=segments,
+            measurements=measurements,
+            classifications=[Classification(codes.PULMONARY_EMPHYSEMA, grade)],
+            timings={"inference": elapsed},
+        )
+
+
+def _laa(hu: torch.Tensor, mask: torch.Tensor) -> float:
+    count = int(mask.sum())
+    return 100.0 * int((mask & (hu < LAA_THRESHOLD_HU)).sum()) / count if count else float("nan")
+
+
+@register_builtin(NAME, CtLungsPipeline.description)
+def create(settings: Any = None) -> CtLungsPipeline:
+    return CtLungsPipeline(settings)

@@ -1,0 +1,56 @@
+"""Where inference runs: CUDA with automatic mixed precision when present, the CPU otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from monai.inferers import sliding_window_inference
+
+logger = logging.getLogger(__name__)
+
+
+def select_device(preferred: str | None = None) -> torch.device:
+    """``preferred`` ("cuda", "cuda:1", "cpu") when given, else CUDA when available, else the CPU."""
+    if preferred:
+        device = torch.device(preferred)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {preferred!r} was asked for but CUDA is not available; use 'cpu' or leave it unset")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def inference_mode(device: torch.device, amp: bool = True) -> Iterator[None]:
+    """No autograd, and float16 autocast on CUDA when ``amp`` (CPU runs stay float32)."""
+    autocast = torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        yield
+
+
+def infer(
+    network: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    device: torch.device,
+    *,
+    roi_size: Sequence[int] | None = None,
+    sw_batch_size: int = 4,
+    overlap: float = 0.25,
+    amp: bool = True,
+) -> torch.Tensor:
+    """Network output for ``image`` ([batch, channel, *spatial]) as float32.
+
+    With ``roi_size`` the image is cut into overlapping windows (MONAI ``sliding_window_inference``, Gaussian
+    blending) so large volumes fit in memory; without it the network sees the whole image at once.
+    """
+    image = image.to(device)
+    with inference_mode(device, amp):
+        if roi_size:
+            output = sliding_window_inference(
+                image, roi_size=list(roi_size), sw_batch_size=sw_batch_size, predictor=network, overlap=overlap, mode="gaussian"
+            )
+        else:
+            output = network(image)
+    return output.float()  # type: ignore[union-attr]
