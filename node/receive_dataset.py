@@ -69,6 +69,8 @@ def read_identifiers(stream: bytes, transfer_syntax: str) -> Identifiers:
         raw = {tag: (element.value if element is not None else None) for tag, element in values.items()}
     except Exception as exc:  # pydicom raises many types for corrupt input
         raise UnreadableDataset(f"dataset does not parse as {syntax.name}: {type(exc).__name__}: {exc}") from exc
+    if all(raw[tag] is None for tag in IDENTIFYING_TAGS):
+        raise UnreadableDataset(f"no identifying attributes found: not a DICOM data set in {syntax.name}")
     return Identifiers(
         sop_class_uid=validate_uid(raw[0x00080016], "SOPClassUID"),
         sop_instance_uid=validate_uid(raw[0x00080018], "SOPInstanceUID"),

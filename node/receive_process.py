@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from multiprocessing.context import SpawnProcess
 from typing import Any
 
+import pydicom.config
+
 from node.config import Settings
 from node.db import Database
 from node.logging_setup import configure_logging
@@ -39,6 +41,8 @@ def receiver_main(settings: Settings, counter: Any, stop: Any, ready: Any, index
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns shutdown
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     configure_logging(settings.logging)
+    # Invalid values are answered with a status; pydicom's warnings would echo them into the log.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     database = Database(settings.node.resolved_database_url())
     receiver = Receiver(settings, database, counter)
     try:
