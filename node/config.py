@@ -32,11 +32,11 @@ class StrictModel(BaseModel):
 class TlsConfig(StrictModel):
     """DICOM TLS material; all paths are PEM files."""
 
-    enabled: bool = False
-    certificate: Path | None = None
-    private_key: Path | None = None
-    ca_certificates: Path | None = None
-    require_client_certificate: bool = False
+    enabled: bool = Field(False, description="Use DICOM TLS (the node's SCP, or this connection).")
+    certificate: Path | None = Field(None, description="PEM certificate presented to peers.")
+    private_key: Path | None = Field(None, description="PEM private key of the certificate.")
+    ca_certificates: Path | None = Field(None, description="PEM CA bundle that peers' certificates are checked against.")
+    require_client_certificate: bool = Field(False, description="SCP: refuse callers without a certificate signed by ca_certificates.")
 
 
 class NodeConfig(StrictModel):
@@ -68,7 +68,7 @@ class NodeConfig(StrictModel):
     dimse_timeout: float = Field(60, gt=0, description="Seconds to wait for DIMSE messages.")
     network_timeout: float = Field(60, gt=0, description="Seconds of network silence before an association is aborted.")
     min_free_disk_mb: int = Field(0, ge=0, description="Refuse new associations below this much free space (0: off).")
-    tls: TlsConfig = Field(default_factory=TlsConfig)
+    tls: TlsConfig = Field(default_factory=TlsConfig, description="DICOM TLS of the SCP.")
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
 
@@ -141,16 +141,16 @@ class SenderConfig(StrictModel):
 class DestinationConfig(StrictModel):
     """A place results are sent to."""
 
-    name: str
-    ae_title: str = ""
-    host: str = ""
-    port: int = Field(104, ge=1, le=65535)
-    kind: Literal["dimse", "dicomweb"] = "dimse"
+    name: str = Field(description="Name routes refer to.")
+    ae_title: str = Field("", description="Called AE title of the destination (kind dimse).")
+    host: str = Field("", description="Host name or address of the destination (kind dimse).")
+    port: int = Field(104, ge=1, le=65535, description="TCP port of the destination (kind dimse).")
+    kind: Literal["dimse", "dicomweb"] = Field("dimse", description="dimse (C-STORE) or dicomweb (STOW-RS).")
     url: str = Field("", description="STOW-RS base URL for kind: dicomweb.")
     outputs: list[Literal["seg", "sr", "fallback"]] = Field(
         default_factory=lambda: ["seg", "sr"], description="Which result objects this destination receives."
     )
-    tls: bool = False
+    tls: bool = Field(False, description="Send with DICOM TLS, using node.tls's certificate and CA bundle.")
 
     @model_validator(mode="after")
     def _check_kind(self) -> "DestinationConfig":
@@ -166,43 +166,43 @@ class DestinationConfig(StrictModel):
 class RouteConfig(StrictModel):
     """A rule: which series go to which pipelines and destinations."""
 
-    name: str
+    name: str = Field(description="Name of the rule, shown in logs and `route test`.")
     match: dict[str, Any] = Field(default_factory=dict, description="DICOM keyword -> value, list, '~regex' or {min,max}.")
     called_ae_title: str | list[str] | None = Field(None, description="Only series sent to this called AE title.")
     calling_ae_title: str | list[str] | None = Field(None, description="Only series sent by this calling AE title.")
-    pipelines: list[str] = Field(default_factory=list)
-    destinations: list[str] = Field(default_factory=list)
+    pipelines: list[str] = Field(default_factory=list, description="Pipelines run on matching series.")
+    destinations: list[str] = Field(default_factory=list, description="Destinations that receive the results.")
     reply_to_sender: bool = Field(False, description="Also send results back to the calling AE's known address.")
 
 
 class PipelineSettings(StrictModel):
     """Per-pipeline settings and MONAI bundle pipelines."""
 
-    name: str
+    name: str = Field(description="Pipeline name routes refer to (built-in or defined here).")
     factory: str = Field("", description="'package.module:callable' returning a Pipeline (custom pipelines).")
     bundle_dir: Path | None = Field(None, description="A MONAI bundle directory (Model Zoo layout).")
-    task: Literal["segmentation", "classification"] = "segmentation"
+    task: Literal["segmentation", "classification"] = Field("segmentation", description="What a bundle pipeline produces.")
     labels: dict[int, dict[str, Any]] = Field(default_factory=dict, description="Label value -> coded segment.")
-    modalities: list[str] = Field(default_factory=lambda: ["CT"])
-    roi_size: list[int] | None = None
-    sw_batch_size: int = 4
+    modalities: list[str] = Field(default_factory=lambda: ["CT"], description="Modalities the pipeline accepts.")
+    roi_size: list[int] | None = Field(None, description="Sliding-window ROI size; empty: the bundle's own.")
+    sw_batch_size: int = Field(4, description="Sliding-window batch size.")
 
 
 class ResultsConfig(StrictModel):
     """How SEG and SR are written."""
 
-    seg_type: Literal["binary", "labelmap"] = "binary"
-    omit_empty_frames: bool = False
-    compress: bool = False
-    series_number: int = 9100
-    series_description_prefix: str = "pacsnode"
-    manufacturer: str = "pacsnode"
-    content_creator: str = "pacsnode^AI"
+    seg_type: Literal["binary", "labelmap"] = Field("binary", description="SEG type: binary (widest viewer support) or labelmap.")
+    omit_empty_frames: bool = Field(False, description="Leave out SEG frames with no segmented pixel.")
+    compress: bool = Field(False, description="Lossless compression of SEG pixel data.")
+    series_number: int = Field(9100, description="Series Number of result series.")
+    series_description_prefix: str = Field("pacsnode", description="Start of result series descriptions.")
+    manufacturer: str = Field("pacsnode", description="Manufacturer written into results.")
+    content_creator: str = Field("pacsnode^AI", description="Content Creator's Name written into results.")
 
 
 class LoggingConfig(StrictModel):
-    level: str = "INFO"
-    json_format: bool = Field(False, alias="json")
+    level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
+    json_format: bool = Field(False, alias="json", description="One JSON object per log line (with job and series UIDs).")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
