@@ -179,7 +179,7 @@ def ct_slice(study_uid: str, series_uid: str, k: int, modality: str, attributes:
     ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, generate_uid(entropy_srcs=[series_uid])
     ds.PatientName, ds.PatientID, ds.Modality = "Test^Queue", "Q1", modality
     ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName = "20260101", "120000", "A1", ""
     ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, k + 1

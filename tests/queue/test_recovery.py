@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
 
-from node.db import JobState, SeriesState
+import pydicom
+from sqlalchemy import select
+
+from node.db import JobState, ResultObject, SeriesState
 from node.queue.celery_app import broker_dir
-from tests.queue.conftest import Node, delete_prefixed, wait_for
+from node.queue.dispatch import rerun
+from tests.queue.conftest import Node, base_config, delete_prefixed, wait_for
 
 
 def flush_broker(node: Node) -> None:
@@ -66,3 +71,31 @@ def test_series_completed_again_reruns_its_job_without_a_new_row(broker_node) ->
     jobs = wait_for(rerun, 20, "the job to run again")
     assert [job.id for job in jobs] == [first.id]
     assert jobs[0].run_count == 2 and len(node.runs()) == 2
+
+
+
+def test_rerun_replaces_its_results_instead_of_duplicating_them(make_node, tmp_path: Path) -> None:
+    config = base_config(tmp_path / "storage")
+    config["routes"] = [{"name": "seg", "match": {"Modality": "CT"}, "pipelines": ["threshold"]}]
+    node: Node = make_node(config)
+    node.start_worker()
+    node.start_loops()
+    series_uid = node.add_series()
+    job = node.wait_job(series_uid, {"succeeded", "failed"})
+    assert job.state == JobState.succeeded, job.reason
+    first = results_of(node, job.id)
+    assert sorted(r.kind for r in first) == ["seg", "sr"] and all(Path(r.path).is_file() for r in first)
+
+    assert rerun(node.settings, node.database, job.id)
+    wait_for(lambda: node.jobs(series_uid)[0].run_count == 2, 20, "the re-run to succeed")
+
+    again = results_of(node, job.id)
+    assert [(r.id, r.kind, r.sop_instance_uid) for r in again] == [(r.id, r.kind, r.sop_instance_uid) for r in first]
+    assert again[0].created_at > first[0].created_at
+    assert pydicom.dcmread(again[0].path).SOPInstanceUID == first[0].sop_instance_uid
+
+
+def results_of(node: Node, job_id: int) -> list[ResultObject]:
+    with node.database.session() as session:
+        query = select(ResultObject).where(ResultObject.job_id == job_id).order_by(ResultObject.kind)
+        return list(session.scalars(query).all())
