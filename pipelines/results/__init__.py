@@ -1,0 +1,116 @@
+"""Result objects of a job: a DICOM SEG of the segments and a TID 1500 SR of measurements and findings.
+
+Writers know nothing of models: a Volume and a PipelineResult in, DICOM files out. UIDs derive from the
+job key, so a re-run writes objects that replace the earlier ones in PACS.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+
+from node.config import ResultsConfig
+from pipelines.results.seg import build_segmentation
+from pipelines.results.sr import build_report
+from pipelines.results.uids import job_uid, result_uids, tracking_uid
+from pipelines.types import PipelineResult, Volume
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WrittenResult:
+    """One result object written to disk."""
+
+    kind: str  # "seg" or "sr"
+    path: Path
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_uid: str
+    study_uid: str
+    size_bytes: int
+
+
+def write_dataset(dataset: Dataset, path: Path) -> int:
+    """Write ``dataset`` as a DICOM file (preamble and file meta), fsynced via a temporary name; its size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as handle:
+        dataset.save_as(handle, enforce_file_format=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, path)
+    return path.stat().st_size
+
+
+def _written(kind: str, dataset: Dataset, path: Path) -> WrittenResult:
+    size = write_dataset(dataset, path)
+    return WrittenResult(
+        kind=kind,
+        path=path,
+        sop_class_uid=str(dataset.SOPClassUID),
+        sop_instance_uid=str(dataset.SOPInstanceUID),
+        series_uid=str(dataset.SeriesInstanceUID),
+        study_uid=str(dataset.StudyInstanceUID),
+        size_bytes=size,
+    )
+
+
+def write_results(
+    volume: Volume, result: PipelineResult, options: ResultsConfig, job_key: str, out_dir: Path
+) -> list[WrittenResult]:
+    """Write the SEG (if there are segments) and the SR (if there is anything to report) into ``out_dir``.
+
+    Files are named ``seg.dcm`` and ``sr.dcm``; the same ``job_key`` always gives the same UIDs.
+    Raises ValueError when the result does not fit the volume.
+    """
+    out_dir = Path(out_dir)
+    series_uid = volume.datasets[0].SeriesInstanceUID
+    segment_tracking = [tracking_uid(job_key, s.number) for s in sorted(result.segments, key=lambda s: s.number)]
+    written: list[WrittenResult] = []
+    seg = None
+    if result.segments:
+        uids = result_uids(job_key, "seg")
+        started = time.perf_counter()
+        seg = build_segmentation(
+            volume,
+            result,
+            options,
+            series_uid=uids.series_uid,
+            sop_instance_uid=uids.sop_instance_uid,
+            tracking_uids=segment_tracking,
+        )
+        built = time.perf_counter()
+        written.append(_written("seg", seg, out_dir / "seg.dcm"))
+        logger.info(
+            "job %s: SEG %s of series %s, %d segments, %d frames, built in %.2f s, written in %.2f s (%d bytes)",
+            job_key,
+            seg.SOPInstanceUID,
+            series_uid,
+            len(result.segments),
+            int(seg.NumberOfFrames),
+            built - started,
+            time.perf_counter() - built,
+            written[-1].size_bytes,
+        )
+    if result.segments or result.measurements or result.classifications:
+        uids = result_uids(job_key, "sr")
+        group_tracking = [job_uid(job_key, "group", index) for index in range(len(result.classifications) + 1)]
+        report = build_report(
+            volume,
+            result,
+            options,
+            series_uid=uids.series_uid,
+            sop_instance_uid=uids.sop_instance_uid,
+            segment_tracking_uids=segment_tracking,
+            group_tracking_uids=group_tracking,
+            seg=seg,
+        )
+        written.append(_written("sr", report, out_dir / "sr.dcm"))
+        logger.info("job %s: SR %s of series %s written", job_key, report.SOPInstanceUID, series_uid)
+    return written

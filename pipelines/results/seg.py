@@ -1,0 +1,194 @@
+"""DICOM Segmentation (SEG) from a pipeline's segments, built with highdicom.
+
+BINARY is the default because viewers support it most widely; LABELMAP is an option (smaller to build,
+larger on disk unless compressed). Frames follow the source slices one to one, so every SEG frame references
+the source instance (or frame) it was derived from and lies at the same position.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import highdicom as hd
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
+
+from node.config import ResultsConfig
+from pipelines.types import Code, PipelineResult, Segment, Volume
+
+logger = logging.getLogger(__name__)
+
+# Type 2 attributes highdicom copies from the first source image; absent ones are added empty.
+_PATIENT_STUDY_KEYWORDS = (
+    "PatientID",
+    "PatientName",
+    "PatientBirthDate",
+    "PatientSex",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+)
+
+
+def coded(code: Code) -> hd.sr.CodedConcept:
+    """A pacsnode Code as a highdicom coded concept."""
+    return hd.sr.CodedConcept(value=code.value, scheme_designator=code.scheme, meaning=code.meaning)
+
+
+def algorithm_identification(result: PipelineResult) -> hd.AlgorithmIdentificationSequence:
+    """Name, version and family of the pipeline that made ``result``."""
+    return hd.AlgorithmIdentificationSequence(
+        name=result.pipeline, family=coded(result.algorithm_family), version=result.version
+    )
+
+
+def check_segments(volume: Volume, segments: Sequence[Segment]) -> list[Segment]:
+    """The segments sorted by number; raises ValueError when a mask or numbering cannot make a SEG."""
+    if not segments:
+        raise ValueError("a SEG needs at least one segment")
+    ordered = sorted(segments, key=lambda segment: segment.number)
+    numbers = [segment.number for segment in ordered]
+    if numbers != list(range(1, len(ordered) + 1)):
+        raise ValueError(f"segment numbers must be 1..{len(ordered)} without gaps, got {numbers}")
+    for segment in ordered:
+        if segment.mask.shape != volume.array.shape:
+            raise ValueError(
+                f"segment {segment.number} ({segment.label}): mask shape {segment.mask.shape} "
+                f"differs from the volume's {volume.array.shape}"
+            )
+    return ordered
+
+
+def label_array(segments: Sequence[Segment], shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
+    """One integer label per voxel (later segment numbers paint over earlier ones) and whether any overlap.
+
+    A label map is an eighth of the memory of stacked masks and lets highdicom skip its own overlap check.
+    """
+    dtype = np.uint8 if len(segments) < 256 else np.uint16
+    labels = np.zeros(shape, dtype=dtype)
+    count = np.zeros(shape, dtype=np.uint8)
+    for segment in segments:
+        mask = np.asarray(segment.mask, dtype=bool)
+        np.add(count, mask, out=count, casting="unsafe")
+        labels[mask] = segment.number
+    return labels, bool(count.max(initial=0) > 1)
+
+
+def stacked_array(segments: Sequence[Segment], shape: tuple[int, ...]) -> np.ndarray:
+    """Masks stacked along a last axis (highdicom's form for overlapping segments), one byte per voxel."""
+    stacked = np.zeros((len(segments), *shape), dtype=np.uint8)
+    for index, segment in enumerate(segments):
+        stacked[index] = segment.mask
+    # A view with segments last; each frame's mask for one segment stays contiguous in memory.
+    return np.moveaxis(stacked, 0, -1)
+
+
+def to_source_frames(array: np.ndarray, volume: Volume) -> np.ndarray:
+    """Rearrange slices into the frame order of an enhanced multi-frame source (frames not in the volume empty)."""
+    if volume.frame_numbers is None:
+        return array
+    number_of_frames = int(volume.datasets[0].NumberOfFrames)
+    order = np.asarray(volume.frame_numbers, dtype=np.int64) - 1
+    if len(order) == number_of_frames and np.array_equal(order, np.arange(number_of_frames)):
+        return array
+    frames = np.zeros((number_of_frames, *array.shape[1:]), dtype=array.dtype)
+    frames[order] = array
+    return frames
+
+
+def source_images(volume: Volume) -> list[Dataset]:
+    """The source headers, the first one completed with empty type 2 patient/study attributes if absent."""
+    images = list(volume.datasets)
+    first = images[0]
+    missing = [keyword for keyword in _PATIENT_STUDY_KEYWORDS if keyword not in first]
+    if missing:
+        completed = Dataset()
+        completed.update(first)
+        completed.file_meta = getattr(first, "file_meta", Dataset())
+        for keyword in missing:
+            setattr(completed, keyword, "")
+        images[0] = completed
+    return images
+
+
+def segment_descriptions(
+    segments: Sequence[Segment], result: PipelineResult, tracking_uids: Sequence[str]
+) -> list[hd.seg.SegmentDescription]:
+    """Coded descriptions of ``segments`` with algorithm identification and tracking identifiers."""
+    algorithm = algorithm_identification(result)
+    return [
+        hd.seg.SegmentDescription(
+            segment_number=segment.number,
+            segment_label=segment.label,
+            segmented_property_category=coded(segment.category),
+            segmented_property_type=coded(segment.type),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm,
+            tracking_uid=tracking,
+            tracking_id=segment.tracking_id or segment.label,
+        )
+        for segment, tracking in zip(segments, tracking_uids, strict=True)
+    ]
+
+
+def transfer_syntax(options: ResultsConfig) -> str:
+    """Lossless compression highdicom supports for the chosen type: JPEG 2000 for 1-bit BINARY, RLE for LABELMAP."""
+    if not options.compress:
+        return ExplicitVRLittleEndian
+    return JPEG2000Lossless if options.seg_type == "binary" else RLELossless
+
+
+def build_segmentation(
+    volume: Volume,
+    result: PipelineResult,
+    options: ResultsConfig,
+    *,
+    series_uid: str,
+    sop_instance_uid: str,
+    tracking_uids: Sequence[str],
+) -> hd.seg.Segmentation:
+    """A SEG of ``result.segments`` on ``volume``'s grid, as a new series in the source study.
+
+    Raises ValueError when the segments do not fit the volume (shape, numbering).
+    """
+    segments = check_segments(volume, result.segments)
+    labels, overlap = label_array(segments, volume.array.shape)
+    if overlap and options.seg_type == "labelmap":
+        logger.warning(
+            "series %s: segments of %s overlap; the LABELMAP SEG keeps the highest segment number where they do",
+            volume.datasets[0].SeriesInstanceUID,
+            result.pipeline,
+        )
+    if overlap and options.seg_type == "binary":
+        del labels
+        pixels = stacked_array(segments, volume.array.shape)
+    else:
+        pixels = labels
+    pixels = to_source_frames(pixels, volume)
+    return hd.seg.Segmentation(
+        source_images=source_images(volume),
+        pixel_array=pixels,
+        segmentation_type=(
+            hd.seg.SegmentationTypeValues.BINARY
+            if options.seg_type == "binary"
+            else hd.seg.SegmentationTypeValues.LABELMAP
+        ),
+        segment_descriptions=segment_descriptions(segments, result, tracking_uids),
+        series_instance_uid=series_uid,
+        series_number=options.series_number,
+        series_description=f"{options.series_description_prefix} {result.pipeline} SEG"[:64],
+        sop_instance_uid=sop_instance_uid,
+        instance_number=1,
+        manufacturer=options.manufacturer,
+        manufacturer_model_name=result.pipeline,
+        software_versions=result.version,
+        device_serial_number="0",
+        content_description=f"{result.pipeline} {result.version}"[:64],
+        content_creator_name=options.content_creator,
+        transfer_syntax_uid=transfer_syntax(options),
+        omit_empty_frames=options.omit_empty_frames,
+    )
