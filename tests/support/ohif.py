@@ -305,6 +305,8 @@ class ViewerPage:
     def open_study(self, study_uid: str, timeout_s: float = 90) -> None:
         """Open the viewer on one study and wait until its first image is rendered."""
         self.page.goto(f"{self.base_url}/viewer?StudyInstanceUIDs={study_uid}")
+        # Toasts would cover the image in screenshots; their texts stay readable through notifications().
+        self.page.add_style_tag(content="[data-sonner-toaster] { visibility: hidden !important; }")
         self.page.wait_for_function(
             "() => window.cornerstone && cornerstone.getEnabledElements().length > 0 && "
             "!!cornerstone.getEnabledElements()[0].viewport.getCurrentImageId()",
@@ -345,5 +347,26 @@ class ViewerPage:
         self.page.screenshot(path=str(path), clip=rect)
         return np.asarray(Image.open(path).convert("RGB"))
 
+    def notifications(self) -> list[str]:
+        """Texts of the notifications (toasts) OHIF shows now, e.g. warnings about a loaded SEG."""
+        return [text.strip() for text in self.page.locator("[data-sonner-toast]").all_inner_texts()]
+
     def close(self) -> None:
         self.page.close()
+
+
+_WORLD_TO_CANVAS = """(points) => {
+  const viewport = cornerstone.getEnabledElements()[0].viewport;
+  return points.map(p => Array.from(viewport.worldToCanvas(p)));
+}"""
+
+
+def world_to_screen(viewer: ViewerPage, points: list[list[float]]) -> list[tuple[float, float]]:
+    """Where OHIF draws patient-space points (LPS mm) in the viewport, in screenshot pixels (x, y)."""
+    scale = float(viewer.page.evaluate("() => window.devicePixelRatio"))
+    return [(x * scale, y * scale) for x, y in viewer.page.evaluate(_WORLD_TO_CANVAS, points)]
+
+
+def series_listed(viewer: ViewerPage, series_description: str) -> bool:
+    """True when the study browser lists a series with this description."""
+    return viewer.page.get_by_text(series_description, exact=True).count() > 0
