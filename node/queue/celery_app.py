@@ -15,7 +15,6 @@ from pathlib import Path
 
 from celery import Celery
 from kombu import Queue
-from kombu.exceptions import ChannelError
 
 from node.config import Settings, load_settings
 
@@ -123,11 +122,11 @@ def send(settings: Settings, task_name: str, *args: object) -> str:
 
 
 def queue_depth(settings: Settings, queue: str) -> int:
-    """Messages waiting in ``queue`` (not counting those a worker holds)."""
+    """Messages waiting in ``queue`` (not counting those a worker holds).
+
+    A plain (not passive) declare: kombu's passive check ignores ``global_keyprefix`` on Redis, and declaring
+    our own queue is harmless.
+    """
     app = producer_app(settings)
     with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        try:
-            return int(channel.queue_declare(queue=queue, passive=True).message_count)
-        except ChannelError:  # a queue nobody declared yet holds nothing
-            return 0
+        return int(connection.default_channel.queue_declare(queue=queue).message_count)

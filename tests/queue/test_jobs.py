@@ -6,10 +6,9 @@ import os
 import signal
 import time
 
-import pytest
 
 from node.db import JobState, SeriesState
-from tests.queue.conftest import Node, wait_for
+from tests.queue.harness import Node, wait_for
 
 
 def test_routed_series_runs_its_pipeline_once(broker_node) -> None:

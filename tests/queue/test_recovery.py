@@ -10,9 +10,9 @@ import pydicom
 from sqlalchemy import select
 
 from node.db import JobState, ResultObject, SeriesState
-from node.queue.celery_app import broker_dir
+from node.queue.celery_app import GPU_QUEUE, broker_dir, queue_depth
 from node.queue.dispatch import rerun
-from tests.queue.conftest import Node, base_config, delete_prefixed, wait_for
+from tests.queue.harness import Node, base_config, delete_prefixed, wait_for
 
 
 def flush_broker(node: Node) -> None:
@@ -99,3 +99,16 @@ def results_of(node: Node, job_id: int) -> list[ResultObject]:
     with node.database.session() as session:
         query = select(ResultObject).where(ResultObject.job_id == job_id).order_by(ResultObject.kind)
         return list(session.scalars(query).all())
+
+
+def test_waiting_messages_are_not_duplicated_by_the_reconciler(broker_node) -> None:
+    node: Node = broker_node()
+    node.start_loops()  # no worker: the messages wait in the broker
+    series = [node.add_series(slices=1) for _ in range(3)]
+    wait_for(lambda: len(node.jobs()) == 3 and all(j.celery_task_id for j in node.jobs()), 10, "three jobs enqueued")
+    sent = {job.id: job.celery_task_id for job in node.jobs()}
+
+    time.sleep(node.settings.queue.requeue_after_seconds + 3 * node.settings.queue.reconcile_seconds)
+
+    assert {job.id: job.celery_task_id for job in node.jobs()} == sent
+    assert queue_depth(node.settings, GPU_QUEUE) == len(series)
