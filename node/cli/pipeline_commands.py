@@ -1,3 +1,84 @@
-"""Commands of this stage (filled in by the stage's owner)."""
+"""Commands of the pipelines stage: `pipelines` (list them) and `infer` (run one on a folder of DICOM files)."""
 
-from node.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from node.cli.app import app
+from node.config import ConfigError, Settings, load_settings
+
+console = Console()
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+
+
+@app.command("pipelines")
+def list_pipelines(
+    config: Path = typer.Option(None, "--config", "-c", envvar="PACSNODE_CONFIG", help="The node's YAML configuration."),
+) -> None:
+    """List the pipelines this configuration can run: built-in ones and configured MONAI bundles."""
+    from pipelines.registry import available
+
+    settings = _settings(config)
+    configured = {entry.name: entry for entry in settings.pipelines}
+    table = Table(title="pacsnode pipelines")
+    table.add_column("name")
+    table.add_column("kind")
+    table.add_column("description")
+    for name, description in sorted(available(settings).items()):
+        entry = configured.get(name)
+        kind = "bundle" if entry is not None and entry.bundle_dir else "custom" if entry is not None and entry.factory else "built-in"
+        table.add_row(name, kind, description)
+    console.print(table)
+
+
+@app.command("infer")
+def infer_folder(
+    name: str = typer.Argument(..., help="Pipeline name (see `pacsnode pipelines`)."),
+    folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder holding one series' DICOM files."),
+    config: Path = typer.Option(None, "--config", "-c", envvar="PACSNODE_CONFIG", help="The node's YAML configuration."),
+) -> None:
+    """Run a pipeline on one series from disk and print its segments, measurements and findings."""
+    from pydicom.misc import is_dicom
+
+    from pipelines.registry import get_pipeline
+    from pipelines.types import UnsupportedSeries
+    from pipelines.volume import load_series
+
+    settings = _settings(config)
+    logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        pipeline = get_pipeline(name, settings)
+        volume = load_series(sorted(p for p in folder.rglob("*") if p.is_file() and is_dicom(p)))
+        reason = pipeline.accepts(volume.datasets[0])
+        if reason:
+            raise UnsupportedSeries(f"{name} does not accept this series: {reason}")
+        result = pipeline.run(volume)
+    except (KeyError, UnsupportedSeries, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    for note in volume.notes:
+        console.print(f"note: {note}")
+    table = Table(title=f"{result.pipeline} {result.version}")
+    for column in ("segment", "what", "value", "unit"):
+        table.add_column(column)
+    labels = {segment.number: segment.label for segment in result.segments}
+    for measurement in result.measurements:
+        table.add_row(labels.get(measurement.segment_number, "-"), measurement.name.meaning,
+                      f"{measurement.value:.2f}", measurement.unit.meaning)
+    for finding in result.classifications:
+        probability = "" if finding.probability is None else f" (p={finding.probability:.2f})"
+        table.add_row("-", finding.concept.meaning, finding.value.meaning + probability, "")
+    console.print(table)
+    console.print(", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.timings.items()))

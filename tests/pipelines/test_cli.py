@@ -1,0 +1,38 @@
+"""`pacsnode pipelines` and `pacsnode infer`."""
+
+from __future__ import annotations
+
+import yaml
+from typer.testing import CliRunner
+
+from node.cli import app
+from tests.pipelines import bundles
+from tests.pipelines.conftest import SAMPLE_DIR
+
+runner = CliRunner()
+
+
+def test_pipelines_lists_builtins_and_configured_bundles(tmp_path):
+    bundle_dir = bundles.segmentation_bundle(tmp_path / "bundle")
+    config = tmp_path / "pacsnode.yaml"
+    config.write_text(yaml.safe_dump({"pipelines": [{
+        "name": "dense", "bundle_dir": str(bundle_dir),
+        "labels": {1: {"label": "Dense", "category": ["85756007", "SCT", "Tissue"], "type": ["85756007", "SCT", "Tissue"]}},
+    }]}))
+    result = runner.invoke(app, ["pipelines", "--config", str(config)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for expected in ("ct-tissue", "ct-lungs", "dense", "bundle", "built-in"):
+        assert expected in result.output
+
+
+def test_infer_prints_measurements_and_findings():
+    result = runner.invoke(app, ["infer", "ct-lungs", str(SAMPLE_DIR)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Right lung" in result.output and "Left lung" in result.output
+    assert "Pulmonary emphysema" in result.output and "Absent" in result.output
+
+
+def test_infer_names_an_unknown_pipeline():
+    result = runner.invoke(app, ["infer", "no-such-pipeline", str(SAMPLE_DIR)], terminal_width=200)
+    assert result.exit_code == 1
+    assert "unknown pipeline" in result.output and "ct-lungs" in result.output
