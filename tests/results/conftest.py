@@ -145,9 +145,16 @@ def series_volume(tmp_path: Path) -> Callable[..., Volume]:
     return build
 
 
+def seg_sr_options(**values: object) -> ResultsConfig:
+    """Results options that write the SEG and SR only (the Secondary Capture fallback has its own tests)."""
+    if "fallback_key_slices" in ResultsConfig.model_fields:
+        values.setdefault("fallback_key_slices", 0)
+    return ResultsConfig(**values)  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def options() -> ResultsConfig:
-    return ResultsConfig()
+    return seg_sr_options()
 
 
 def dciodvfy_errors(path: Path) -> list[str]:

@@ -11,10 +11,9 @@ import nrrd
 import numpy as np
 import pytest
 
-from node.config import ResultsConfig
 from pipelines.results import write_results
 from pipelines.types import Volume
-from tests.results.conftest import make_result
+from tests.results.conftest import make_result, seg_sr_options
 
 
 def segimage2itkimage(seg_path: Path, out_dir: Path) -> None:
@@ -53,10 +52,10 @@ def mask_on_source_grid(nrrd_path: Path, volume: Volume) -> np.ndarray:
 @pytest.mark.parametrize(
     ("geometry", "options"),
     [
-        ({"orientation": "axial"}, ResultsConfig()),
-        ({"orientation": "oblique", "reverse": True}, ResultsConfig()),
-        ({"orientation": "oblique", "shuffle": True}, ResultsConfig(omit_empty_frames=True)),
-        ({"orientation": "axial", "reverse": True, "shuffle": True}, ResultsConfig(omit_empty_frames=True)),
+        ({"orientation": "axial"}, seg_sr_options()),
+        ({"orientation": "oblique", "reverse": True}, seg_sr_options()),
+        ({"orientation": "oblique", "shuffle": True}, seg_sr_options(omit_empty_frames=True)),
+        ({"orientation": "axial", "reverse": True, "shuffle": True}, seg_sr_options(omit_empty_frames=True)),
     ],
     ids=["axial", "oblique-flipped", "oblique-out-of-order-omitted", "flipped-out-of-order-omitted"],
 )
