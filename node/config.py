@@ -198,6 +198,11 @@ class ResultsConfig(StrictModel):
     series_description_prefix: str = Field("pacsnode", description="Start of result series descriptions.")
     manufacturer: str = Field("pacsnode", description="Manufacturer written into results.")
     content_creator: str = Field("pacsnode^AI", description="Content Creator's Name written into results.")
+    fallback_key_slices: int = Field(
+        6, ge=0, le=64,
+        description="Secondary Capture key slices with segment outlines, for viewers without SEG (0: none). "
+        "Sent to destinations whose outputs include fallback, and instead of the SEG to one that refuses SEG.",
+    )
 
 
 class LoggingConfig(StrictModel):

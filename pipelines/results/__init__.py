@@ -15,6 +15,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from node.config import ResultsConfig
+from pipelines.results.fallback import build_fallback
 from pipelines.results.seg import build_segmentation
 from pipelines.results.sr import build_report
 from pipelines.results.uids import job_uid, result_uids, tracking_uid
@@ -27,7 +28,7 @@ logger = logging.getLogger(__name__)
 class WrittenResult:
     """One result object written to disk."""
 
-    kind: str  # "seg" or "sr"
+    kind: str  # "seg", "sr" or "fallback-N" (the N-th Secondary Capture key slice)
     path: Path
     sop_class_uid: str
     sop_instance_uid: str
@@ -66,7 +67,9 @@ def write_results(
 ) -> list[WrittenResult]:
     """Write the SEG (if there are segments) and the SR (if there is anything to report) into ``out_dir``.
 
-    Files are named ``seg.dcm`` and ``sr.dcm``; the same ``job_key`` always gives the same UIDs.
+    With segments and ``options.fallback_key_slices``, also the Secondary Capture key slices for viewers without
+    SEG (``fallback-1.dcm``...). Files are named ``seg.dcm`` and ``sr.dcm``; the same ``job_key`` always gives
+    the same UIDs.
     Raises ValueError when the result does not fit the volume.
     """
     out_dir = Path(out_dir)
@@ -113,4 +116,8 @@ def write_results(
         )
         written.append(_written("sr", report, out_dir / "sr.dcm"))
         logger.info("job %s: SR %s of series %s written", job_key, report.SOPInstanceUID, series_uid)
+    if result.segments and options.fallback_key_slices:
+        images = build_fallback(volume, result, options, job_key=job_key, max_slices=options.fallback_key_slices)
+        for number, image in enumerate(images, start=1):
+            written.append(_written(f"fallback-{number}", image, out_dir / f"fallback-{number}.dcm"))
     return written

@@ -135,13 +135,15 @@ def render_key_slice(volume: Volume, key: KeySlice, segments: list[Segment], res
 
 
 def _patient_orientation(volume: Volume) -> tuple[str, str]:
-    """Patient Orientation (row, column directions) from the volume's affine, e.g. ('L', 'P')."""
+    """Patient Orientation (row, column directions) from the volume's affine: the dominant axis, e.g. ('L', 'P').
+
+    highdicom takes one letter per direction; for an oblique plane that is the nearest patient axis.
+    """
     letters = (("L", "R"), ("P", "A"), ("H", "F"))
 
     def name(vector: np.ndarray) -> str:
-        unit = vector / (np.linalg.norm(vector) or 1)
-        order = np.argsort(-np.abs(unit))
-        return "".join(letters[a][0 if unit[a] > 0 else 1] for a in order if abs(unit[a]) > 0.25)[:3] or "L"
+        axis = int(np.argmax(np.abs(vector)))
+        return letters[axis][0 if vector[axis] > 0 else 1]
 
     return name(volume.affine[:3, 0]), name(volume.affine[:3, 1])
 

@@ -107,3 +107,10 @@ def test_fallback_passes_dciodvfy(volume, tmp_path: Path) -> None:  # type: igno
     run = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
     errors = [line for line in run.stderr.splitlines() if line.startswith("Error")]
     assert not errors, "\n".join(errors)
+
+
+def test_oblique_and_flipped_series_get_a_fallback(tmp_path: Path) -> None:
+    oblique = load_datasets(make_ct(orientation=(0.866025, 0.5, 0.0, -0.482963, 0.836516, 0.258819)).datasets)
+    flipped = load_datasets(make_ct(orientation=(1.0, 0.0, 0.0, 0.0, -1.0, 0.0), reverse_order=True).datasets)
+    assert build_fallback(oblique, _result(oblique), ResultsConfig(), job_key="o")[0].PatientOrientation == ["L", "P"]
+    assert build_fallback(flipped, _result(flipped), ResultsConfig(), job_key="f")[0].PatientOrientation == ["L", "A"]
