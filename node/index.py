@@ -43,7 +43,9 @@ def _insert(session: Session, model: type, values: dict) -> bool:
         statement = sqlite.insert(model).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - other engines are not supported
         raise RuntimeError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
-    return session.execute(statement).rowcount == 1
+    # RETURNING rather than rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
+    key = model.__table__.primary_key.columns.values()[0]
+    return session.execute(statement.returning(key)).first() is not None
 
 
 def record_instance(session: Session, item: Received) -> bool:
