@@ -11,9 +11,10 @@ import enum
 import logging
 from collections.abc import Sequence
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from node.db import AuditEvent, Database
+from node.db import AuditEvent, Database, ResultObject
 
 log = logging.getLogger("pacsnode.audit")
 
@@ -36,7 +37,14 @@ DATA_REMOVED = "dicom-study-deleted"  # ATNA "DICOM Study Deleted" (110105)
 DASHBOARD_LOGIN = "user-authentication"  # ATNA "User Authentication" (110114)
 
 
+def _clip(value: str | None, length: int) -> str | None:
+    return value.strip()[:length] if value else value
+
+
 def _record(database: Database | Session, row: AuditEvent) -> None:
+    for column, length in (("source_ae_title", 16), ("destination_ae_title", 16), ("source_host", 64),
+                           ("destination_host", 64), ("study_uid", 64), ("series_uid", 64)):
+        setattr(row, column, _clip(getattr(row, column), length))
     if isinstance(database, Session):
         database.add(row)
     else:
@@ -196,3 +204,72 @@ def dashboard_login(database: Database | Session, *, client_host: str | None, su
             detail="dashboard token login",
         ),
     )
+
+
+def association_ended(
+    database: Database,
+    *,
+    calling_ae_title: str,
+    calling_host: str | None,
+    called_ae_title: str,
+    association_id: str,
+    received: Sequence[tuple[str, str, str, int]],
+) -> None:
+    """Record one association's stored instances, one event per series; ``received`` holds
+    (study UID, series UID, SOP Instance UID, bytes). Never raises: a receiver must keep serving."""
+    by_series: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for study_uid, series_uid, sop_uid, size in received:
+        by_series.setdefault((study_uid, series_uid), []).append((sop_uid, size))
+    try:
+        with database.session() as session:
+            for (study_uid, series_uid), items in by_series.items():
+                instances_received(
+                    session,
+                    calling_ae_title=calling_ae_title,
+                    calling_host=calling_host,
+                    called_ae_title=called_ae_title,
+                    study_uid=study_uid,
+                    series_uid=series_uid,
+                    sop_instance_uids=[uid for uid, _ in items],
+                    size_bytes=sum(size for _, size in items),
+                    association_id=association_id,
+                )
+    except Exception:
+        log.exception("cannot record the audit events of association %s", association_id)
+
+
+def delivery_attempted(
+    session: Session,
+    *,
+    destination: str,
+    destination_ae_title: str | None,
+    destination_host: str | None,
+    local_ae_title: str,
+    sent: Sequence[str],
+    not_sent: Sequence[str],
+    detail: str | None = None,
+) -> None:
+    """Record one delivery attempt: the result objects (SOP Instance UIDs) that went and those that did not."""
+    uids = list(sent) + list(not_sent)
+    rows = session.execute(
+        select(ResultObject.sop_instance_uid, ResultObject.study_uid, ResultObject.size_bytes).where(
+            ResultObject.sop_instance_uid.in_(uids)
+        )
+    ).all()
+    study_uid = rows[0].study_uid if rows else None
+    sizes = {row.sop_instance_uid: row.size_bytes for row in rows}
+    for group, outcome in ((sent, Outcome.success), (not_sent, Outcome.serious_failure)):
+        if group:
+            results_delivered(
+                session,
+                destination=destination,
+                destination_ae_title=destination_ae_title,
+                destination_host=destination_host,
+                study_uid=study_uid,
+                series_uid=None,
+                sop_instance_uids=group,
+                size_bytes=sum(sizes.get(uid, 0) for uid in group),
+                outcome=outcome,
+                detail=None if outcome is Outcome.success else detail,
+                local_ae_title=local_ae_title,
+            )

@@ -32,6 +32,7 @@ LOOPS: list[Loop] = [
     Loop("dispatcher", "node.queue.dispatch:tick", lambda s: 0.2),
     Loop("reconciler", "node.queue.reconcile:tick", lambda s: s.queue.reconcile_seconds),
     Loop("outbox", "node.deliver.outbox:tick", lambda s: 1.0),
+    Loop("retention", "node.retention:tick", lambda s: s.retention.check_seconds),
 ]
 
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pynetdicom.events import Event
 
+from node import audit
 from node.db import Database, record_event
 from node.index import Received, record_instance
 from node.receive_dataset import UnreadableDataset, file_meta_header, read_identifiers
@@ -41,6 +43,7 @@ class AssociationStats:
     stored: int = 0
     failed: int = 0
     bytes: int = 0
+    received: list[tuple[str, str, str, int]] = field(default_factory=list)  # for the audit trail
 
 
 @dataclass
@@ -75,6 +78,15 @@ class StoreHandler:
             counters.bytes / 1e6,
             counters.failed,
         )
+        if counters.received:
+            audit.association_ended(
+                self.database,
+                calling_ae_title=str(assoc.requestor.ae_title),
+                calling_host=assoc.requestor.address,
+                called_ae_title=str(assoc.acceptor.ae_title),
+                association_id=f"{assoc.native_id}-{id(assoc)}-{time.time_ns()}",
+                received=counters.received,
+            )
 
     def _store(self, event: Event) -> StoreStatus:
         request = event.request
@@ -138,6 +150,7 @@ class StoreHandler:
                               f"{type(exc).__name__}: {exc}", calling, ids.sop_instance_uid, record=False)
         counters = self.stats.setdefault(id(assoc), AssociationStats())
         counters.bytes += size
+        counters.received.append((ids.study_uid, ids.series_uid, ids.sop_instance_uid, size))
         log.debug("stored %s (%s, series %s, %d bytes, from %s)%s", ids.sop_instance_uid, ids.modality,
                   ids.series_uid, size, calling, "" if new else " again")
         return StoreStatus.SUCCESS

@@ -11,6 +11,7 @@ import multiprocessing as mp
 import signal
 import sys
 from dataclasses import dataclass, field
+from functools import partial
 from multiprocessing.context import SpawnProcess
 from typing import Any
 
@@ -18,6 +19,7 @@ import pydicom.config
 
 from node.config import Settings
 from node.db import Database
+from node.diskguard import refuse_reason
 from node.logging_setup import configure_logging
 from node.scp import Receiver
 
@@ -44,7 +46,7 @@ def receiver_main(settings: Settings, counter: Any, stop: Any, ready: Any, index
     # Invalid values are answered with a status; pydicom's warnings would echo them into the log.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     database = Database(settings.node.resolved_database_url())
-    receiver = Receiver(settings, database, counter)
+    receiver = Receiver(settings, database, counter, extra_checks=[partial(refuse_reason, settings)])
     try:
         _, port = receiver.start()
     except Exception as exc:  # reported to the parent, which names it and exits

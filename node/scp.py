@@ -21,6 +21,7 @@ from pynetdicom.presentation import AllStoragePresentationContexts, Presentation
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
+from node import audit
 from node.config import Settings
 from node.db import Database
 from node.receive_handler import StoreHandler
@@ -88,6 +89,7 @@ class AssociationGate:
     settings: Settings
     counter: SharedCounter
     extra_checks: list[Callable[[], str | None]] = field(default_factory=list)
+    database: Database | None = None  # where refusals are audited
     _counted: set[int] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -113,6 +115,13 @@ class AssociationGate:
             log.debug("association from %s@%s to %s accepted", calling, host, called)
             return
         log.warning("rejected association from %s@%s to %s: %s", calling, host, called, reason)
+        if self.database is not None:
+            try:
+                audit.association_rejected(
+                    self.database, calling_ae_title=calling[:16], calling_host=host, called_ae_title=called[:16], reason=reason
+                )
+            except Exception:  # the refusal must still be sent
+                log.exception("cannot audit the refused association from %s@%s", calling, host)
         assoc.acse.send_reject(*rejection)
         evt.trigger(assoc, evt.EVT_REJECTED, {})
         assoc.kill()
@@ -196,7 +205,7 @@ class Receiver:
     def start(self) -> tuple[str, int]:
         """Bind and serve in a background thread; return the bound address."""
         ae = build_ae(self.settings)
-        gate = AssociationGate(self.settings, self.counter, self.extra_checks)
+        gate = AssociationGate(self.settings, self.counter, self.extra_checks, database=self.database)
         store = StoreHandler(self.settings.node.storage_dir, self.database)
         handlers = gate.handlers() + [
             (evt.EVT_C_STORE, store),

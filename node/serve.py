@@ -21,6 +21,7 @@ from node.config import Settings
 from node.db import open_database
 from node.receive_process import ReceiverPool
 from node.storage import remove_partials
+from node.web.server import WebServer, start_web
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +81,12 @@ def run(settings: Settings, config_path: Path | None = None, stop: threading.Eve
     pool = ReceiverPool(settings)
     background_stop = threading.Event()
     worker: subprocess.Popen | None = None
+    web: WebServer | None = None
     try:
         pool.start()
         start_background(settings, database, background_stop)
+        if settings.web.enabled:
+            web = start_web(settings, database)
         worker = _start_worker(settings, config_path)
         log.info("pacsnode serving; storage %s, index %s", storage_dir, database.engine.url.render_as_string())
         while not stop.wait(WATCH_SECONDS):
@@ -91,6 +95,8 @@ def run(settings: Settings, config_path: Path | None = None, stop: threading.Eve
         log.info("stopping: receivers first, then background loops and worker")
         pool.stop(timeout=settings.node.network_timeout)
         background_stop.set()
+        if web is not None:
+            web.stop()
         _stop_worker(worker)
         database.dispose()
         log.info("pacsnode stopped")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from sqlalchemy import select, update
 
+from node import audit
 from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
 from node.deliver.fallback import is_seg_refusal, record_refusal, replaced_note, send_fallback_instead
@@ -108,6 +109,8 @@ def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[st
     counts: dict[str, int] = {}
     now = utcnow()
     refused: list[int] = []
+    sent: list[str] = []
+    not_sent: list[str] = []
     with database.session() as session:
         for row, outcome in zip(rows, outcomes):
             decision = decide(outcome, settings.delivery, row.attempts, row.created_at, now)  # type: ignore[arg-type]
@@ -133,6 +136,7 @@ def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[st
                 log.warning("delivery %s: was reset while sending; its outcome is not recorded", row.delivery_id)
                 continue
             counts[decision.verdict.value] = counts.get(decision.verdict.value, 0) + 1
+            (sent if decision.verdict is Verdict.delivered else not_sent).append(row.sop_instance_uid)
             if decision.verdict is Verdict.replaced:
                 refused.append(row.delivery_id)
             level = logging.INFO if decision.verdict is Verdict.delivered else logging.WARNING
@@ -141,6 +145,11 @@ def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[st
             if decision.verdict is Verdict.failed:
                 record_event(session, "delivery_failed", f"delivery {row.delivery_id} to {destination}: {decision.error}"[:2000],
                              uid=row.sop_instance_uid)
+        audit.delivery_attempted(
+            session, destination=destination, destination_ae_title=target.ae_title if target else None,
+            destination_host=(target.host or target.url)[:64] if target else None, local_ae_title=settings.node.ae_title,
+            sent=sent, not_sent=not_sent, detail="; ".join(sorted({o.error for o in outcomes if o.error}))[:500] or None,
+        )
     if refused:
         enqueue_all(settings, database, send_fallback_instead(database, destination, refused))
     return counts
