@@ -10,6 +10,9 @@ from node.config import LoggingConfig
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"
 QUIET_LIBRARIES = ("pynetdicom", "celery", "kombu", "amqp", "urllib3", "PIL")
+# Identifiers a record may carry as `extra=`; JSON lines include them as fields (UIDs and AE titles, no PHI).
+CONTEXT_FIELDS = ("job_id", "delivery_id", "pipeline", "study_uid", "series_uid", "sop_instance_uid",
+                  "calling_ae_title", "audit_event")
 
 
 class JsonFormatter(logging.Formatter):
@@ -23,6 +26,10 @@ class JsonFormatter(logging.Formatter):
             "process": record.processName,
             "message": record.getMessage(),
         }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)

@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from node.cli.app import app
 from node.config import ConfigError, Settings, load_settings
 from node.db import Delivery, Job, NodeEvent, Series, Study, open_database
+from node.diskguard import disk_state
 from node.logging_setup import configure_logging
 
 console = Console()
@@ -166,6 +167,7 @@ def status(
     finally:
         database.dispose()
     console.print(f"node {settings.node.ae_title} on port {settings.node.port}: {studies} studies")
+    console.print(f"disk: {disk_state(settings).describe()}")
     console.print(_count_table("Series", series))
     console.print(_count_table("Jobs", jobs))
     console.print(_count_table("Deliveries", deliveries))

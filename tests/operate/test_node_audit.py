@@ -3,6 +3,7 @@ node's own /metrics counting what its receiving processes did."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from node import audit
 from node.db import AuditEvent
 from tests.receive.conftest import echoscu, storescu
 from tests.support.dicom_factory import write_series
-from tests.support.node_process import NodeProcess, echo, free_port
+from tests.support.node_process import PACSNODE, NodeProcess, echo, free_port
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,6 +60,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     extra = {
         "node": {"allowed_calling_ae_titles": ["SCANNER", "BOUNDCT", "ECHOSCU"], "calling_ae_hosts": {"BOUNDCT": "10.9.9.9"}},
         "web": _web(web_port),
+        "logging": {"json": True},
     }
     with NodeProcess(tmp_path_factory.mktemp("audit"), extra=extra) as running:
         running.web_url = f"http://127.0.0.1:{web_port}"  # type: ignore[attr-defined]
@@ -77,8 +79,10 @@ def test_received_instances_are_audited_and_counted_without_phi(node: NodeProces
     assert event.instance_count == 10 and len(event.sop_instance_uids) == 10 and event.size_bytes > 0
     assert event.action == "C" and event.outcome == 0
     log = node.log()
-    assert "audit dicom-instances-received" in log and event.series_uid in log
     assert "Test^Synthetic" not in log and "SYN0001" not in log  # no patient name or ID in the log
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    audited = [r for r in records if r.get("audit_event") == audit.INSTANCES_RECEIVED]
+    assert audited and audited[0]["series_uid"] == event.series_uid and audited[0]["calling_ae_title"] == "SCANNER"
     url = node.web_url  # type: ignore[attr-defined]
     assert _metric(url, "pacsnode_instances_received_total") == 10
     assert _metric(url, "pacsnode_received_bytes_total") == event.size_bytes
@@ -128,3 +132,10 @@ def test_disk_guard_refuses_associations_below_the_threshold(tmp_path: Path, sma
         filler.unlink()
         assert echo(node.port)  # accepted again once space is back
         assert httpx.get(f"{url}/readyz").status_code == 200
+
+
+def test_status_command_shows_the_disk(node: NodeProcess) -> None:
+    result = subprocess.run([str(PACSNODE), "status", "--config", str(node.config_path)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "disk:" in result.stdout and "MB free" in result.stdout
