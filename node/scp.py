@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import socketserver
 import ssl
 import threading
 from collections.abc import Callable
@@ -157,7 +158,7 @@ class ReusePortServer(ThreadedAssociationServer):
 
     def shutdown(self) -> None:
         # The server was not started through AE.start_server, so it is not in the AE's list.
-        super(ThreadedAssociationServer, self).shutdown()
+        socketserver.TCPServer.shutdown(self)  # AssociationServer.shutdown would look for us in the AE's list
         self.server_close()
 
 
