@@ -108,3 +108,45 @@ def test_orthanc_sends_study_and_gets_seg_and_sr_back(pacs_and_node) -> None:
             decoded = pixels[..., index].astype(bool)
             assert decoded.shape == segment.mask.shape
             assert np.array_equal(decoded, segment.mask.astype(bool)), f"{pipeline}: segment {segment.label} differs"
+
+
+def _pending_with_failed_attempts(node: NodeProcess, expected: int) -> bool:
+    rows = _deliveries(node)
+    return len(rows) == expected and all(r.state == DeliveryState.pending and r.attempts >= 2 for r in rows)
+
+
+def _assert_delivered_once(orthanc: Orthanc, node: NodeProcess, study_uid: str, ct_count: int) -> None:
+    results = _result_instances(orthanc, study_uid)
+    assert [len(results.get("SEG", [])), len(results.get("SR", []))] == [1, 1]
+    assert len(orthanc.instances()) == ct_count + 2
+    before = [(r.id, r.attempts, r.delivered_at) for r in _deliveries(node)]
+    import time
+
+    time.sleep(2.5)  # several outbox ticks later, nothing is sent again
+    assert [(r.id, r.attempts, r.delivered_at) for r in _deliveries(node)] == before
+    assert all(r.state == DeliveryState.delivered and r.last_status == "0x0000" for r in _deliveries(node))
+
+
+def test_results_wait_for_orthanc_to_come_back(pacs_and_node) -> None:
+    orthanc, node = pacs_and_node(pipelines=["ct-tissue"])
+    study_uid, _ = _sample_uids()
+    _orthanc_forwards_study(orthanc)
+    orthanc.stop()  # the PACS goes down before the results are ready
+    node.wait_for(lambda: _pending_with_failed_attempts(node, 2), timeout=120)
+    assert all(r.last_status == "connection" for r in _deliveries(node))
+    orthanc.start()
+    node.wait_for(lambda: _all_delivered(node, 2), timeout=30)
+    _assert_delivered_once(orthanc, node, study_uid, len(_sample_files()))
+
+
+def test_results_survive_a_node_restart(pacs_and_node) -> None:
+    orthanc, node = pacs_and_node(pipelines=["ct-tissue"])
+    study_uid, _ = _sample_uids()
+    _orthanc_forwards_study(orthanc)
+    orthanc.stop()
+    node.wait_for(lambda: _pending_with_failed_attempts(node, 2), timeout=120)
+    assert node.stop() == 0  # the node goes down with deliveries in hand
+    orthanc.start()
+    node.start()
+    node.wait_for(lambda: _all_delivered(node, 2), timeout=30)
+    _assert_delivered_once(orthanc, node, study_uid, len(_sample_files()))
