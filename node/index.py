@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import update
+from sqlalchemy import event, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from node.db import Instance, Series, SeriesState, Study, utcnow
+from node.db import Database, Instance, Series, SeriesState, Study, utcnow
 from node.receive_dataset import Identifiers
 
 log = logging.getLogger(__name__)
@@ -116,3 +116,23 @@ def record_instance(session: Session, item: Received) -> bool:
         .values(instance_count=Series.instance_count + 1, last_received_at=now)
     )
     return True
+
+
+def relax_commit_sync(database: Database) -> None:
+    """Commit without waiting for the index's own disk sync (``node.index_fsync: false``).
+
+    The instance file is still fsynced before Success; `serve` re-indexes lost rows at start.
+    """
+    dialect = database.engine.dialect.name
+
+    def on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        if dialect == "sqlite":
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        elif dialect == "postgresql":
+            cursor.execute("SET synchronous_commit TO OFF")
+        cursor.close()
+        if dialect == "postgresql":
+            dbapi_connection.commit()
+
+    event.listen(database.engine, "connect", on_connect)

@@ -20,7 +20,9 @@ import pydicom.config
 from node.config import Settings
 from node.db import Database
 from node.diskguard import refuse_reason
+from node.index import relax_commit_sync
 from node.logging_setup import configure_logging
+from node.receive_tuning import shorten_reactor_poll
 from node.scp import Receiver
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,10 @@ def receiver_main(settings: Settings, counter: Any, stop: Any, ready: Any, index
     configure_logging(settings.logging)
     # Invalid values are answered with a status; pydicom's warnings would echo them into the log.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    shorten_reactor_poll(settings.node.reactor_poll_seconds)
     database = Database(settings.node.resolved_database_url())
+    if not settings.node.index_fsync:
+        relax_commit_sync(database)
     receiver = Receiver(settings, database, counter, extra_checks=[partial(refuse_reason, settings)])
     try:
         _, port = receiver.start()

@@ -26,6 +26,7 @@ from node import audit
 from node.config import Settings
 from node.db import Database
 from node.receive_handler import StoreHandler
+from node.receive_tuning import dul_delay_handler
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +210,7 @@ class Receiver:
         gate = AssociationGate(self.settings, self.counter, self.extra_checks, database=self.database)
         store = StoreHandler(self.settings.node.storage_dir, self.database)
         handlers = gate.handlers() + [
+            dul_delay_handler(self.settings.node.reactor_poll_seconds),
             (evt.EVT_C_STORE, store),
             (evt.EVT_RELEASED, store.on_association_end),
             (evt.EVT_ABORTED, store.on_association_end),

@@ -20,6 +20,7 @@ from node.background import start_background
 from node.config import Settings
 from node.db import open_database
 from node.receive_process import ReceiverPool
+from node.reindex import reindex
 from node.storage import remove_partials
 from node.web.server import WebServer, start_web
 
@@ -72,6 +73,7 @@ def run(settings: Settings, config_path: Path | None = None, stop: threading.Eve
     if removed:
         log.info("removed %d partial file(s) left by an interrupted write", removed)
     database = open_database(settings.node.resolved_database_url())
+    reindex(storage_dir, database)
     resume(settings, database)
 
     if threading.current_thread() is threading.main_thread():

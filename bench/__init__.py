@@ -1,0 +1,1 @@
+"""pacsnode benchmarks: `python -m bench` runs them all."""
