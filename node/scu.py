@@ -12,6 +12,7 @@ import enum
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -175,7 +176,7 @@ def _setup_failure(assoc: Association, watcher: _Watcher, elapsed: float, connec
 
 def _send_batch(
     ae: AE, batch: list[_Item], called_ae_title: str, host: str, port: int, connect_timeout: float,
-    max_pdu: int, emit: Callable[[StoreOutcome], None],
+    max_pdu: int, emit: Callable[[StoreOutcome], None], tls: tuple[ssl.SSLContext, str] | None = None,
 ) -> None:
     where = f"{called_ae_title}@{host}:{port}"
     contexts = []
@@ -184,7 +185,8 @@ def _send_batch(
     watcher = _Watcher()
     started = time.monotonic()
     assoc = ae.associate(
-        host, port, contexts=contexts, ae_title=called_ae_title, max_pdu=max_pdu, evt_handlers=watcher.handlers()
+        host, port, contexts=contexts, ae_title=called_ae_title, max_pdu=max_pdu, evt_handlers=watcher.handlers(),
+        tls_args=tls,
     )
     if not assoc.is_established:
         failure, message = _setup_failure(assoc, watcher, time.monotonic() - started, connect_timeout, where)
@@ -241,12 +243,14 @@ def send_objects(
     network_timeout: float = 60.0,
     max_pdu: int = 0,
     progress: Progress | None = None,
+    tls: tuple[ssl.SSLContext, str] | None = None,
 ) -> list[StoreOutcome]:
     """C-STORE ``objects`` (paths or datasets) to ``called_ae_title@host:port``; one outcome per object.
 
     Outcomes come back in the order of ``objects``. Never raises for network or peer problems: each
     object's outcome says what happened (``outcome.stored`` is True for Success and Warning statuses).
-    ``progress(done, total, outcome)`` is called after each object.
+    ``progress(done, total, outcome)`` is called after each object. ``tls`` is (client context, server
+    name) for DICOM TLS.
     """
     inputs = list(objects)
     total = len(inputs)
@@ -280,5 +284,5 @@ def send_objects(
         ae.dimse_timeout = dimse_timeout
         ae.network_timeout = network_timeout
         for batch in _batches(items):
-            _send_batch(ae, batch, called_ae_title, host, port, connect_timeout, max_pdu, emit)
+            _send_batch(ae, batch, called_ae_title, host, port, connect_timeout, max_pdu, emit, tls)
     return [outcomes[i] for i in range(total)]

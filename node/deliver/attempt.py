@@ -20,6 +20,7 @@ from node.deliver.outbox import Target, resolve_target
 from node.deliver.outbox import _enqueue_groups as enqueue_all  # the outbox's own grouping, shared
 from node.deliver.policy import Verdict, decide
 from node.processing import worker_identity
+from node.tls import client_context
 from node.scu import Failure, StoreOutcome, send_objects
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,11 @@ def _send(settings: Settings, target: Target, rows: list[Claimed]) -> list[Store
         from node.deliver.dicomweb import stow
 
         return stow(target.url, [r.path for r in rows], timeout=settings.delivery.dimse_timeout)
+    try:
+        tls = (client_context(settings), target.host) if target.tls else None
+    except ValueError as exc:  # bad certificate material: fails the attempt with the reason, like a peer error
+        return [StoreOutcome(r.path, r.sop_class_uid, r.sop_instance_uid, failure=Failure.invalid, error=str(exc))
+                for r in rows]
     return send_objects(
         [r.path for r in rows],
         target.ae_title,
@@ -88,6 +94,7 @@ def _send(settings: Settings, target: Target, rows: list[Claimed]) -> list[Store
         acse_timeout=settings.delivery.connect_timeout,
         dimse_timeout=settings.delivery.dimse_timeout,
         network_timeout=settings.delivery.dimse_timeout,
+        tls=tls,
     )
 
 

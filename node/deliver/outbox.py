@@ -35,6 +35,7 @@ class Target:
     port: int = 0
     url: str = ""
     outputs: tuple[str, ...] = ("seg", "sr")
+    tls: bool = False
 
 
 def sender_destination(ae_title: str) -> str:
@@ -56,7 +57,7 @@ def resolve_target(settings: Settings, name: str, calling_host: str | None) -> T
         dest = settings.destination(name)
     except KeyError:
         return None
-    return Target(name, dest.kind, dest.ae_title, dest.host, dest.port, dest.url, tuple(dest.outputs))
+    return Target(name, dest.kind, dest.ae_title, dest.host, dest.port, dest.url, tuple(dest.outputs), dest.tls)
 
 
 def _job_targets(settings: Settings, session: Session, job: Job) -> list[Target]:
