@@ -17,10 +17,13 @@ import time
 import uuid
 from pathlib import Path
 
+import psycopg
+
 from node.db import JobState
 from tests.queue.harness import REDIS_URL, Node, base_config, delete_prefixed, wait_for
 
 BROKERS = {"embedded": "", "redis": REDIS_URL}
+POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
 def _start_times(node: Node) -> dict[str, float]:
@@ -57,11 +60,27 @@ def measure_throughput(node: Node, jobs: int) -> tuple[float, float]:
     return jobs / (finished - completed), (jobs - 1) / (starts[-1] - starts[0])
 
 
-def run(broker: str, latency_runs: int, jobs: int, concurrency: int, pool: str) -> dict[str, float]:
+def _postgres_database(name: str) -> str:
+    """Create an empty PostgreSQL database on 127.0.0.1 for one run; its SQLAlchemy URL."""
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://{POSTGRES.removeprefix('postgresql://')}/{name}"
+
+
+def _drop_postgres_database(name: str) -> None:
+    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run(broker: str, latency_runs: int, jobs: int, concurrency: int, pool: str, index: str) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix=f"pacsnode-bench-{broker}-"))
-    prefix = f"pacsnode-bench-{uuid.uuid4().hex[:8]}:"
+    token = uuid.uuid4().hex[:8]
+    prefix = f"pacsnode-bench-{token}:"
     config = base_config(root / "storage", BROKERS[broker], prefix if BROKERS[broker] else "",
                          worker_concurrency=concurrency)
+    database_name = f"pacsnode_bench_{token}"
+    if index == "postgres":
+        config["node"]["database_url"] = _postgres_database(database_name)
     node = Node(root, config)
     try:
         node.start_worker(pool=pool, concurrency=concurrency)
@@ -73,6 +92,8 @@ def run(broker: str, latency_runs: int, jobs: int, concurrency: int, pool: str) 
         if BROKERS[broker]:
             delete_prefixed(prefix)
         shutil.rmtree(root, ignore_errors=True)
+        if index == "postgres":
+            _drop_postgres_database(database_name)
     return {
         "latency_median_ms": 1000 * statistics.median(latencies),
         "latency_p90_ms": 1000 * sorted(latencies)[int(0.9 * (len(latencies) - 1))],
@@ -87,9 +108,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--pool", default="prefork")
+    parser.add_argument("--index", choices=["sqlite", "postgres"], default="sqlite", help="The node's database.")
+    parser.add_argument("--brokers", default=",".join(BROKERS), help="Comma-separated: embedded, redis.")
     args = parser.parse_args()
-    results = {name: run(name, args.latency_runs, args.jobs, args.concurrency, args.pool) for name in BROKERS}
-    print(f"dispatch: {args.jobs} no-op jobs, one worker ({args.pool}, concurrency {args.concurrency}), SQLite index")
+    names = args.brokers.split(",")
+    results = {name: run(name, args.latency_runs, args.jobs, args.concurrency, args.pool, args.index) for name in names}
+    print(f"dispatch: {args.jobs} no-op jobs, one worker ({args.pool}, concurrency {args.concurrency}), {args.index} index")
     print(f"{'':28}" + "".join(f"{name:>12}" for name in results))
     rows = [
         ("complete -> start, median ms", "latency_median_ms", "{:12.1f}"),

@@ -46,9 +46,16 @@ class PermanentJobError(Exception):
 
 @dataclass(frozen=True)
 class Lease:
+    """A job taken by one worker for one attempt, with what the run needs to know of it."""
+
     job_id: int
     worker: str
     attempt: int
+    pipeline: str
+    series_uid: str
+    queued_at: dt.datetime | None
+    started_at: dt.datetime
+    paths: tuple[Path, ...]
 
 
 def worker_identity() -> str:
@@ -89,6 +96,7 @@ def claim(settings: Settings, database: Database, job_id: int) -> Lease | None:
             log.info("job %s: already %s; duplicate message dropped", job_id, job.state.value)
             return None
         worker, now, seen_state, attempt = worker_identity(), utcnow(), job.state, job.attempts + 1
+        pipeline, series_uid, queued_at = job.pipeline, job.series_uid, job.queued_at
         taken = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == seen_state, Job.attempts == attempt - 1)
@@ -104,7 +112,10 @@ def claim(settings: Settings, database: Database, job_id: int) -> Lease | None:
         if not taken:
             log.info("job %s: taken by another worker first", job_id)
             return None
-        return Lease(job_id=job_id, worker=worker, attempt=attempt)
+        paths = session.scalars(
+            select(Instance.path).where(Instance.series_uid == series_uid).order_by(Instance.path)
+        ).all()
+        return Lease(job_id, worker, attempt, pipeline, series_uid, queued_at, now, tuple(Path(p) for p in paths))
 
 
 def _holds(lease: Lease):  # type: ignore[no-untyped-def]
@@ -142,34 +153,26 @@ class Heartbeat:
                 return
 
 
-def _instance_paths(database: Database, series_uid: str) -> list[Path]:
-    with database.session() as session:
-        paths = session.scalars(
-            select(Instance.path).where(Instance.series_uid == series_uid).order_by(Instance.path)
-        ).all()
-    if not paths:
-        raise PermanentJobError(f"series {series_uid} has no stored instances")
-    return [Path(p) for p in paths]
-
-
-def _run(settings: Settings, database: Database, job: Job) -> tuple[list, dict[str, float]]:
+def _run(settings: Settings, lease: Lease) -> tuple[list, dict[str, float]]:
     """Load, infer, write; returns the written results and per-stage seconds."""
     from pipelines.registry import get_pipeline
     from pipelines.volume import load_series
 
     timings: dict[str, float] = {}
     try:
-        pipeline = get_pipeline(job.pipeline, settings)
+        pipeline = get_pipeline(lease.pipeline, settings)
     except KeyError as exc:
         raise PermanentJobError(str(exc.args[0])) from exc
-    paths = _instance_paths(database, job.series_uid)
+    paths = list(lease.paths)
+    if not paths:
+        raise PermanentJobError(f"series {lease.series_uid} has no stored instances")
     try:
         header = pydicom.dcmread(paths[0], stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError) as exc:
         raise PermanentJobError(f"unreadable series: {paths[0].name}: {exc}") from exc
     refusal = pipeline.accepts(header)
     if refusal:
-        raise PermanentJobError(f"pipeline {job.pipeline} does not accept this series: {refusal}")
+        raise PermanentJobError(f"pipeline {lease.pipeline} does not accept this series: {refusal}")
     started = time.perf_counter()
     volume = load_series(paths)
     timings["load"] = time.perf_counter() - started
@@ -181,11 +184,10 @@ def _run(settings: Settings, database: Database, job: Job) -> tuple[list, dict[s
         from pipelines.results import write_results
 
         started = time.perf_counter()
-        out_dir = settings.node.storage_dir / "results" / str(job.id)
+        out_dir = settings.node.storage_dir / "results" / str(lease.job_id)
+        job_key = f"{lease.series_uid}/{lease.pipeline}"  # stable across re-runs: the same result UIDs
         try:
-            written = write_results(
-                volume, result, settings.results, job_key=f"{job.series_uid}/{job.pipeline}", out_dir=out_dir
-            )
+            written = write_results(volume, result, settings.results, job_key=job_key, out_dir=out_dir)
         except ValueError as exc:
             raise PermanentJobError(f"results do not fit the series: {exc}") from exc
         timings["write"] = time.perf_counter() - started
@@ -228,17 +230,15 @@ def process_job(settings: Settings, database: Database, job_id: int) -> Outcome:
     lease = claim(settings, database, job_id)
     if lease is None:
         return Outcome.skipped
-    with database.session() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        session.expunge(job)
-    queue_wait = (job.started_at - job.queued_at).total_seconds() if job.started_at and job.queued_at else None
-    log.info("job %s: %s on series %s, attempt %d (%s)", job_id, job.pipeline, job.series_uid, lease.attempt, lease.worker)
+    queue_wait = (lease.started_at - lease.queued_at).total_seconds() if lease.queued_at else None
+    log.info(
+        "job %s: %s on series %s, attempt %d (%s)", job_id, lease.pipeline, lease.series_uid, lease.attempt, lease.worker
+    )
     started = time.perf_counter()
     try:
         with Heartbeat(database, lease, settings.queue.heartbeat_seconds) as heartbeat:
-            written, timings = _run(settings, database, job)
-            if heartbeat.lost or not _register_results(database, lease, written):
+            written, timings = _run(settings, lease)
+            if heartbeat.lost or (written and not _register_results(database, lease, written)):
                 log.warning("job %s: lost its lease while running; this run's outcome is discarded", job_id)
                 return Outcome.lost
     except (PermanentJobError, UnsupportedSeries) as exc:

@@ -10,7 +10,8 @@ import logging
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from node.config import Settings
 from node.db import Database, Instance, Job, JobState, Series, SeriesState, record_event, utcnow
@@ -22,12 +23,8 @@ log = logging.getLogger(__name__)
 BATCH = 100
 
 
-def _first_header(database: Database, series_uid: str) -> pydicom.Dataset | str:
-    """The series' first instance header, or the reason it cannot be read."""
-    with database.session() as session:
-        path = session.scalars(
-            select(Instance.path).where(Instance.series_uid == series_uid).order_by(Instance.path).limit(1)
-        ).first()
+def _read_header(path: str | None) -> pydicom.Dataset | str:
+    """A series' first instance header, or the reason it cannot be read."""
     if path is None:
         return "the series has no stored instances"
     try:
@@ -36,7 +33,17 @@ def _first_header(database: Database, series_uid: str) -> pydicom.Dataset | str:
         return f"its first instance cannot be read: {exc}"
 
 
-def _save_jobs(session, series: Series, decision: RoutingDecision) -> list[int]:  # type: ignore[no-untyped-def]
+def _first_paths(database: Database, series_uids: list[str]) -> dict[str, str]:
+    with database.session() as session:
+        rows = session.execute(
+            select(Instance.series_uid, func.min(Instance.path))
+            .where(Instance.series_uid.in_(series_uids))
+            .group_by(Instance.series_uid)
+        ).all()
+    return {uid: path for uid, path in rows}
+
+
+def _save_jobs(session: Session, series: Series, decision: RoutingDecision) -> list[int]:
     now, job_ids = utcnow(), []
     for pipeline, routes in decision.pipelines.items():
         job = session.scalars(select(Job).where(Job.series_uid == series.series_uid, Job.pipeline == pipeline)).first()
@@ -52,40 +59,56 @@ def _save_jobs(session, series: Series, decision: RoutingDecision) -> list[int]:
     return job_ids
 
 
-def route_one(settings: Settings, database: Database, series_uid: str) -> list[int]:
-    """Route one complete series: record its jobs or why it is unrouted; returns the job IDs to enqueue."""
-    header = _first_header(database, series_uid)
+def _route(settings: Settings, session: Session, series: Series, header: pydicom.Dataset | str) -> list[int]:
+    series_uid = series.series_uid
+    if isinstance(header, str):
+        decision, reason = None, f"cannot route: {header}"
+    else:
+        decision = route_series(settings.routes, header, series.called_ae_title, series.calling_ae_title)
+        reason = None if decision.pipelines else decision.unrouted_reason()
+    if decision is None or not decision.pipelines:
+        series.state, series.state_reason = SeriesState.unrouted, reason
+        record_event(session, "unrouted", f"series {series_uid}: {reason}", level="info", uid=series_uid)
+        log.info("series %s: unrouted: %s", series_uid, reason)
+        return []
+    job_ids = _save_jobs(session, series, decision)
+    series.state = SeriesState.routed
+    series.state_reason = "routes: " + ", ".join(v.route.name for v in decision.matched)
+    log.info("series %s: routed to %s (jobs %s)", series_uid, sorted(decision.pipelines), job_ids)
+    return job_ids
+
+
+def route_complete(settings: Settings, database: Database, series_uids: list[str]) -> list[int]:
+    """Route complete series in one transaction: their jobs, or why they are unrouted; the job IDs to enqueue."""
+    paths = _first_paths(database, series_uids)
+    headers = {uid: _read_header(paths.get(uid)) for uid in series_uids}
+    job_ids: list[int] = []
     with database.session() as session:
-        series = session.get(Series, series_uid)
-        if series is None or series.state != SeriesState.complete:
-            return []
-        if isinstance(header, str):
-            decision, reason = None, f"cannot route: {header}"
-        else:
-            decision = route_series(settings.routes, header, series.called_ae_title, series.calling_ae_title)
-            reason = None if decision.pipelines else decision.unrouted_reason()
-        if decision is None or not decision.pipelines:
-            series.state, series.state_reason = SeriesState.unrouted, reason
-            record_event(session, "unrouted", f"series {series_uid}: {reason}", level="info", uid=series_uid)
-            log.info("series %s: unrouted: %s", series_uid, reason)
-            return []
-        job_ids = _save_jobs(session, series, decision)
-        series.state = SeriesState.routed
-        series.state_reason = "routes: " + ", ".join(v.route.name for v in decision.matched)
-        log.info("series %s: routed to %s (jobs %s)", series_uid, sorted(decision.pipelines), job_ids)
-        return job_ids
+        for series_uid in series_uids:
+            series = session.get(Series, series_uid)
+            if series is not None and series.state == SeriesState.complete:
+                job_ids.extend(_route(settings, session, series, headers[series_uid]))
+    return job_ids
+
+
+def enqueue_many(settings: Settings, database: Database, job_ids: list[int]) -> list[int]:
+    """Send the jobs' messages and record their task IDs; jobs the broker refused stay queued for the reconciler."""
+    sent: dict[int, str] = {}
+    for job_id in job_ids:
+        try:
+            sent[job_id] = send(settings, RUN_JOB_TASK, job_id)
+        except Exception as exc:  # noqa: BLE001 - the broker is down: the reconciler re-enqueues later
+            log.warning("job %s: could not reach the broker (%s); the reconciler will re-enqueue it", job_id, exc)
+    if sent:
+        with database.session() as session:
+            for job_id, task_id in sent.items():
+                session.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id))
+    return list(sent)
 
 
 def enqueue(settings: Settings, database: Database, job_id: int) -> bool:
     """Send job ``job_id``'s message; False (and the job stays queued for the reconciler) if the broker fails."""
-    try:
-        task_id = send(settings, RUN_JOB_TASK, job_id)
-    except Exception as exc:  # noqa: BLE001 - the broker is down: the reconciler re-enqueues later
-        log.warning("job %s: could not reach the broker (%s); the reconciler will re-enqueue it", job_id, exc)
-        return False
-    with database.session() as session:
-        session.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id))
-    return True
+    return bool(enqueue_many(settings, database, [job_id]))
 
 
 def enqueue_due_retries(settings: Settings, database: Database) -> list[int]:
@@ -104,8 +127,7 @@ def enqueue_due_retries(settings: Settings, database: Database) -> list[int]:
                 .values(state=JobState.queued, queued_at=now)
             ).rowcount
         ]
-    for job_id in taken:
-        enqueue(settings, database, job_id)
+    enqueue_many(settings, database, taken)
     return taken
 
 
@@ -118,9 +140,8 @@ def tick(settings: Settings, database: Database) -> None:
             .order_by(Series.completed_at)
             .limit(BATCH)
         ).all()
-    for series_uid in complete:
-        for job_id in route_one(settings, database, series_uid):
-            enqueue(settings, database, job_id)
+    if complete:
+        enqueue_many(settings, database, route_complete(settings, database, list(complete)))
     enqueue_due_retries(settings, database)
 
 

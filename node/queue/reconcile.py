@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from node.config import Settings
 from node.db import Database, Job, JobState, record_event, utcnow
 from node.queue.celery_app import GPU_QUEUE, queue_depth
-from node.queue.dispatch import BATCH, enqueue, enqueue_due_retries
+from node.queue.dispatch import BATCH, enqueue_due_retries, enqueue_many
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,15 @@ def requeue_lost_messages(settings: Settings, database: Database) -> list[int]:
     if not waiting or queue_depth(settings, GPU_QUEUE) > 0:
         return []
     now = utcnow()
-    requeued = []
-    for job_id in waiting:
-        with database.session() as session:
-            touched = session.execute(
+    with database.session() as session:
+        touched = [
+            job_id
+            for job_id in waiting
+            if session.execute(
                 update(Job).where(Job.id == job_id, Job.state == JobState.queued).values(queued_at=now)
             ).rowcount
-        if touched and enqueue(settings, database, job_id):
-            requeued.append(job_id)
+        ]
+    requeued = enqueue_many(settings, database, touched)
     if requeued:
         log.warning("re-enqueued %d job(s) whose messages were lost: %s", len(requeued), requeued)
     return requeued
