@@ -29,7 +29,7 @@ class Loop:
 
 LOOPS: list[Loop] = [
     Loop("assembler", "node.assemble:tick", lambda s: min(1.0, s.node.series_quiet_seconds / 4)),
-    Loop("dispatcher", "node.queue.dispatch:tick", lambda s: 0.2),
+    Loop("dispatcher", "node.queue.dispatch:tick", lambda s: 0.05),  # an idle tick is one indexed query
     Loop("reconciler", "node.queue.reconcile:tick", lambda s: s.queue.reconcile_seconds),
     Loop("outbox", "node.deliver.outbox:tick", lambda s: 1.0),
     Loop("retention", "node.retention:tick", lambda s: s.retention.check_seconds),
