@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -63,28 +64,71 @@ def check_segments(volume: Volume, segments: Sequence[Segment]) -> list[Segment]
     return ordered
 
 
-def label_array(segments: Sequence[Segment], shape: tuple[int, ...]) -> tuple[np.ndarray, bool]:
-    """One integer label per voxel (later segment numbers paint over earlier ones) and whether any overlap.
+def _as_uint8(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    return mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).view(np.uint8)
 
-    A label map is an eighth of the memory of stacked masks and lets highdicom skip its own overlap check.
-    """
-    dtype = np.uint8 if len(segments) < 256 else np.uint16
-    labels = np.zeros(shape, dtype=dtype)
+
+def segments_overlap(segments: Sequence[Segment], shape: tuple[int, ...]) -> bool:
+    """Whether any voxel belongs to more than one segment (one byte per voxel of scratch memory)."""
     count = np.zeros(shape, dtype=np.uint8)
     for segment in segments:
-        mask = np.asarray(segment.mask, dtype=bool)
-        np.add(count, mask, out=count, casting="unsafe")
-        labels[mask] = segment.number
-    return labels, bool(count.max(initial=0) > 1)
+        np.add(count, _as_uint8(segment.mask), out=count)
+    return bool(count.max(initial=0) > 1)
+
+
+def label_array(segments: Sequence[Segment], shape: tuple[int, ...]) -> np.ndarray:
+    """One integer label per voxel; where segments overlap, the highest segment number wins.
+
+    A label map is a fraction of the memory of stacked masks, and highdicom needs no overlap check for it.
+    """
+    labels = np.zeros(shape, dtype=np.uint8 if len(segments) < 256 else np.uint16)
+    for segment in segments:
+        np.putmask(labels, np.asarray(segment.mask, dtype=bool), segment.number)
+    return labels
 
 
 def stacked_array(segments: Sequence[Segment], shape: tuple[int, ...]) -> np.ndarray:
     """Masks stacked along a last axis (highdicom's form for overlapping segments), one byte per voxel."""
-    stacked = np.zeros((len(segments), *shape), dtype=np.uint8)
+    stacked = np.empty((len(segments), *shape), dtype=np.uint8)
     for index, segment in enumerate(segments):
-        stacked[index] = segment.mask
+        stacked[index] = _as_uint8(segment.mask)
     # A view with segments last; each frame's mask for one segment stays contiguous in memory.
     return np.moveaxis(stacked, 0, -1)
+
+
+class _Segmentation(hd.seg.Segmentation):
+    """highdicom's Segmentation with a lighter check of stacked binary masks.
+
+    Why: for a 4D array highdicom sums over segments into an int64 array of the volume's size (2.5 GB and
+    seconds for 300x512x512x4); checking slice by slice gives the same answer in a fraction of both.
+    """
+
+    @classmethod
+    def _check_and_cast_pixel_array(
+        cls,
+        pixel_array: Any,
+        segment_numbers: np.ndarray,
+        segmentation_type: hd.seg.SegmentationTypeValues,
+        dtype: type,
+    ) -> tuple[Any, hd.seg.SegmentsOverlapValues]:
+        if not (
+            isinstance(pixel_array, np.ndarray)
+            and pixel_array.ndim == 4
+            and pixel_array.dtype == np.uint8
+            and segmentation_type == hd.seg.SegmentationTypeValues.BINARY
+            and pixel_array.shape[-1] == len(segment_numbers)
+        ):
+            return super()._check_and_cast_pixel_array(pixel_array, segment_numbers, segmentation_type, dtype)
+        by_segment = np.moveaxis(pixel_array, -1, 0)  # contiguous again for arrays from stacked_array()
+        overlap = False
+        for k in range(by_segment.shape[1]):
+            planes = by_segment[:, k]
+            if planes.max(initial=0) > 1:
+                raise ValueError("stacked segment masks must hold only 0 and 1")
+            if not overlap and planes.shape[0] > 1:
+                overlap = bool((planes.sum(axis=0, dtype=np.uint8) > 1).any())
+        return pixel_array, (hd.seg.SegmentsOverlapValues.YES if overlap else hd.seg.SegmentsOverlapValues.NO)
 
 
 def to_source_frames(array: np.ndarray, volume: Volume) -> np.ndarray:
@@ -156,7 +200,7 @@ def build_segmentation(
     Raises ValueError when the segments do not fit the volume (shape, numbering).
     """
     segments = check_segments(volume, result.segments)
-    labels, overlap = label_array(segments, volume.array.shape)
+    overlap = segments_overlap(segments, volume.array.shape)
     if overlap and options.seg_type == "labelmap":
         logger.warning(
             "series %s: segments of %s overlap; the LABELMAP SEG keeps the highest segment number where they do",
@@ -164,12 +208,11 @@ def build_segmentation(
             result.pipeline,
         )
     if overlap and options.seg_type == "binary":
-        del labels
         pixels = stacked_array(segments, volume.array.shape)
     else:
-        pixels = labels
+        pixels = label_array(segments, volume.array.shape)
     pixels = to_source_frames(pixels, volume)
-    return hd.seg.Segmentation(
+    return _Segmentation(
         source_images=source_images(volume),
         pixel_array=pixels,
         segmentation_type=(
