@@ -321,6 +321,19 @@ class ViewerPage:
         item.dblclick()
         self.page.wait_for_function(f"() => ({_SEGMENTATION_COUNT})() > {before}", timeout=timeout_s * 1000)
 
+    def show_series(self, series_description: str, timeout_s: float = 60) -> None:
+        """Double-click a series in the study browser and wait until the viewport shows one of its images."""
+        before = self.page.evaluate("() => cornerstone.getEnabledElements()[0].viewport.getCurrentImageId()")
+        item = self.page.get_by_text(series_description, exact=True).first
+        item.wait_for(timeout=timeout_s * 1000)
+        item.dblclick()
+        self.page.wait_for_function(
+            "(before) => { const e = cornerstone.getEnabledElements()[0]; const id = e && e.viewport.getCurrentImageId();"
+            " return !!id && id !== before; }",
+            arg=before, timeout=timeout_s * 1000,
+        )
+        self.settle()
+
     def show_instance(self, sop_instance_uid: str, timeout_s: float = 30) -> None:
         """Scroll the viewport to the slice of one source instance and wait for it to render."""
         index = self.page.evaluate(_JUMP_TO_INSTANCE, sop_instance_uid)

@@ -1,21 +1,23 @@
-"""The sample chest CT through pacsnode: ct-lungs runs, the project's writers make SEG and SR, the node's C-STORE
-SCU sends study and results to Orthanc, and OHIF shows the lung overlay where the lungs are."""
+"""The sample chest CT through pacsnode: Orthanc sends it to a running node, ct-lungs runs, the node returns SEG,
+SR and fallback to Orthanc, and OHIF (on Orthanc's DICOMweb) shows the lung overlay where the lungs are."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from scipy import ndimage
+from sqlalchemy import select
 
-from node.config import ResultsConfig
-from node.scu import send_objects
+from node.db import Delivery, DeliveryState
 from pipelines.registry import create_pipeline
-from pipelines.results import write_results
 from pipelines.volume import load_series
-from tests.support.ohif import OrthancWeb, ViewerPage, series_listed, world_to_screen
+from tests.support.node_process import NodeProcess, free_port
+from tests.support.ohif import ViewerPage, ohif_dist, ohif_server, series_listed, world_to_screen
+from tests.support.orthanc import Orthanc, running_orthanc
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.timeout(240)]
 
@@ -49,39 +51,72 @@ def expected_on_screen(viewer: ViewerPage, affine: np.ndarray, mask: np.ndarray,
     return out
 
 
-def test_lung_overlay_from_the_pipeline_is_on_the_lungs(
-    viewer: ViewerPage, orthanc_web: OrthancWeb, artifacts_dir: Path, tmp_path: Path
+def _delivered(node: NodeProcess) -> list[Delivery]:
+    with node.database.session() as session:
+        rows = list(session.scalars(select(Delivery)).all())
+    return rows if rows and all(r.state == DeliveryState.delivered for r in rows) else []
+
+
+@pytest.fixture
+def pacs_with_node(tmp_path: Path) -> Iterator[tuple[Orthanc, NodeProcess]]:
+    """Orthanc with DICOMweb as the PACS, and a real `pacsnode serve` returning ct-lungs SEG, SR and fallback."""
+    node_port = free_port()
+    with running_orthanc(tmp_path / "orthanc", modalities={"node": ("PACSNODE", "127.0.0.1", node_port)},
+                         dicomweb=True) as orthanc:
+        extra = {
+            "node": {"series_quiet_seconds": 1},
+            "queue": {"embedded_worker": True, "reconcile_seconds": 1},
+            "delivery": {"retry_initial_seconds": 0.5, "retry_max_seconds": 2, "connect_timeout": 2},
+            "destinations": [{"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
+                              "port": orthanc.dicom_port, "outputs": ["seg", "sr", "fallback"]}],
+            "routes": [{"name": "ct", "match": {"Modality": "CT"}, "pipelines": ["ct-lungs"], "destinations": ["pacs"]}],
+        }
+        node = NodeProcess(tmp_path / "node", port=node_port, extra=extra, start_timeout=90)
+        node.start()
+        try:
+            yield orthanc, node
+        finally:
+            node.stop()
+
+
+def test_study_through_pacsnode_shows_the_lungs_overlay_on_the_lungs(
+    pacs_with_node: tuple[Orthanc, NodeProcess], browser: object, artifacts_dir: Path
 ) -> None:
+    orthanc, node = pacs_with_node
     paths = sorted(SAMPLE.glob("CT_*.dcm"))
+    ids = orthanc.upload(paths)
+    orthanc.send_to_modality("node", [orthanc.get(f"/instances/{ids[0]}/study")["ID"]])
+    node.wait_for(lambda: _delivered(node), timeout=150)
+
+    # The same pipeline on the same volume gives the masks the node sent (it is deterministic).
     volume = load_series(paths)
     result = create_pipeline("ct-lungs").run(volume)
-    written = write_results(volume, result, ResultsConfig(), job_key="viewer-test/ct-lungs", out_dir=tmp_path)
-    seg = next(w for w in written if w.kind == "seg")
-    outcomes = send_objects(
-        [*paths, *(w.path for w in written)], orthanc_web.ae_title, "127.0.0.1", orthanc_web.dicom_port,
-        calling_ae_title="PACSNODE",
-    )
-    assert all(o.stored for o in outcomes), [o.describe() for o in outcomes if not o.stored]
-
     union = np.zeros(volume.array.shape, bool)
     for segment in result.segments:
         union |= segment.mask
     areas = union.reshape(union.shape[0], -1).sum(axis=1)
-    on_k = int(np.argmax(areas))
-    off_k = int(np.flatnonzero(areas == 0)[0])
-    on_uid = volume.datasets[on_k].SOPInstanceUID
-    off_uid = volume.datasets[off_k].SOPInstanceUID
-    seg_description = str(pydicom.dcmread(seg.path, stop_before_pixels=True).SeriesDescription)
-    shots = artifacts_dir / "pipeline-ct-lungs"
+    on_k, off_k = int(np.argmax(areas)), int(np.flatnonzero(areas == 0)[0])
+    study_uid = str(volume.datasets[0].StudyInstanceUID)
+    descriptions = {s["MainDicomTags"].get("Modality"): s["MainDicomTags"].get("SeriesDescription", "")
+                    for s in orthanc.series_of_study(study_uid)}
+    shots = artifacts_dir / "through-pacsnode-ct-lungs"
 
-    viewer.open_study(str(volume.datasets[0].StudyInstanceUID))
-    viewer.load_series(seg_description)
-    viewer.show_instance(on_uid)
-    on = viewer.viewport_screenshot(shots / "1-seg-lungs-slice.png")
-    expected = expected_on_screen(viewer, volume.affine, union[on_k], on_k, on.shape)
-    notices = viewer.notifications()
-    viewer.show_instance(off_uid)
-    off = viewer.viewport_screenshot(shots / "2-seg-slice-without-lung.png")
+    with ohif_server(ohif_dist(), orthanc.http_port) as url:
+        viewer = ViewerPage(browser, url)
+        try:
+            viewer.open_study(study_uid)
+            viewer.load_series(descriptions["SEG"])
+            viewer.show_instance(volume.datasets[on_k].SOPInstanceUID)
+            on = viewer.viewport_screenshot(shots / "1-seg-lungs-slice.png")
+            expected = expected_on_screen(viewer, volume.affine, union[on_k], on_k, on.shape)
+            viewer.show_instance(volume.datasets[off_k].SOPInstanceUID)
+            off = viewer.viewport_screenshot(shots / "2-seg-slice-without-lung.png")
+            assert series_listed(viewer, descriptions["SR"]), "the SR is not listed in OHIF"
+            viewer.show_series(descriptions["OT"] if "OT" in descriptions else descriptions["SC"])
+            fallback = viewer.viewport_screenshot(shots / "3-fallback-key-slice.png")
+            assert not viewer.errors, viewer.errors
+        finally:
+            viewer.close()
 
     coloured = coloured_pixels(on)
     near = ndimage.binary_dilation(expected, iterations=4)
@@ -90,7 +125,5 @@ def test_lung_overlay_from_the_pipeline_is_on_the_lungs(
     assert coloured[~near].sum() < 0.02 * coloured.sum(), "overlay outside the lungs"
     assert coloured[core].mean() > 0.9, "the lungs are not covered by the overlay"
     assert coloured_pixels(off).sum() == 0, "overlay on a slice without lung"
-    sr = next(w for w in written if w.kind == "sr")
-    assert series_listed(viewer, str(pydicom.dcmread(sr.path, stop_before_pixels=True).SeriesDescription))
-    assert not viewer.errors, viewer.errors
-    (shots / "notifications.txt").write_text("\n".join(notices))
+    red = fallback[..., 0].astype(int) - np.maximum(fallback[..., 1], fallback[..., 2]) > 80  # segment 1's colour
+    assert red.sum() > 200, "the fallback key slice shows no red outline of the first segment"
