@@ -87,3 +87,21 @@ def test_a_destination_known_to_refuse_seg_gets_the_fallback_straight_away(make_
     for delivery_id in ids:
         deliver(node.settings, node.database, delivery_id)
     assert {uid for _, uid in seg_less_peer.received} == _uids(files, "fallback")
+
+
+def test_status_says_the_seg_was_replaced_by_the_fallback(make_node, seg_less_peer: Peer, result_files) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    node = make_node([destination("legacy", seg_less_peer, ["seg"])])
+    job = node.add_job(result_files(), ["legacy"])
+    [seg_delivery] = schedule_deliveries(node.settings, node.database, job)
+    deliver(node.settings, node.database, seg_delivery)
+    status = subprocess.run(
+        [str(Path(sys.executable).parent / "pacsnode"), "status", "--config", str(node.config_path)],
+        capture_output=True, text=True, timeout=60, env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"},
+    )
+    assert status.returncode == 0, status.stderr
+    assert "replaced" in status.stdout
+    assert "legacy refused the SEG at association; sent 1 fallback key image(s) instead" in status.stdout
