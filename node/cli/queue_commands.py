@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from pathlib import Path
 
@@ -47,8 +46,10 @@ def worker(
     """Run a worker that takes jobs from the queue (on this host or a GPU host sharing storage_dir)."""
     from node.queue.worker import run_worker
 
+    from node.logging_setup import configure_logging
+
     settings = _settings(config)
-    logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.logging)
     run_worker(settings, queues=queues, concurrency=concurrency, pool=pool, name=name, config_path=config)
 
 

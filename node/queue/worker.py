@@ -14,12 +14,19 @@ import sys
 import uuid
 from pathlib import Path
 
+from celery.signals import worker_ready
+
 from node.config import Settings
 from node.queue.celery_app import CONFIG_ENV, DELIVERY_QUEUE, GPU_QUEUE, init_app
 
 log = logging.getLogger(__name__)
 
 ALL_QUEUES = f"{GPU_QUEUE},{DELIVERY_QUEUE}"
+
+
+@worker_ready.connect
+def _announce(sender: object = None, **_: object) -> None:
+    log.info("pacsnode worker %s ready", getattr(sender, "hostname", "?"))
 
 
 def worker_argv(queues: str, concurrency: int, pool: str, name: str | None, loglevel: str) -> list[str]:
@@ -66,7 +73,7 @@ def start_embedded_worker(
     command = [
         sys.executable,
         "-m",
-        "node.queue.worker",
+        "node.queue",
         "--config",
         str(Path(config_path).resolve()),
         "--queues",
@@ -78,9 +85,3 @@ def start_embedded_worker(
     process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT if output else None)
     log.info("embedded worker started (pid %d) for queues %s", process.pid, queues)
     return process
-
-
-if __name__ == "__main__":
-    from node.cli import app as cli
-
-    cli(["worker", *sys.argv[1:]])

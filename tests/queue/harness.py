@@ -125,7 +125,7 @@ class Node:
         with self.database.session() as session:
             return session.get(Series, series_uid)
 
-    def wait_job(self, series_uid: str, states: set[str], timeout: float = 20) -> Job:
+    def wait_job(self, series_uid: str, states: set[str], timeout: float = 30) -> Job:
         def done() -> Job | None:
             jobs = self.jobs(series_uid)
             return jobs[0] if jobs and jobs[0].state.value in states else None
@@ -142,7 +142,7 @@ class Node:
         """A real `pacsnode worker` process; returns once it is ready for tasks."""
         log_path = self.root / f"worker-{len(self.workers)}.log"
         env = {**os.environ, RUN_LOG_ENV: str(self.run_log), SLEEP_ENV: str(sleep)}
-        command = [sys.executable, "-m", "node.queue.worker", "--config", str(self.config_path),
+        command = [sys.executable, "-m", "node.queue", "--config", str(self.config_path),
                    "--queues", queues, "--pool", pool, "--concurrency", str(concurrency)]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -152,7 +152,7 @@ class Node:
         def ready() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"worker exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            return " ready." in log_path.read_text()
+            return "pacsnode worker " in log_path.read_text()
 
         wait_for(ready, 30, f"worker ready ({log_path})", every=0.1)
         return process
@@ -163,14 +163,25 @@ class Node:
             thread.join(timeout=10)
         for process in self.workers:
             if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
+                _signal(process, signal.SIGTERM)
         for process in self.workers:
             try:
                 process.wait(timeout=2)
             except subprocess.TimeoutExpired:  # the filesystem transport's shutdown takes seconds; not under test
-                os.killpg(process.pid, signal.SIGKILL)
+                _signal(process, signal.SIGKILL)
                 process.wait()
         self.database.dispose()
+
+
+def _signal(process: subprocess.Popen, signum: int) -> None:
+    """Signal a worker and its pool children (its process group when it leads one)."""
+    try:
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signum)
+            return
+    except ProcessLookupError:
+        return
+    process.send_signal(signum)
 
 
 def ct_slice(study_uid: str, series_uid: str, k: int, modality: str, attributes: dict[str, Any]) -> Dataset:

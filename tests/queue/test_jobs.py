@@ -8,7 +8,9 @@ import time
 
 
 from node.db import JobState, SeriesState
-from tests.queue.harness import Node, wait_for
+from node.queue.worker import start_embedded_worker
+from tests.queue.harness import Node, base_config, wait_for
+from tests.support.pipelines import RUN_LOG_ENV
 
 
 def test_routed_series_runs_its_pipeline_once(broker_node) -> None:
@@ -41,7 +43,7 @@ def test_permanent_error_fails_at_once_with_its_reason(broker_node) -> None:
         jobs = node.jobs(series_uid)
         return jobs if len(jobs) == 2 and all(j.state == JobState.failed for j in jobs) else None
 
-    rejected, unsupported = wait_for(both_failed, 20, "both jobs failed")
+    rejected, unsupported = wait_for(both_failed, 30, "both jobs failed")
     assert rejected.attempts == unsupported.attempts == 1
     assert rejected.reason == "pipeline rejecting does not accept this series: modality CT is not MR"
     assert unsupported.reason == "needs at least 100 slices, got 3"
@@ -91,3 +93,16 @@ def test_two_workers_share_a_queue(broker_node) -> None:
     runs = node.runs()
     assert len(runs) == 6
     assert len({line.split()[2] for line in runs}) == 2, "both workers took jobs"
+
+
+def test_the_embedded_worker_that_serve_starts_runs_jobs(make_node, tmp_path, monkeypatch) -> None:
+    node: Node = make_node(base_config(tmp_path / "storage"))
+    monkeypatch.setenv(RUN_LOG_ENV, str(node.run_log))
+    process = start_embedded_worker(node.settings, node.config_path, log_file=node.root / "embedded.log")
+    node.workers.append(process)  # stopped with the node
+    node.start_loops()
+    series_uid = node.add_series()
+
+    assert node.wait_job(series_uid, {"succeeded", "failed"}).state == JobState.succeeded
+    assert [line.split()[2] for line in node.runs()] != [str(os.getpid())]
+    assert len(node.runs()) == 1
