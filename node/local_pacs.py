@@ -1,4 +1,4 @@
-"""A real Orthanc PACS on loopback for tests, the demo and the benchmark.
+"""A local receiving PACS on loopback (Orthanc) for the demo, the benchmark and the tests.
 
 Orthanc listens on all interfaces (it cannot bind one address); everything here talks to 127.0.0.1 only.
 Each start waits for C-ECHO to answer; each stop waits for both ports to be free again, so a restart on the
@@ -8,6 +8,7 @@ same ports (to simulate a PACS outage) works.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -22,6 +23,8 @@ from typing import Any
 import requests
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
+
+log = logging.getLogger(__name__)
 
 ORTHANC_BINARY = "/usr/sbin/Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -71,7 +74,7 @@ class Orthanc:
         storage = self.directory / "db"
         storage.mkdir(parents=True, exist_ok=True)
         config: dict[str, Any] = {
-            "Name": "pacsnode-test-pacs",
+            "Name": "pacsnode-local-pacs",
             "StorageDirectory": str(storage),
             "IndexDirectory": str(storage),
             "Plugins": [],
@@ -101,12 +104,12 @@ class Orthanc:
             raise RuntimeError("Orthanc is not installed (Debian package `orthanc`): run `make setup`")
         self.wait_ports_free()
         config = self._write_config()
-        log = open(self.directory / "orthanc.log", "ab")
+        log_file = open(self.directory / "orthanc.log", "ab")
         self.process = subprocess.Popen(
             [ORTHANC_BINARY if Path(ORTHANC_BINARY).exists() else "Orthanc", str(config)],
-            env=dict(os.environ, TCP_NODELAY="1"), stdout=log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, TCP_NODELAY="1"), stdout=log_file, stderr=subprocess.STDOUT,
         )
-        log.close()
+        log_file.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -138,7 +141,7 @@ class Orthanc:
             time.sleep(0.1)
 
     def echo(self) -> bool:
-        ae = AE(ae_title="PACSNODE-TEST")
+        ae = AE(ae_title="PACSNODE-ECHO")
         ae.add_requested_context(Verification)
         ae.acse_timeout = ae.connection_timeout = 2
         assoc = ae.associate("127.0.0.1", self.dicom_port, ae_title=self.ae_title)
