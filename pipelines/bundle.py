@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 from monai.data import MetaTensor
-from monai.transforms import Compose
 from monai.utils import MetaKeys, SpaceKeys
 from pydicom.dataset import Dataset
 

@@ -269,11 +269,19 @@ def _one_acquisition(slices: list[_Slice], notes: list[str]) -> list[_Slice]:
     ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
     key, chosen = ordered[0]
     notes.append(
-        f"series holds {len(groups)} acquisitions/phases at the same positions; used the one with key "
-        f"(acquisition, temporal position, echo, trigger time, image type) = {key} ({len(chosen)} slices): "
-        "rule is most slices, first on ties"
+        f"series holds {len(groups)} acquisitions/phases at the same positions; used {_describe(key, chosen)} "
+        f"({len(chosen)} slices; rule: most slices, first on ties)"
     )
     return chosen
+
+
+def _describe(key: tuple[str, ...], chosen: list[_Slice]) -> str:
+    names = (
+        ("stack", "temporal position index", "effective echo time")
+        if chosen[0].frame is not None
+        else ("acquisition", "temporal position", "echo", "trigger time", "image type")
+    )
+    return ", ".join(f"{name} {value or '-'}" for name, value in zip(names, key))
 
 
 def _has_duplicate_positions(slices: list[_Slice]) -> bool:

@@ -16,7 +16,6 @@ import logging
 import time
 from typing import Any
 
-import numpy as np
 import torch
 from pydicom.dataset import Dataset
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import copy
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, RLELossless
+from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, MRImageStorage, RLELossless
 
 from pipelines.types import UnsupportedSeries
 from pipelines.volume import load_datasets, load_series
@@ -175,3 +174,50 @@ def test_rejects_unreadable_files(tmp_path):
     bad.write_bytes(b"not dicom at all")
     with pytest.raises(UnsupportedSeries, match="not a readable DICOM file"):
         load_series([bad])
+
+
+def mr_series(grid: generate.Grid) -> list[Dataset]:
+    datasets, _ = phantom_series(grid, "mr")
+    for ds in datasets:
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = MRImageStorage
+        ds.Modality = "MR"
+        ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions, ds.MRAcquisitionType = "SE", "NONE", "", "2D"
+        ds.EchoTime, ds.RepetitionTime, ds.EchoTrainLength, ds.MagneticFieldStrength = "10", "500", 1, "1.5"
+        for keyword in ("RescaleIntercept", "RescaleSlope", "RescaleType", "KVP"):
+            delattr(ds, keyword)
+    return datasets
+
+
+def test_enhanced_multi_frame_mr():
+    from highdicom.legacy import LegacyConvertedEnhancedMRImage
+
+    datasets = mr_series(generate.Grid(shape=(8, 32, 32), pixel_spacing=11.0, slice_spacing=30.0))
+    classic = load_datasets(copy.deepcopy(datasets))
+    enhanced = LegacyConvertedEnhancedMRImage(
+        datasets, series_instance_uid="1.2.826.0.1.3680043.8.498.3", series_number=3, sop_instance_uid="1.2.826.0.1.3680043.8.498.4", instance_number=1
+    )
+    volume = load_datasets([enhanced])
+    np.testing.assert_array_equal(volume.array, classic.array)
+    np.testing.assert_allclose(volume.affine, classic.affine, atol=1e-4)
+
+
+def test_enhanced_phases_at_same_positions_pick_one(small_series):
+    from highdicom.legacy import LegacyConvertedEnhancedCTImage
+
+    second = copy.deepcopy(small_series[:10])
+    for n, ds in enumerate(second):
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.6{n}"
+    enhanced = LegacyConvertedEnhancedCTImage(
+        [*copy.deepcopy(small_series), *second], series_instance_uid="1.2.826.0.1.3680043.8.498.7", series_number=9,
+        sop_instance_uid="1.2.826.0.1.3680043.8.498.8", instance_number=1,
+    )
+    seen: set[float] = set()
+    for item in enhanced.PerFrameFunctionalGroupsSequence:  # the second frame at a position is phase 2
+        position = float(item.PlanePositionSequence[0].ImagePositionPatient[2])
+        item.FrameContentSequence[0].TemporalPositionIndex = 2 if position in seen else 1
+        seen.add(position)
+    volume = load_datasets([enhanced])
+    assert volume.array.shape[0] == 20 and len(volume.frame_numbers) == 20
+    frames = enhanced.PerFrameFunctionalGroupsSequence
+    assert {frames[n - 1].FrameContentSequence[0].TemporalPositionIndex for n in volume.frame_numbers} == {1}
+    assert any("acquisitions/phases" in note for note in volume.notes)
