@@ -6,7 +6,9 @@ Several receiving processes write concurrently, so every insert is ``ON CONFLICT
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from sqlalchemy import event, update
@@ -48,37 +50,40 @@ def _insert(session: Session, model: type, values: dict) -> bool:
     return session.execute(statement.returning(key)).first() is not None
 
 
-def record_instance(session: Session, item: Received) -> bool:
+class KnownSeries:
+    """Series this process has already inserted (bounded, oldest forgotten first).
+
+    Lets the hot path skip the study and series upserts for the 2nd..nth instance of a series.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, series_uid: object) -> bool:
+        return series_uid in self._seen
+
+    def discard(self, series_uid: str) -> None:
+        self._seen.pop(series_uid, None)
+
+    def add(self, series_uid: str) -> None:
+        self._seen[series_uid] = None
+        self._seen.move_to_end(series_uid)
+        while len(self._seen) > self.capacity:
+            self._seen.popitem(last=False)
+
+
+def record_instance(session: Session, item: Received, known: KnownSeries | None = None) -> bool:
     """Index a stored instance; True when it is new, False for an idempotent re-send.
 
     A new instance for a series already complete (or routed) reopens it to ``receiving``: it completes
     again after the quiet period and is routed again (its jobs are reset by the dispatcher).
+    ``known`` (optional) remembers series whose study and series rows exist, to skip their upserts.
     """
     now = utcnow()
     ids = item.ids
-    if not _insert(
-        session,
-        Study,
-        {"study_uid": ids.study_uid, "accession_number": ids.accession_number, "first_received_at": now,
-         "last_received_at": now},
-    ):
-        session.execute(update(Study).where(Study.study_uid == ids.study_uid).values(last_received_at=now))
-    _insert(
-        session,
-        Series,
-        {
-            "series_uid": ids.series_uid,
-            "study_uid": ids.study_uid,
-            "modality": ids.modality,
-            "state": SeriesState.receiving,
-            "calling_ae_title": item.calling_ae_title,
-            "called_ae_title": item.called_ae_title,
-            "calling_host": item.calling_host,
-            "instance_count": 0,
-            "first_received_at": now,
-            "last_received_at": now,
-        },
-    )
+    if known is None or ids.series_uid not in known:
+        _upsert_study_and_series(session, item, now)
     added = _insert(
         session,
         Instance,
@@ -116,6 +121,33 @@ def record_instance(session: Session, item: Received) -> bool:
         .values(instance_count=Series.instance_count + 1, last_received_at=now)
     )
     return True
+
+
+def _upsert_study_and_series(session: Session, item: Received, now: dt.datetime) -> None:
+    ids = item.ids
+    if not _insert(
+        session,
+        Study,
+        {"study_uid": ids.study_uid, "accession_number": ids.accession_number, "first_received_at": now,
+         "last_received_at": now},
+    ):
+        session.execute(update(Study).where(Study.study_uid == ids.study_uid).values(last_received_at=now))
+    _insert(
+        session,
+        Series,
+        {
+            "series_uid": ids.series_uid,
+            "study_uid": ids.study_uid,
+            "modality": ids.modality,
+            "state": SeriesState.receiving,
+            "calling_ae_title": item.calling_ae_title,
+            "called_ae_title": item.called_ae_title,
+            "calling_host": item.calling_host,
+            "instance_count": 0,
+            "first_received_at": now,
+            "last_received_at": now,
+        },
+    )
 
 
 def relax_commit_sync(database: Database) -> None:

@@ -16,7 +16,7 @@ from pynetdicom.events import Event
 
 from node import audit
 from node.db import Database, record_event
-from node.index import Received, record_instance
+from node.index import KnownSeries, Received, record_instance
 from node.receive_dataset import UnreadableDataset, file_meta_header, read_identifiers
 from node.storage import InvalidUID, StorageFull, instance_path, write_durably
 
@@ -53,6 +53,7 @@ class StoreHandler:
     storage_dir: Path
     database: Database
     stats: dict[int, AssociationStats] = field(default_factory=dict)
+    known: KnownSeries = field(default_factory=KnownSeries)
 
     def __call__(self, event: Event) -> int:
         status = self._store(event)
@@ -143,8 +144,7 @@ class StoreHandler:
             calling_host=assoc.requestor.address,
         )
         try:
-            with self.database.session() as session:
-                new = record_instance(session, received)
+            new = self._index(received)
         except Exception as exc:  # the database may be down; the peer must retry
             return self._fail(StoreStatus.INDEX_FAILED, f"stored {ids.sop_instance_uid} but cannot index it: "
                               f"{type(exc).__name__}: {exc}", calling, ids.sop_instance_uid, record=False)
@@ -154,6 +154,21 @@ class StoreHandler:
         log.debug("stored %s (%s, series %s, %d bytes, from %s)%s", ids.sop_instance_uid, ids.modality,
                   ids.series_uid, size, calling, "" if new else " again")
         return StoreStatus.SUCCESS
+
+    def _index(self, received: Received) -> bool:
+        series_uid = received.ids.series_uid
+        try:
+            with self.database.session() as session:
+                new = record_instance(session, received, self.known)
+        except Exception:
+            if series_uid not in self.known:
+                raise
+            # The series row may have been removed meanwhile (retention): upsert it this time.
+            self.known.discard(series_uid)
+            with self.database.session() as session:
+                new = record_instance(session, received, self.known)
+        self.known.add(series_uid)
+        return new
 
     def _fail(
         self, status: StoreStatus, message: str, calling: str, uid: str | None, *, record: bool = True
