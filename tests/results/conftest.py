@@ -71,8 +71,8 @@ def write_ct_series(
         ds.ReferringPhysicianName, ds.Manufacturer = "", "pacsnode-test"
         ds.SeriesNumber, ds.InstanceNumber = 3, instance_number
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-        ds.ImageOrientationPatient = [float(v) for v in (*row_cosines, *column_cosines)]
-        ds.ImagePositionPatient = [float(v) for v in origin + k * SLICE_GAP * normal]
+        ds.ImageOrientationPatient = [round(float(v), 8) for v in (*row_cosines, *column_cosines)]  # valid DS
+        ds.ImagePositionPatient = [round(float(v), 6) for v in origin + k * SLICE_GAP * normal]
         ds.PixelSpacing = list(PIXEL_SPACING)
         ds.SliceThickness = SLICE_GAP
         ds.Rows, ds.Columns = ROWS, COLUMNS
@@ -169,3 +169,21 @@ def dciodvfy_errors(path: Path) -> list[str]:
     completed = subprocess.run([tool, str(path)], capture_output=True, text=True, timeout=60)
     lines = (completed.stdout + completed.stderr).splitlines()
     return [line for line in lines if line.startswith("Error")]
+
+
+def write_enhanced_ct(directory: Path, **geometry: object) -> Path:
+    """The series of ``write_ct_series`` converted into one Legacy Converted Enhanced CT (multi-frame) file."""
+    import highdicom as hd
+    import pydicom
+
+    datasets = [pydicom.dcmread(path) for path in write_ct_series(directory / "frames", **geometry)]  # type: ignore[arg-type]
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        legacy_datasets=datasets,
+        series_instance_uid=generate_uid(),
+        series_number=4,
+        sop_instance_uid=generate_uid(),
+        instance_number=1,
+    )
+    path = directory / "enhanced.dcm"
+    enhanced.save_as(path, enforce_file_format=True)
+    return path
