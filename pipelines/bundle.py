@@ -47,16 +47,25 @@ def _inference_config(bundle_dir: Path) -> Path:
     raise BundleError(f"{bundle_dir}: no configs/inference.json or configs/inference.yaml (Model Zoo layout expected)")
 
 
-def _without_file_io(parser: ConfigParser, key: str) -> None:
-    """Drop loading/saving transforms from the Compose config at ``key`` before it is instantiated."""
+def _without_file_io(parser: ConfigParser, key: str) -> str | None:
+    """Drop loading/saving transforms from the Compose config at ``key`` before it is instantiated; returns
+    the data key the bundle's LoadImaged filled, if any."""
     if key not in parser:
-        return
+        return None
     transforms = parser[key].get("transforms") if isinstance(parser[key], dict) else None
-    if isinstance(transforms, list):
-        parser[key]["transforms"] = [
-            t for t in transforms
-            if not (isinstance(t, dict) and any(skip in str(t.get("_target_", "")) for skip in SKIPPED_TRANSFORMS))
-        ]
+    if not isinstance(transforms, list):
+        return None
+    loaded = None
+    kept = []
+    for transform in transforms:
+        target = str(transform.get("_target_", "")) if isinstance(transform, dict) else ""
+        if "LoadImage" in target:
+            keys = transform.get("keys", "image")
+            loaded = keys if isinstance(keys, str) else keys[0]
+        if not any(skip in target for skip in SKIPPED_TRANSFORMS):
+            kept.append(transform)
+    parser[key]["transforms"] = kept
+    return loaded
 
 
 class BundlePipeline:
@@ -92,8 +101,8 @@ class BundlePipeline:
         self.parser.read_config(_inference_config(self.bundle_dir))
         self.parser["bundle_root"] = str(self.bundle_dir)
         self.parser["device"] = f"$torch.device('{self.device}')"
-        for key in ("preprocessing", "postprocessing"):
-            _without_file_io(self.parser, key)
+        self.input_key = _without_file_io(self.parser, "preprocessing") or "image"
+        _without_file_io(self.parser, "postprocessing")
         self.network = self._load_network()
         self.preprocessing = self._parsed("preprocessing")
         self.postprocessing = self._parsed("postprocessing")
@@ -189,10 +198,10 @@ class BundlePipeline:
     def run(self, volume: Volume) -> PipelineResult:
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        data = {"image": self._image(volume)}
+        data = {self.input_key: self._image(volume)}
         if self.preprocessing is not None:
             data = self.preprocessing(data)
-        image = data["image"]
+        image = data[self.input_key]
         timings["preprocessing"] = time.perf_counter() - started
 
         started = time.perf_counter()

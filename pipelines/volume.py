@@ -332,6 +332,7 @@ def _pixels(images: list[Dataset], slices: list[_Slice]) -> np.ndarray:
         return array
     for k, item in enumerate(slices):
         array[k] = _decode(images[item.source]) * np.float32(item.slope) + np.float32(item.intercept)
+        del images[item.source].PixelData  # keep the peak near one volume, not volume plus all files
     return array
 
 
