@@ -69,12 +69,17 @@ def _as_uint8(mask: np.ndarray) -> np.ndarray:
     return mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).view(np.uint8)
 
 
-def segments_overlap(segments: Sequence[Segment], shape: tuple[int, ...]) -> bool:
-    """Whether any voxel belongs to more than one segment (one byte per voxel of scratch memory)."""
-    count = np.zeros(shape, dtype=np.uint8)
-    for segment in segments:
-        np.add(count, _as_uint8(segment.mask), out=count)
-    return bool(count.max(initial=0) > 1)
+def segments_overlap(segments: Sequence[Segment], shape: tuple[int, ...], slab: int = 8) -> bool:
+    """Whether any voxel belongs to more than one segment, counted a few slices at a time (little memory)."""
+    count = np.empty((slab, *shape[1:]), dtype=np.uint8)
+    for start in range(0, shape[0], slab):
+        part = count[: min(slab, shape[0] - start)]
+        part.fill(0)
+        for segment in segments:
+            np.add(part, _as_uint8(segment.mask[start : start + slab]), out=part)
+        if part.max(initial=0) > 1:
+            return True
+    return False
 
 
 def label_array(segments: Sequence[Segment], shape: tuple[int, ...]) -> np.ndarray:
