@@ -24,7 +24,7 @@ from pipelines.builtin import ops
 from pipelines.builtin.ct_tissue import accepts_ct, body_mask, hu_tensor, volume_and_mean
 from pipelines.device import inference_mode, select_device
 from pipelines.registry import register_builtin
-from pipelines.types import Classification, Code, Measurement, PipelineResult, Segment, Volume
+from pipelines.types import Classification, Code, Measurement, PipelineResult, Segment, UnsupportedSeries, Volume
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ VERSION = "1.0.0"
 LUNG_MAX_HU = -500.0
 AIRWAY_MAX_HU = -950.0
 LAA_THRESHOLD_HU = -950.0
+MIN_LUNG_ML = 50.0
+"""Less air than this inside the body is no pair of lungs."""
 SUPERIOR_FRACTION = 0.1
 """The trachea must reach the most superior tenth of the slices."""
 EMPHYSEMA_GRADES: list[tuple[float, Code]] = [(20.0, codes.SEVERE), (10.0, codes.MODERATE), (5.0, codes.MILD)]
@@ -71,6 +73,11 @@ def airway_mask(hu: torch.Tensor, air: torch.Tensor, volume: Volume) -> torch.Te
 def split_lungs(lungs: torch.Tensor, volume: Volume, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(right, left): the two largest components, sided by their mean LPS x (patient left is +x)."""
     labels, count = ops.label_components(lungs)
+    if count == 0 or int(lungs.sum()) * volume.voxel_volume_ml < MIN_LUNG_ML:
+        raise UnsupportedSeries(
+            f"no lungs found: less than {MIN_LUNG_ML:g} mL of air below {LUNG_MAX_HU:g} HU inside the body "
+            "apart from the airway; is this a chest CT covering the lungs?"
+        )
     sizes = ops.component_sizes(labels, count)
     sizes[0] = 0
     order = torch.argsort(sizes, descending=True)

@@ -56,11 +56,11 @@ def body_mask(hu: torch.Tensor, pixel_spacing: float) -> torch.Tensor:
 def volume_and_mean(hu: torch.Tensor, mask: torch.Tensor, voxel_ml: float, number: int) -> list[Measurement]:
     """Volume (mL) and mean HU of one segment."""
     count = int(mask.sum())
-    mean = float(hu[mask].double().mean()) if count else float("nan")
-    return [
-        Measurement(codes.VOLUME, count * voxel_ml, codes.MILLILITER, number),
-        Measurement(codes.MEAN_ATTENUATION, mean, codes.HOUNSFIELD_UNIT, number),
-    ]
+    measurements = [Measurement(codes.VOLUME, count * voxel_ml, codes.MILLILITER, number)]
+    if count:  # an empty segment has no mean
+        mean = float(hu[mask].double().mean())
+        measurements.append(Measurement(codes.MEAN_ATTENUATION, mean, codes.HOUNSFIELD_UNIT, number))
+    return measurements
 
 
 def fat_mask(hu: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
@@ -88,6 +88,8 @@ class CtTissuePipeline:
         with inference_mode(self.device):
             hu = hu_tensor(volume, self.device)
             body = body_mask(hu, min(volume.spacing[:2]))
+            if not bool(body.any()):
+                raise UnsupportedSeries("no body found: no object above -500 HU in the volume")
             masks = {
                 "Body": body,
                 "Bone": body & (hu >= BONE_MIN_HU),

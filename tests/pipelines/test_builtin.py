@@ -11,6 +11,7 @@ from pydicom.dataset import Dataset
 from pipelines import codes
 from pipelines.builtin.ct_lungs import emphysema_grade
 from pipelines.registry import available, get_pipeline
+from pipelines.types import UnsupportedSeries
 from pipelines.volume import load_datasets, load_series
 from sample_dicom import generate
 from tests.pipelines.conftest import dice, phantom_series
@@ -116,3 +117,18 @@ def test_accepts():
     assert "not a chest CT" in get_pipeline("ct-lungs").accepts(header)
     header.Modality = "MR"
     assert "not CT" in get_pipeline("ct-tissue").accepts(header)
+
+
+def test_ct_lungs_refuses_a_volume_without_lungs(sample_volume):
+    volume = copy.copy(sample_volume)
+    volume.array = np.where(sample_volume.array < -500, 40.0, sample_volume.array).astype(np.float32)
+    volume.array[:, :4, :] = -1000.0  # keep air around the patient
+    with pytest.raises(UnsupportedSeries, match="no lungs found"):
+        get_pipeline("ct-lungs").run(volume)
+
+
+def test_ct_tissue_refuses_a_volume_of_air(sample_volume):
+    volume = copy.copy(sample_volume)
+    volume.array = np.full_like(sample_volume.array, -1000.0)
+    with pytest.raises(UnsupportedSeries, match="no body found"):
+        get_pipeline("ct-tissue").run(volume)
