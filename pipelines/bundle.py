@@ -5,7 +5,22 @@ A bundle directory holds ``configs/metadata.json``, ``configs/inference.json`` (
 ``preprocessing``, ``inferer`` and ``postprocessing`` are used, with file loading and saving left out: the
 volume comes in memory as a MetaTensor with the affine a file reader would give (RAS), and the prediction is
 inverted back onto the volume's grid by the bundle's ``Invertd``. Labels become coded segments from the
-pipeline's ``labels`` setting.
+pipeline's ``labels`` setting, for example::
+
+    pipelines:
+      - name: spleen
+        bundle_dir: /models/spleen_ct_segmentation
+        task: segmentation
+        roi_size: [96, 96, 96]      # default: the bundle's inferer
+        sw_batch_size: 4
+        labels:
+          1: {label: Spleen, category: ["91723000", "SCT", "Anatomical Structure"], type: ["78961009", "SCT", "Spleen"]}
+      - name: nodule-class
+        bundle_dir: /models/classifier
+        task: classification
+        labels:                      # class index -> coded finding
+          0: {concept: ["87433001", "SCT", "Pulmonary emphysema"], value: ["272519000", "SCT", "Absent"]}
+          1: {concept: ["87433001", "SCT", "Pulmonary emphysema"], value: ["52101004", "SCT", "Present"]}
 """
 
 from __future__ import annotations
