@@ -194,6 +194,8 @@ class PipelineSettings(StrictModel):
     modalities: list[str] = Field(default_factory=lambda: ["CT"], description="Modalities the pipeline accepts.")
     roi_size: list[int] | None = Field(None, description="Sliding-window ROI size; empty: the bundle's own.")
     sw_batch_size: int = Field(4, description="Sliding-window batch size.")
+    device: str = Field("", description="'cuda', 'cuda:1' or 'cpu'; empty: CUDA when available, else the CPU.")
+    amp: bool = Field(True, description="Automatic mixed precision (float16) on CUDA.")
 
 
 class ResultsConfig(StrictModel):

@@ -96,12 +96,14 @@ class BundlePipeline:
         roi_size: list[int] | None = None,
         sw_batch_size: int | None = None,
         device: str | None = None,
+        amp: bool = True,
     ) -> None:
         self.name = name
         self.bundle_dir = Path(bundle_dir).resolve()
         self.task = task
         self.modalities = [m.upper() for m in modalities]
         self.device = select_device(device)
+        self.amp = amp
         metadata_path = self.bundle_dir / "configs" / "metadata.json"
         if not metadata_path.is_file():
             raise BundleError(f"{self.bundle_dir}: configs/metadata.json is missing (Model Zoo layout expected)")
@@ -141,7 +143,8 @@ class BundlePipeline:
             modalities=entry.modalities,
             roi_size=entry.roi_size,
             sw_batch_size=entry.sw_batch_size,
-            device=getattr(entry, "device", None),
+            device=getattr(entry, "device", None) or None,
+            amp=getattr(entry, "amp", True),
         )
 
     def _segment_labels(self, labels: dict[int, dict[str, Any]]) -> dict[int, tuple[str, Code, Code]]:
@@ -221,7 +224,7 @@ class BundlePipeline:
 
         started = time.perf_counter()
         roi = self.roi_size if self.task == "segmentation" else None
-        output = infer(self.network, image[None], self.device, roi_size=roi, sw_batch_size=self.sw_batch_size, overlap=self.overlap)
+        output = infer(self.network, image[None], self.device, roi_size=roi, sw_batch_size=self.sw_batch_size, overlap=self.overlap, amp=self.amp)
         timings["inference"] = time.perf_counter() - started
 
         started = time.perf_counter()
