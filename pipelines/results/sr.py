@@ -7,6 +7,9 @@ the finding as a qualitative evaluation and, where the model gives one, its prob
 
 from __future__ import annotations
 
+import dataclasses
+import logging
+import math
 from collections.abc import Sequence
 
 import highdicom as hd
@@ -17,6 +20,8 @@ from node.config import ResultsConfig
 from pipelines.results.seg import coded, source_images
 from pipelines.results.uids import device_uid
 from pipelines.types import Classification, Measurement, PipelineResult, Segment, Volume
+
+logger = logging.getLogger(__name__)
 
 PROBABILITY = codes.DCM.Probability
 NO_UNITS = codes.UCUM.NoUnits
@@ -111,6 +116,19 @@ def classification_group(
     )
 
 
+def _finite_only(result: PipelineResult, series_uid: str) -> PipelineResult:
+    """``result`` without measurements that are not numbers (e.g. the mean of an empty segment): DICOM
+    decimal strings cannot hold them."""
+    finite = [m for m in result.measurements if math.isfinite(m.value)]
+    for measurement in result.measurements:
+        if not math.isfinite(measurement.value):
+            logger.warning(
+                "series %s: %s measurement %r of segment %s is %s; left out of the report",
+                series_uid, result.pipeline, measurement.name.meaning, measurement.segment_number, measurement.value,
+            )
+    return result if len(finite) == len(result.measurements) else dataclasses.replace(result, measurements=finite)
+
+
 def build_report(
     volume: Volume,
     result: PipelineResult,
@@ -128,6 +146,7 @@ def build_report(
     classification. Raises ValueError when there is nothing to report or segments have no SEG to reference.
     """
     source_series_uid = volume.datasets[0].SeriesInstanceUID
+    result = _finite_only(result, source_series_uid)
     groups: list = []
     if result.segments:
         if seg is None:

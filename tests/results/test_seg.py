@@ -161,3 +161,15 @@ def test_segment_numbers_with_gaps_are_refused(series_volume, options, tmp_path)
     result.segments[1].number = 5
     with pytest.raises(ValueError, match="segment numbers must be 1..2"):
         write_results(volume, result, options, "job-bad", tmp_path)
+
+
+@pytest.mark.parametrize("omit_empty_frames", [False, True], ids=["kept", "omitted"])
+def test_an_empty_segment_is_described_and_reads_back_empty(series_volume, tmp_path, omit_empty_frames):
+    volume = series_volume()
+    result = make_result(volume)
+    result.segments[1].mask = np.zeros_like(result.segments[1].mask)
+    path = write_seg(volume, result, seg_sr_options(omit_empty_frames=omit_empty_frames), tmp_path / "out")
+
+    assert dciodvfy_errors(path) == []
+    assert len(hd.seg.segread(path).SegmentSequence) == 2
+    assert_same_masks(path, volume, result.segments)

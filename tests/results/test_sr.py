@@ -123,3 +123,16 @@ def test_dcmqi_reads_the_measurements_back(series_volume, options, tmp_path):
     }
     expected = {m.segment_number: m.value for m in result.measurements if m.name == VOLUME}
     assert volumes == pytest.approx(expected, rel=1e-4)  # dcmqi prints a few significant digits
+
+
+def test_a_measurement_that_is_not_a_number_is_left_out_with_a_warning(series_volume, options, tmp_path, caplog):
+    volume = series_volume()
+    result = make_result(volume)
+    nan = next(m for m in result.measurements if m.segment_number == 2 and m.name == MEAN_HU)
+    nan.value = float("nan")
+    sr = write_results(volume, result, options, "job-nan", tmp_path / "out")[1]
+
+    assert "Mean Attenuation Coefficient" in caplog.text and "left out" in caplog.text
+    assert dciodvfy_errors(sr.path) == []
+    groups = hd.sr.srread(sr.path).content.get_volumetric_roi_measurement_groups()
+    assert [len(group.get_measurements()) for group in groups] == [2, 1]
