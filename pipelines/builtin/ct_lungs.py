@@ -5,9 +5,10 @@ Lung air is below -500 HU inside the body (Hu et al., IEEE TMI 2001;20:490-498 u
 that value). The airway tree is the component of voxels below -950 HU that reaches the superior end of the
 scan (the trachea). LAA-950 is the percentage of lung voxels below -950 HU.
 
-Emphysema grade from whole-lung LAA-950: below 5 % absent, the threshold for CT emphysema in the COPDGene
-study (Regan et al., COPD 2010;7:32-43; Lynch et al., Radiology 2015;277:192-205); 5-10 % mild, 10-20 %
-moderate, 20 % and above severe (pacsnode's bands, set in ``EMPHYSEMA_GRADES``).
+Emphysema grade from whole-lung LAA-950: below 5 % absent, the common quantitative cut-off for CT emphysema
+used in COPDGene analyses (study design: Regan et al., COPD 2010;7:32-43; see also the Fleischner Society
+statement, Lynch et al., Radiology 2015;277:192-205); 5-10 % mild, 10-20 % moderate, 20 % and above severe
+(pacsnode's own bands, not a published standard; set in ``EMPHYSEMA_GRADES``).
 """
 
 from __future__ import annotations
