@@ -27,7 +27,7 @@ from tests.support.node_process import NodeProcess, echo
 pytestmark = pytest.mark.timeout(240)
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-TIME_BUDGET = 20.0  # seconds per fuzz test, whatever the number of examples reached
+TIME_BUDGET = 12.0  # seconds per fuzz test, whatever the number of examples reached
 
 
 def _a_associate_rq() -> bytes:
