@@ -221,3 +221,17 @@ def test_enhanced_phases_at_same_positions_pick_one(small_series):
     frames = enhanced.PerFrameFunctionalGroupsSequence
     assert {frames[n - 1].FrameContentSequence[0].TemporalPositionIndex for n in volume.frame_numbers} == {1}
     assert any("acquisitions/phases" in note for note in volume.notes)
+
+
+def test_native_pixel_data_signed_and_with_bits_above_high_bit(small_series):
+    reference = load_datasets(copy.deepcopy(small_series[:3]))
+    signed = copy.deepcopy(small_series[:3])
+    garbage = copy.deepcopy(small_series[:3])
+    for ds in signed:
+        hu = np.frombuffer(ds.PixelData, dtype=np.uint16).astype(np.int32) - 1024
+        ds.PixelRepresentation, ds.BitsStored, ds.HighBit, ds.RescaleIntercept = 1, 16, 15, "0"
+        ds.PixelData = hu.astype(np.int16).tobytes()
+    for ds in garbage:  # an overlay bit above the 12 stored bits
+        ds.PixelData = (np.frombuffer(ds.PixelData, dtype=np.uint16) | np.uint16(0x8000)).tobytes()
+    np.testing.assert_array_equal(load_datasets(signed).array, reference.array)
+    np.testing.assert_array_equal(load_datasets(garbage).array, reference.array)
