@@ -19,7 +19,7 @@ from node.db import Database
 from node.diskguard import disk_state
 from node.web import queries
 from node.web.auth import COOKIE_NAME, NotLoggedIn, presented_token, token_matches
-from node.web.health import readiness
+from node.web.health import broker_queues, readiness
 from node.web.metrics import make_registry
 from node.web.previews import PreviewUnavailable, preview_png
 
@@ -125,7 +125,9 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
                 "events": queries.recent_events(session),
                 "audit": queries.recent_audit(session),
             }
-        return page(request, "health", checks=readiness(settings, database), **data)
+        broker, broker_problem = broker_queues(settings)
+        return page(request, "health", checks=readiness(settings, database), broker=broker,
+                    broker_problem=broker_problem, **data)
 
     @app.get("/results/{result_id}/preview.png", dependencies=[Depends(require_login)])
     def preview(result_id: int) -> Response:

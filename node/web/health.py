@@ -57,3 +57,13 @@ def check_disk(settings: Settings) -> Check:
 def readiness(settings: Settings, database: Database) -> list[Check]:
     """All readiness checks; the node is ready when every one is ok."""
     return [check_database(database), check_storage(settings), check_disk(settings)]
+
+
+def broker_queues(settings: Settings) -> tuple[dict[str, int], str | None]:
+    """Messages waiting per broker queue, or ({}, why not) when the broker cannot be read."""
+    from node.queue.celery_app import DELIVERY_QUEUE, GPU_QUEUE, queue_depth  # Celery only when asked
+
+    try:
+        return {queue: queue_depth(settings, queue) for queue in (GPU_QUEUE, DELIVERY_QUEUE)}, None
+    except Exception as exc:  # any transport error: the broker is unreachable or misconfigured
+        return {}, f"cannot read the broker's queues: {type(exc).__name__}: {exc}"

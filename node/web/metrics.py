@@ -20,6 +20,7 @@ from node import audit
 from node.config import Settings
 from node.db import AuditEvent, Database, Delivery, DeliveryState, Instance, Job, JobState, Series, SeriesState
 from node.diskguard import disk_state
+from node.web.health import broker_queues
 from node.web.queries import job_stage_timings
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,21 @@ class IndexCollector(Collector):
             yield GaugeMetricFamily("pacsnode_index_up", "1 when the index could be read.", value=0)
         else:
             yield GaugeMetricFamily("pacsnode_index_up", "1 when the index could be read.", value=1)
+        yield from self._broker()
         yield from self._disk()
+
+    def _broker(self) -> Iterator[Metric]:
+        queues, problem = broker_queues(self.settings)
+        yield GaugeMetricFamily("pacsnode_broker_up", "1 when the broker's queues could be read.", value=int(not problem))
+        if problem:
+            log.error("metrics: %s", problem)
+            return
+        messages = GaugeMetricFamily(
+            "pacsnode_broker_queue_messages", "Task messages waiting in the broker, per queue.", labels=["queue"]
+        )
+        for queue, count in queues.items():
+            messages.add_metric([queue], count)
+        yield messages
 
     def _from_index(self) -> Iterator[Metric]:
         with self.database.session() as session:

@@ -88,6 +88,7 @@ def test_health_page_shows_worker_queue_and_audit(page) -> None:  # type: ignore
     assert WORKER in page.inner_text("#workers")
     assert "NOT READY" not in page.inner_text("#checks")
     assert "dicom-instances-received" in page.inner_text("#audit")
+    assert "queue gpu" in page.inner_text("#broker")
 
 
 def test_the_page_refreshes_itself(page, node_state: NodeState) -> None:  # type: ignore[no-untyped-def]

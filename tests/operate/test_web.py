@@ -117,3 +117,37 @@ def test_preview_shows_key_slices_with_segments_overlaid(node_state: NodeState, 
     assert red_tint.mean() > 0.02 and green_tint.mean() > 0.02  # both lungs overlaid
     missing = httpx.get(f"{web.url}/results/999999/preview.png", headers=headers)
     assert missing.status_code == 404 and "no result" in missing.json()["detail"]
+
+
+def test_metrics_report_the_brokers_queues(node_state: NodeState, web) -> None:
+    metrics = _metrics(web.url)
+    assert metrics["pacsnode_broker_up"][()] == 1  # the embedded broker of this node's storage
+    assert metrics["pacsnode_broker_queue_messages"][(("queue", "gpu"),)] == 0
+    assert (("queue", "delivery"),) in metrics["pacsnode_broker_queue_messages"]
+
+
+@pytest.mark.redis
+def test_metrics_count_messages_waiting_in_redis(tmp_path: Path) -> None:
+    import uuid
+
+    import redis
+
+    from node.queue.celery_app import send
+
+    settings = make_settings(tmp_path)
+    prefix = f"pacsnode-optest-{uuid.uuid4().hex[:8]}:"
+    settings.queue.broker_url, settings.queue.key_prefix = "redis://127.0.0.1:6379/0", prefix
+    database = open_database(settings.node.resolved_database_url())
+    server = start_web(settings, database)
+    client = redis.Redis.from_url(settings.queue.broker_url)
+    try:
+        send(settings, "pacsnode.optest.not_a_task", 1)  # waits in the gpu queue: no worker here
+        metrics = _metrics(server.url)
+        assert metrics["pacsnode_broker_up"][()] == 1
+        assert metrics["pacsnode_broker_queue_messages"][(("queue", "gpu"),)] == 1
+    finally:
+        server.stop()
+        database.dispose()
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
