@@ -103,7 +103,8 @@ def resend_alone(node: NodeProcess, series_uid: str, orthanc: Orthanc) -> None:
     with node.database.session() as session:
         rows = session.execute(select(Job.pipeline, ResultObject.path, ResultObject.size_bytes)
                                .join(ResultObject, ResultObject.job_id == Job.id)
-                               .where(Job.series_uid == series_uid).order_by(Job.id)).all()
+                               .where(Job.series_uid == series_uid, ResultObject.kind.in_(["seg", "sr"]))
+                               .order_by(Job.id)).all()
     by_job: dict[str, list[tuple[str, int]]] = {}
     for pipeline, path, size in rows:
         by_job.setdefault(pipeline, []).append((path, size))
