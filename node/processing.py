@@ -123,34 +123,54 @@ def _holds(lease: Lease):  # type: ignore[no-untyped-def]
 
 
 class Heartbeat:
-    """Refreshes the job's heartbeat while it runs, so the reconciler knows the worker is alive."""
+    """Refreshes the job's heartbeat while it runs, so the reconciler knows the worker is alive.
+
+    One beating thread per process serves every job it runs: starting a thread per job costs more than
+    a no-op job itself.
+    """
+
+    _lock = threading.Lock()
+    _active: dict[int, "Heartbeat"] = {}
+    _thread: tuple[int, threading.Thread] | None = None
 
     def __init__(self, database: Database, lease: Lease, period: float) -> None:
         self._database, self._lease, self._period = database, lease, period
-        self._stop = threading.Event()
+        self._due = time.monotonic() + period
         self.lost = False
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-job-{lease.job_id}", daemon=True)
 
     def __enter__(self) -> "Heartbeat":
-        self._thread.start()
+        with Heartbeat._lock:
+            Heartbeat._active[self._lease.job_id] = self
+            if Heartbeat._thread is None or Heartbeat._thread[0] != os.getpid():  # none yet in this (forked) process
+                thread = threading.Thread(target=Heartbeat._run_forever, name="job-heartbeat", daemon=True)
+                Heartbeat._thread = (os.getpid(), thread)
+                thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        with Heartbeat._lock:
+            Heartbeat._active.pop(self._lease.job_id, None)
+
+    @staticmethod
+    def _run_forever() -> None:
+        while True:
+            time.sleep(0.05)
+            with Heartbeat._lock:
+                due = [beat for beat in Heartbeat._active.values() if beat._due <= time.monotonic()]
+            for beat in due:
+                beat._beat()
 
     def _beat(self) -> None:
-        while not self._stop.wait(self._period):
-            try:
-                with self._database.session() as session:
-                    held = session.execute(update(Job).where(*_holds(self._lease)).values(heartbeat_at=utcnow())).rowcount
-            except Exception:  # noqa: BLE001 - a missed beat is retried on the next period
-                log.warning("job %s: heartbeat failed; retrying", self._lease.job_id, exc_info=True)
-                continue
-            if not held:
-                log.warning("job %s: lease lost (the job was reset or timed out)", self._lease.job_id)
-                self.lost = True
-                return
+        self._due = time.monotonic() + self._period
+        try:
+            with self._database.session() as session:
+                held = session.execute(update(Job).where(*_holds(self._lease)).values(heartbeat_at=utcnow())).rowcount
+        except Exception:  # noqa: BLE001 - a missed beat is retried on the next period
+            log.warning("job %s: heartbeat failed; retrying", self._lease.job_id, exc_info=True)
+            return
+        if not held and not self.lost:
+            log.warning("job %s: lease lost (the job was reset or timed out)", self._lease.job_id)
+            self.lost = True
 
 
 def _run(settings: Settings, lease: Lease) -> tuple[list, dict[str, float]]:
