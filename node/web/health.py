@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +60,24 @@ def readiness(settings: Settings, database: Database) -> list[Check]:
     return [check_database(database), check_storage(settings), check_disk(settings)]
 
 
-def broker_queues(settings: Settings) -> tuple[dict[str, int], str | None]:
-    """Messages waiting per broker queue, or ({}, why not) when the broker cannot be read."""
+BROKER_TIMEOUT = 2.0  # a scrape or page must not wait on kombu's connection retries
+
+
+def _read_queues(settings: Settings, answer: dict[str, object]) -> None:
     from node.queue.celery_app import DELIVERY_QUEUE, GPU_QUEUE, queue_depth  # Celery only when asked
 
     try:
-        return {queue: queue_depth(settings, queue) for queue in (GPU_QUEUE, DELIVERY_QUEUE)}, None
+        answer["queues"] = {queue: queue_depth(settings, queue) for queue in (GPU_QUEUE, DELIVERY_QUEUE)}
     except Exception as exc:  # any transport error: the broker is unreachable or misconfigured
-        return {}, f"cannot read the broker's queues: {type(exc).__name__}: {exc}"
+        answer["problem"] = f"cannot read the broker's queues: {type(exc).__name__}: {exc}"
+
+
+def broker_queues(settings: Settings) -> tuple[dict[str, int], str | None]:
+    """Messages waiting per broker queue, or ({}, why not) when the broker cannot be read in time."""
+    answer: dict[str, object] = {}
+    reader = threading.Thread(target=_read_queues, args=(settings, answer), name="pacsnode-broker-probe", daemon=True)
+    reader.start()
+    reader.join(BROKER_TIMEOUT)
+    if "queues" in answer:
+        return answer["queues"], None  # type: ignore[return-value]
+    return {}, str(answer.get("problem") or f"the broker did not answer within {BROKER_TIMEOUT:.0f} s")

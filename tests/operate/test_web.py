@@ -151,3 +151,22 @@ def test_metrics_count_messages_waiting_in_redis(tmp_path: Path) -> None:
         for key in client.scan_iter(f"{prefix}*"):
             client.delete(key)
         client.close()
+
+
+def test_an_unreachable_broker_shows_in_metrics_without_stalling_the_scrape(tmp_path: Path) -> None:
+    import time
+
+    settings = make_settings(tmp_path)
+    settings.queue.broker_url = "redis://127.0.0.1:1/0"  # nothing listens on port 1
+    database = open_database(settings.node.resolved_database_url())
+    server = start_web(settings, database)
+    try:
+        started = time.monotonic()
+        metrics = _metrics(server.url)
+        assert time.monotonic() - started < 5
+        assert metrics["pacsnode_broker_up"][()] == 0
+        assert "pacsnode_broker_queue_messages" not in metrics
+        assert metrics["pacsnode_index_up"][()] == 1
+    finally:
+        server.stop()
+        database.dispose()
