@@ -80,10 +80,16 @@ class ReceiverPool:
     def start(self) -> int:
         """Start every process; the first binds (a port of 0 picks a free one), the rest share it."""
         self.port = self.settings.node.port
-        self._spawn(0)
-        self.port = self._wait_ready()
-        for index in range(1, self.settings.node.receive_processes):
+        count = self.settings.node.receive_processes
+        if self.port == 0:  # the first picks the port, the others join it
+            self._spawn(0)
+            self.port = self._wait_ready()
+            started = 1
+        else:
+            started = 0
+        for index in range(started, count):
             self._spawn(index)
+        for _ in range(started, count):
             self._wait_ready()
         log.info(
             "%s listening on %s:%d with %d receiving process(es), max %d associations",

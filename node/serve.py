@@ -90,13 +90,16 @@ def run(settings: Settings, config_path: Path | None = None, stop: threading.Eve
         if settings.web.enabled:
             web = start_web(settings, database)
         worker = _start_worker(settings, config_path)
-        log.info("pacsnode serving; storage %s, index %s", storage_dir, database.engine.url.render_as_string())
+        log.info("storage %s, index %s", storage_dir, database.engine.url.render_as_string())
+        # A readiness line on stdout whatever the log level, for supervisors and tests.
+        print(f"pacsnode serving on {settings.node.host}:{pool.port}", flush=True)
         while not stop.wait(WATCH_SECONDS):
             pool.restart_dead()
     finally:
-        log.info("stopping: receivers first, then background loops and worker")
-        pool.stop(timeout=settings.node.network_timeout)
+        # Background loops first, so no series completes while its sender is cut off; `resume` picks it up.
+        log.info("stopping: background loops, receivers (finishing their associations), then the worker")
         background_stop.set()
+        pool.stop(timeout=settings.node.network_timeout)
         if web is not None:
             web.stop()
         _stop_worker(worker)

@@ -109,6 +109,7 @@ class NodeProcess:
     # lifecycle -----------------------------------------------------------------------------------
     def start(self) -> "NodeProcess":
         """Start `pacsnode serve` and wait until it answers C-ECHO."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         command = [str(PACSNODE), "serve", "--config", str(self.config_path)]
@@ -120,7 +121,9 @@ class NodeProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"pacsnode serve exited with {self.process.returncode}:\n{self.log()}")
-            if echo(self.port, self.settings.node.ae_title, timeout=1.0):
+            # Ready once every receiving process listens ("pacsnode serving") and C-ECHO is answered.
+            if "pacsnode serving" in self._log_since(offset) and echo(self.port, self.settings.node.ae_title,
+                                                                      timeout=1.0):
                 return self
             time.sleep(0.1)
         self.stop()
@@ -156,6 +159,11 @@ class NodeProcess:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+    def _log_since(self, offset: int) -> str:
+        with open(self.log_path, "rb") as fp:
+            fp.seek(offset)
+            return fp.read().decode(errors="replace")
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

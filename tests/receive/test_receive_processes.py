@@ -1,0 +1,60 @@
+"""Several receiving processes share the port; the association limit holds across all of them."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from tests.receive.conftest import storescu
+from tests.support.dicom_factory import write_series
+from tests.support.node_process import NodeProcess, echo
+
+
+@pytest.fixture(scope="module")
+def two_process_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    extra = {"node": {"receive_processes": 2, "max_associations": 3}}
+    with NodeProcess(tmp_path_factory.mktemp("multi"), extra=extra) as running:
+        yield running
+
+
+def test_both_processes_receive_and_store_everything(two_process_node: NodeProcess, tmp_path: Path) -> None:
+    node = two_process_node
+    batches = [write_series(tmp_path / f"in{i}", 2) for i in range(12)]
+    codes: list[int] = []
+
+    def send_batches(mine: list[list[Path]]) -> None:
+        for batch in mine:
+            codes.append(storescu(node.port, batch).returncode)
+
+    threads = [threading.Thread(target=send_batches, args=(batches[i::3],)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert codes == [0] * 12
+    assert node.instance_count() == 24
+    node.wait_for(lambda: len(re.findall(r"released: 2 stored", node.log())) == 12, timeout=10)
+    handled_by = set(re.findall(r"(pacsnode-receiver-\d) node.receive_handler: association", node.log()))
+    assert handled_by == {"pacsnode-receiver-0", "pacsnode-receiver-1"}  # 12 connections: 1 in 2048 to miss
+
+
+def test_association_limit_counts_all_processes(two_process_node: NodeProcess) -> None:
+    node = two_process_node
+    ae = AE(ae_title="HOLDER")
+    ae.add_requested_context(Verification)
+    held = [ae.associate("127.0.0.1", node.port, ae_title="PACSNODE") for _ in range(3)]
+    try:
+        assert all(a.is_established for a in held)
+        for _ in range(3):  # whichever process takes it, the 4th is refused
+            extra = ae.associate("127.0.0.1", node.port, ae_title="PACSNODE")
+            assert extra.is_rejected
+    finally:
+        for assoc in held:
+            assoc.release()
+    node.wait_for(lambda: echo(node.port), timeout=10)
