@@ -28,3 +28,18 @@ def test_stow_http_404_is_permanent(tmp_path: Path, ct_files: list[str]) -> None
     with running_orthanc(tmp_path / "orthanc") as orthanc:  # no DICOMweb plugin: /dicom-web does not exist
         [outcome] = stow(orthanc.dicomweb_url, [ct_files[0]])
     assert outcome.failure is Failure.rejected_permanent and "404" in outcome.error
+
+
+def test_outbox_delivers_to_a_dicomweb_destination(make_node, tmp_path: Path, ct_files: list[str]) -> None:
+    from node.db import DeliveryState
+    from node.deliver.attempt import deliver
+    from node.deliver.outbox import schedule_deliveries
+
+    with running_orthanc(tmp_path / "orthanc", dicomweb=True) as orthanc:
+        node = make_node([{"name": "web", "kind": "dicomweb", "url": orthanc.dicomweb_url}])
+        job = node.add_job({"seg": result_copy(ct_files[0], tmp_path / "r"), "sr": result_copy(ct_files[0], tmp_path / "r")},
+                           ["web"])
+        ids = schedule_deliveries(node.settings, node.database, job)
+        assert deliver(node.settings, node.database, ids[0]) == {"delivered": 2}
+        assert len(orthanc.instances()) == 2
+    assert [(r.state, r.last_status) for r in node.deliveries()] == [(DeliveryState.delivered, "0x0000")] * 2
