@@ -211,13 +211,16 @@ def run(data_dir: Path, pipelines: list[str], forms: list[str]) -> dict[str, Any
     for result in results:
         own = [s for s in stages if not s.inference and (s.name == "volume load" or s.name.startswith(result.pipeline))]
         seconds = sum(s.seconds for s in own)
+        cpu_seconds = sum(s.cpu_seconds for s in own)
         peak = max(s.peak_bytes for s in own)
         verdicts.append({
             "pipeline": result.pipeline,
             "non_inference_seconds": seconds,
+            "non_inference_cpu_seconds": cpu_seconds,
             "peak_bytes": peak,
             "volume_bytes": volume_bytes,
             "meets_time_bar": seconds < BAR_SECONDS,
+            "meets_time_bar_in_cpu_seconds": cpu_seconds < BAR_SECONDS,
             "meets_memory_bar": peak < BAR_VOLUME_MULTIPLE * volume_bytes,
         })
     return {"stages": [asdict(s) for s in stages], "seg_forms": sizes, "verdicts": verdicts}
@@ -237,8 +240,10 @@ def print_report(report: dict[str, Any], print_: Callable[[str], None] = print) 
             print_(f"{row['form']:<30} {row['build_s']:8.3f} {row['write_s']:8.3f} {row['frames']:7d} {row['megabytes']:7.1f}")
     for verdict in report["verdicts"]:
         print_(
-            f"\n{verdict['pipeline']}: non-inference stages {verdict['non_inference_seconds']:.2f} s "
-            f"(bar {BAR_SECONDS} s: {'met' if verdict['meets_time_bar'] else 'MISSED'}), peak "
+            f"\n{verdict['pipeline']}: non-inference stages {verdict['non_inference_seconds']:.2f} s wall "
+            f"(bar {BAR_SECONDS} s: {'met' if verdict['meets_time_bar'] else 'MISSED'}), "
+            f"{verdict['non_inference_cpu_seconds']:.2f} s CPU "
+            f"({'met' if verdict['meets_time_bar_in_cpu_seconds'] else 'MISSED'}), peak "
             f"{verdict['peak_bytes'] / 1e6:.0f} MB = {verdict['peak_bytes'] / verdict['volume_bytes']:.2f}x the "
             f"{verdict['volume_bytes'] / 1e6:.0f} MB volume (bar {BAR_VOLUME_MULTIPLE}x: "
             f"{'met' if verdict['meets_memory_bar'] else 'MISSED'})"
