@@ -70,6 +70,7 @@ def make_celery(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        worker_lost_wait=2.0,  # a killed pool process: give its message back after 2 s, not 10
         task_queues=[Queue(GPU_QUEUE), Queue(DELIVERY_QUEUE)],
         task_default_queue=GPU_QUEUE,
         task_routes={RUN_JOB_TASK: {"queue": GPU_QUEUE}, DELIVER_TASK: {"queue": DELIVERY_QUEUE}},

@@ -42,15 +42,16 @@ def redis_prefix() -> Iterator[str]:
 
 @pytest.fixture(params=["embedded", "redis"])
 def broker_node(request: pytest.FixtureRequest, make_node: Callable[..., Node], tmp_path: Path) -> Callable[..., Node]:
-    """A node factory for each broker: the embedded default and Redis."""
+    """A node factory for each broker: the embedded default and Redis; ``queue=`` entries override queue keys."""
 
-    def make(**overrides: Any) -> Node:
+    def make(queue: dict[str, Any] | None = None, **overrides: Any) -> Node:
         if request.param == "redis":
             prefix = request.getfixturevalue("redis_prefix")
             config = base_config(tmp_path / "storage", REDIS_URL, prefix)
         else:
             config = base_config(tmp_path / "storage")
         config.update(overrides)
+        config["queue"].update(queue or {})
         return make_node(config)
 
     return make

@@ -81,6 +81,24 @@ def test_worker_killed_mid_job_gives_exactly_one_success(broker_node) -> None:
     assert len(node.runs()) == 1
 
 
+def test_pool_process_killed_mid_job_is_redelivered_and_taken_over(broker_node) -> None:
+    node: Node = broker_node(routes=[{"name": "slow", "match": {}, "pipelines": ["sleep"]}],
+                             queue={"job_timeout_seconds": 60})
+    node.start_worker(sleep=1.0)
+    node.start_loops()
+    series_uid = node.add_series()
+
+    [started] = wait_for(lambda: node.runs("start"), 20, "the job to start")
+    os.kill(int(started.split()[2]), signal.SIGKILL)  # the pool process running the job; its parent lives on
+
+    # The parent rejects the message back to the queue and a new pool process takes over the dead
+    # holder's lease at once, long before the 60 s heartbeat timeout.
+    job = node.wait_job(series_uid, {"succeeded", "failed"}, timeout=30)
+    assert job.state == JobState.succeeded, job.reason
+    assert job.attempts == 2 and job.run_count == 1
+    assert len(node.runs()) == 1
+
+
 def test_two_workers_share_a_queue(broker_node) -> None:
     node: Node = broker_node(routes=[{"name": "slow", "match": {}, "pipelines": ["sleep"]}])
     node.start_worker(sleep=0.5)
