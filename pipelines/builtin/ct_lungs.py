@@ -17,6 +17,7 @@ import logging
 import time
 from typing import Any
 
+import numpy as np
 import torch
 from pydicom.dataset import Dataset
 
@@ -74,7 +75,7 @@ def airway_mask(hu: torch.Tensor, air: torch.Tensor, volume: Volume) -> torch.Te
 def split_lungs(lungs: torch.Tensor, volume: Volume, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(right, left): the two largest components, sided by their mean LPS x (patient left is +x)."""
     labels, count = ops.label_components(lungs)
-    if count == 0 or int(lungs.sum()) * volume.voxel_volume_ml < MIN_LUNG_ML:
+    if count == 0 or int(torch.count_nonzero(lungs)) * volume.voxel_volume_ml < MIN_LUNG_ML:
         raise UnsupportedSeries(
             f"no lungs found: less than {MIN_LUNG_ML:g} mL of air below {LUNG_MAX_HU:g} HU inside the body "
             "apart from the airway; is this a chest CT covering the lungs?"
@@ -91,10 +92,26 @@ def split_lungs(lungs: torch.Tensor, volume: Volume, notes: list[str]) -> tuple[
         x = _lps_x(volume, lungs.device)
         middle = float(x[first].mean())
         first, second = first & (x < middle), first & (x >= middle)
-    x = _lps_x(volume, lungs.device)
-    if float(x[first].mean()) < float(x[second].mean()):
+    if _mean_x(first, volume) < _mean_x(second, volume):
         return first, second
     return second, first
+
+
+def _mean_x(mask: torch.Tensor, volume: Volume) -> float:
+    """LPS x of the mask's centroid (the affine is linear, so the centroid of indices maps to it)."""
+    if mask.device.type == "cuda":
+        per_slice = mask.sum(dim=(1, 2)).double().cpu().numpy()
+        plane = mask.sum(dim=0).double().cpu().numpy()
+    else:  # NumPy counts booleans without widening them, several times faster than torch's sum here
+        array = mask.numpy()
+        per_slice, plane = np.count_nonzero(array, axis=(1, 2)), np.count_nonzero(array, axis=0)
+    count = float(per_slice.sum())
+    centroid = (
+        float(plane.sum(axis=0) @ np.arange(plane.shape[1])) / count,
+        float(plane.sum(axis=1) @ np.arange(plane.shape[0])) / count,
+        float(per_slice @ np.arange(per_slice.shape[0])) / count,
+    )
+    return float(volume.affine[0] @ [*centroid, 1.0])
 
 
 def _lps_x(volume: Volume, device: torch.device) -> torch.Tensor:
@@ -159,8 +176,8 @@ class CtLungsPipeline:
 
 
 def _laa(hu: torch.Tensor, mask: torch.Tensor) -> float:
-    count = int(mask.sum())
-    return 100.0 * int((mask & (hu < LAA_THRESHOLD_HU)).sum()) / count if count else float("nan")
+    count = int(torch.count_nonzero(mask))
+    return 100.0 * int(torch.count_nonzero(mask & (hu < LAA_THRESHOLD_HU))) / count if count else float("nan")
 
 
 @register_builtin(NAME, CtLungsPipeline.description)

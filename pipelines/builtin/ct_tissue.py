@@ -55,7 +55,7 @@ def body_mask(hu: torch.Tensor, pixel_spacing: float) -> torch.Tensor:
 
 def volume_and_mean(hu: torch.Tensor, mask: torch.Tensor, voxel_ml: float, number: int) -> list[Measurement]:
     """Volume (mL) and mean HU of one segment."""
-    count = int(mask.sum())
+    count = int(torch.count_nonzero(mask))
     measurements = [Measurement(codes.VOLUME, count * voxel_ml, codes.MILLILITER, number)]
     if count:  # an empty segment has no mean
         mean = float(hu[mask].double().mean())
