@@ -21,23 +21,13 @@ from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 
 from node.config import ResultsConfig
+from pipelines.results.colours import segment_colour
 from pipelines.results.uids import job_uid, result_uids
 from pipelines.types import PipelineResult, Segment, Volume
 
 logger = logging.getLogger(__name__)
 
 NOT_FOR_DIAGNOSIS = "DERIVED - NOT FOR PRIMARY DIAGNOSIS"
-# Distinct, saturated colours that stay visible on greyscale CT (RGB).
-PALETTE = [
-    (255, 64, 64),
-    (64, 220, 64),
-    (64, 128, 255),
-    (255, 200, 0),
-    (255, 64, 255),
-    (0, 230, 230),
-    (255, 140, 0),
-    (160, 96, 255),
-]
 MIN_WIDTH = 512
 SERIES_NUMBER_OFFSET = 2  # the SEG uses series_number, the SR the next one
 
@@ -48,11 +38,6 @@ class KeySlice:
 
     index: int
     segment_numbers: tuple[int, ...]
-
-
-def segment_colour(number: int) -> tuple[int, int, int]:
-    """The outline and legend colour of segment ``number`` (1-based), cycling through the palette."""
-    return PALETTE[(number - 1) % len(PALETTE)]
 
 
 def key_slices(segments: list[Segment], max_slices: int) -> list[KeySlice]:

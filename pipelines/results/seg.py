@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from node.config import ResultsConfig
+from pipelines.results.colours import segment_colour
 from pipelines.types import Code, PipelineResult, Segment, Volume
 
 logger = logging.getLogger(__name__)
@@ -179,6 +180,8 @@ def segment_descriptions(
             algorithm_identification=algorithm,
             tracking_uid=tracking,
             tracking_id=segment.tracking_id or segment.label,
+            # Viewers (OHIF) warn and pick their own colours without it; the fallback outlines use the same.
+            display_color=hd.color.CIELabColor.from_rgb(*segment_colour(segment.number)),
         )
         for segment, tracking in zip(segments, tracking_uids, strict=True)
     ]

@@ -15,7 +15,7 @@ from pipelines.results.fallback import build_fallback
 from pipelines.types import Code, PipelineResult, Segment
 from pipelines.volume import load_datasets
 from tests.delivery.conftest import DeliveryNode, free_port, node_config
-from tests.viewer.phantom import make_ct, make_seg
+from tests.viewer.phantom import make_ct, write_seg
 
 TISSUE = Code("85756007", "SCT", "Tissue")
 AI = Code("123110", "DCM", "Artificial Intelligence")
@@ -91,8 +91,7 @@ def result_files(tmp_path: Path) -> Iterator:
         mask = volume.array >= 300
         mask[:, 76:, 76:] = False
         result = PipelineResult("test", "1", AI, segments=[Segment(1, "target", TISSUE, TISSUE, mask)])
-        files = {"seg": folder / "seg.dcm"}
-        make_seg(series, omit_empty_frames=True).save_as(files["seg"], enforce_file_format=True)
+        files = {"seg": write_seg(series, folder / "seg", omit_empty_frames=True, volume=volume)}
         for number, image in enumerate(build_fallback(volume, result, ResultsConfig(), job_key=str(folder)), 1):
             files[f"fallback-{number}"] = folder / f"fallback-{number}.dcm"
             image.save_as(files[f"fallback-{number}"], enforce_file_format=True)

@@ -11,7 +11,8 @@ import pydicom
 import pytest
 
 from node.config import ResultsConfig
-from pipelines.results.fallback import NOT_FOR_DIAGNOSIS, build_fallback, key_slices, segment_colour
+from pipelines.results.colours import segment_colour
+from pipelines.results.fallback import NOT_FOR_DIAGNOSIS, build_fallback, key_slices
 from pipelines.types import Code, PipelineResult, Segment
 from pipelines.volume import load_datasets
 from tests.viewer.phantom import DECOY, TARGET, TARGET_SLICES, make_ct

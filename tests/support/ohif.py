@@ -302,7 +302,7 @@ class ViewerPage:
         self.errors: list[str] = []
         self.page.on("pageerror", lambda error: self.errors.append(str(error)))
 
-    def open_study(self, study_uid: str, timeout_s: float = 90) -> None:
+    def open_study(self, study_uid: str, timeout_s: float = 120) -> None:
         """Open the viewer on one study and wait until its first image is rendered."""
         self.page.goto(f"{self.base_url}/viewer?StudyInstanceUIDs={study_uid}")
         # Toasts would cover the image in screenshots; their texts stay readable through notifications().
@@ -313,7 +313,7 @@ class ViewerPage:
             timeout=timeout_s * 1000,
         )
 
-    def load_series(self, series_description: str, timeout_s: float = 90) -> None:
+    def load_series(self, series_description: str, timeout_s: float = 120) -> None:
         """Double-click a series in the study browser (a SEG is hydrated at once: prompts are off)."""
         before = self.page.evaluate(_SEGMENTATION_COUNT)
         item = self.page.get_by_text(series_description, exact=True).first
@@ -321,7 +321,7 @@ class ViewerPage:
         item.dblclick()
         self.page.wait_for_function(f"() => ({_SEGMENTATION_COUNT})() > {before}", timeout=timeout_s * 1000)
 
-    def show_series(self, series_description: str, timeout_s: float = 60) -> None:
+    def show_series(self, series_description: str, timeout_s: float = 120) -> None:
         """Double-click a series in the study browser and wait until the viewport shows one of its images."""
         before = self.page.evaluate("() => cornerstone.getEnabledElements()[0].viewport.getCurrentImageId()")
         item = self.page.get_by_text(series_description, exact=True).first
@@ -334,7 +334,7 @@ class ViewerPage:
         )
         self.settle()
 
-    def show_instance(self, sop_instance_uid: str, timeout_s: float = 30) -> None:
+    def show_instance(self, sop_instance_uid: str, timeout_s: float = 120) -> None:
         """Scroll the viewport to the slice of one source instance and wait for it to render."""
         index = self.page.evaluate(_JUMP_TO_INSTANCE, sop_instance_uid)
         if index < 0:

@@ -44,9 +44,9 @@ def bright_squares(rgb: np.ndarray, min_pixels: int = 400) -> list[Box]:
 
 
 def overlay_pixels(rgb: np.ndarray) -> np.ndarray:
-    """Pixels with the segment's green overlay colour (grey CT pixels and OHIF's blue UI are not counted)."""
+    """Pixels in segment 1's red overlay colour (grey CT pixels and OHIF's blue UI are not counted)."""
     r, g, b = (rgb[..., channel].astype(int) for channel in range(3))
-    return (g - r > 40) & (g - b > 40)
+    return (r - g > 40) & (r - b > 40)
 
 
 def new_square(with_target: list[Box], without_target: list[Box]) -> Box:

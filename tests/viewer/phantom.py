@@ -1,4 +1,4 @@
-"""A small synthetic CT whose geometry makes misplacement visible, and a SEG for it made with highdicom.
+"""A small synthetic CT whose geometry makes misplacement visible, and the project's SEG of its target square.
 
 Each slice is soft tissue (40 HU) with two bright squares (400 HU): the *target* (rows/columns near the image's
 first corner, on slices ``TARGET_SLICES`` only) and the *decoy* (near the opposite corner, on every slice). The
@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.sr.codedict import codes
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from node.config import ResultsConfig
+from pipelines.results import write_results
+from pipelines.types import Code, PipelineResult, Segment, Volume
+from pipelines.volume import load_datasets
 
 ROWS = COLUMNS = 128
 SLICES = 24
@@ -24,6 +27,8 @@ TARGET = (slice(24, 52), slice(24, 52))  # rows, columns
 DECOY = (slice(76, 104), slice(76, 104))
 SPACING = 1.5
 SLICE_STEP = 3.0
+TISSUE = Code("85756007", "SCT", "Tissue")
+AI = Code("123110", "DCM", "Artificial Intelligence")
 
 
 @dataclass
@@ -121,31 +126,24 @@ def write_series(series: PhantomSeries, folder: Path) -> list[Path]:
     return paths
 
 
-def make_seg(
-    series: PhantomSeries, *, omit_empty_frames: bool, series_number: int = 9100, mask: np.ndarray | None = None
-) -> hd.seg.Segmentation:
-    """A BINARY SEG of the target square (or of ``mask``) with highdicom, coloured pure green."""
-    description = hd.seg.SegmentDescription(
-        segment_number=1,
-        segment_label="target",
-        segmented_property_category=codes.SCT.Tissue,
-        segmented_property_type=codes.SCT.Tissue,
-        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-        display_color=hd.color.CIELabColor(87.7, -86.2, 83.2),
-    )
-    return hd.seg.Segmentation(
-        source_images=series.datasets,
-        pixel_array=(series.mask if mask is None else mask).astype(np.uint8),
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=[description],
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
-        sop_instance_uid=generate_uid(),
-        instance_number=1,
-        manufacturer="pacsnode",
-        manufacturer_model_name="viewer-test",
-        software_versions="0",
-        device_serial_number="0",
-        series_description=f"SEG {'sparse' if omit_empty_frames else 'full'}{'' if mask is None else ' misplaced'}",
-        omit_empty_frames=omit_empty_frames,
-    )
+def phantom_result(volume: Volume, misplaced: bool = False) -> PipelineResult:
+    """The target square as one segment on ``volume``'s grid (or, ``misplaced``, drawn on the decoy)."""
+    mask = volume.array >= 300
+    mask[:, DECOY[0], DECOY[1]] = False
+    if misplaced:
+        mask = mask[:, ::-1, ::-1].copy()
+    segment = Segment(1, "target", TISSUE, TISSUE, mask)
+    return PipelineResult("viewer-phantom", "1.0", AI, segments=[segment])
+
+
+def write_seg(
+    series: PhantomSeries, folder: Path, *, omit_empty_frames: bool, misplaced: bool = False, volume: Volume | None = None
+) -> Path:
+    """The project's BINARY SEG of the target square (``write_results``), written under ``folder``.
+
+    Pass ``volume`` when the series was loaded already: loading keeps only the headers of its datasets.
+    """
+    volume = volume or load_datasets(series.datasets)
+    options = ResultsConfig(omit_empty_frames=omit_empty_frames, fallback_key_slices=0)
+    written = write_results(volume, phantom_result(volume, misplaced), options, job_key=str(folder), out_dir=folder)
+    return next(w.path for w in written if w.kind == "seg")

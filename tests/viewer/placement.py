@@ -20,7 +20,7 @@ def check_overlay_placement(viewer: ViewerPage, series: PhantomSeries, seg_descr
     viewer.show_instance(off_slice.SOPInstanceUID)
     before_off = viewer.viewport_screenshot(shots / "2-ct-other-slice.png")
     target = new_square(bright_squares(before_on), bright_squares(before_off))
-    assert not overlay_pixels(before_on).any(), "green pixels before any SEG was loaded"
+    assert not overlay_pixels(before_on).any(), "overlay-coloured pixels before any SEG was loaded"
 
     viewer.load_series(seg_description)
     viewer.show_instance(on_slice.SOPInstanceUID)
@@ -28,9 +28,9 @@ def check_overlay_placement(viewer: ViewerPage, series: PhantomSeries, seg_descr
     viewer.show_instance(off_slice.SOPInstanceUID)
     after_off = viewer.viewport_screenshot(shots / "4-seg-other-slice.png")
 
-    green = overlay_pixels(after_on)
-    inside = green[target.mask(green.shape)].sum()
-    outside = green[~target.grown(4).mask(green.shape)].sum()
+    coloured = overlay_pixels(after_on)
+    inside = coloured[target.mask(coloured.shape)].sum()
+    outside = coloured[~target.grown(4).mask(coloured.shape)].sum()
     assert inside > 0.8 * target.area, f"overlay covers {inside} of {target.area} target pixels"
     assert outside < 0.01 * target.area, f"{outside} overlay pixels outside the target square"
     assert overlay_pixels(after_off).sum() == 0, "overlay shown on a slice the segment is not on"

@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydicom
 import pytest
 
 from tests.support.ohif import OrthancWeb, ViewerPage
-from tests.viewer.phantom import make_ct, make_seg, write_series
+from tests.viewer.phantom import PhantomSeries, make_ct, write_seg, write_series
 from tests.viewer.placement import check_overlay_placement
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.timeout(240)]
 
 
-def _publish(orthanc: OrthancWeb, folder: Path, series, seg) -> None:  # type: ignore[no-untyped-def]
+def _publish(orthanc: OrthancWeb, folder: Path, series: PhantomSeries, **seg_options: bool) -> str:
+    """Upload the CT and the project's SEG of it; returns the SEG's series description."""
     for path in write_series(series, folder / "ct"):
         orthanc.upload(path)
-    seg_path = folder / "seg.dcm"
-    seg.save_as(seg_path)
+    seg_path = write_seg(series, folder / "seg", **seg_options)
     orthanc.upload(seg_path)
+    return str(pydicom.dcmread(seg_path, stop_before_pixels=True).SeriesDescription)
 
 
 @pytest.mark.parametrize("omit_empty_frames", [False, True], ids=["all-frames", "empty-frames-omitted"])
@@ -26,10 +28,9 @@ def test_binary_seg_overlay_is_on_the_segment(
     viewer: ViewerPage, orthanc_web: OrthancWeb, artifacts_dir: Path, tmp_path: Path, omit_empty_frames: bool
 ) -> None:
     series = make_ct()
-    seg = make_seg(series, omit_empty_frames=omit_empty_frames)
-    _publish(orthanc_web, tmp_path, series, seg)
+    description = _publish(orthanc_web, tmp_path, series, omit_empty_frames=omit_empty_frames)
     name = "axial-" + ("sparse" if omit_empty_frames else "full")
-    check_overlay_placement(viewer, series, str(seg.SeriesDescription), artifacts_dir / name)
+    check_overlay_placement(viewer, series, description, artifacts_dir / name)
 
 
 @pytest.mark.parametrize(
@@ -49,10 +50,9 @@ def test_overlay_is_on_the_segment_for_oblique_and_flipped_series(
     reverse_order: bool,
 ) -> None:
     series = make_ct(orientation=orientation, reverse_order=reverse_order)
-    seg = make_seg(series, omit_empty_frames=False)
-    _publish(orthanc_web, tmp_path, series, seg)
+    description = _publish(orthanc_web, tmp_path, series, omit_empty_frames=False)
     name = "oblique" if not reverse_order else "flipped-order"
-    check_overlay_placement(viewer, series, str(seg.SeriesDescription), artifacts_dir / name)
+    check_overlay_placement(viewer, series, description, artifacts_dir / name)
 
 
 def test_a_misplaced_overlay_is_caught(
@@ -60,8 +60,6 @@ def test_a_misplaced_overlay_is_caught(
 ) -> None:
     """The check itself: a SEG drawn on the decoy square (a flip of both axes) must fail it."""
     series = make_ct()
-    flipped = series.mask[:, ::-1, ::-1].copy()
-    seg = make_seg(series, omit_empty_frames=False, mask=flipped)
-    _publish(orthanc_web, tmp_path, series, seg)
+    description = _publish(orthanc_web, tmp_path, series, omit_empty_frames=False, misplaced=True)
     with pytest.raises(AssertionError, match="target pixels|outside the target"):
-        check_overlay_placement(viewer, series, str(seg.SeriesDescription), artifacts_dir / "misplaced-control")
+        check_overlay_placement(viewer, series, description, artifacts_dir / "misplaced-control")
