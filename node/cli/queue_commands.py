@@ -42,6 +42,9 @@ def worker(
     concurrency: int = typer.Option(1, min=1, help="Worker processes (one per GPU is typical)."),
     pool: str = typer.Option("prefork", help="Celery pool: prefork (isolates crashes) or solo (one process)."),
     name: str = typer.Option(None, help="Worker node name (default: pacsnode-<random>@<host>)."),
+    delivery_worker: bool = typer.Option(
+        False, "--delivery-worker", help="Also run a delivery-queue worker in a child process (as `serve` does)."
+    ),
 ) -> None:
     """Run a worker that takes jobs from the queue (on this host or a GPU host sharing storage_dir)."""
     from node.queue.worker import run_worker
@@ -50,7 +53,15 @@ def worker(
 
     settings = _settings(config)
     configure_logging(settings.logging)
-    run_worker(settings, queues=queues, concurrency=concurrency, pool=pool, name=name, config_path=config)
+    run_worker(
+        settings,
+        queues=queues,
+        concurrency=concurrency,
+        pool=pool,
+        name=name,
+        config_path=config,
+        delivery_worker=delivery_worker,
+    )
 
 
 def _folder_series(path: Path) -> dict[str, list[Path]]:

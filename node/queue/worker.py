@@ -51,8 +51,13 @@ def run_worker(
     pool: str = "prefork",
     name: str | None = None,
     config_path: Path | None = None,
+    delivery_worker: bool = False,
 ) -> None:
-    """Run a worker in this process until it is stopped (SIGTERM finishes the task in hand first)."""
+    """Run a worker in this process until it is stopped (SIGTERM finishes the task in hand first).
+
+    ``delivery_worker`` also runs a worker for the delivery queue in a child process, so that sending
+    never waits behind a running model (the embedded set-up of `pacsnode serve`).
+    """
     if config_path is not None:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())  # forked pool children read the same file
     app = init_app(settings)
@@ -63,13 +68,38 @@ def run_worker(
         pool,
         "embedded (filesystem)" if settings.embedded_broker else settings.queue.broker_url.split("@")[-1],
     )
-    app.worker_main(argv=worker_argv(queues, concurrency, pool, name, settings.logging.level))
+    child = _start_delivery_worker(config_path) if delivery_worker else None
+    try:
+        app.worker_main(argv=worker_argv(queues, concurrency, pool, name, settings.logging.level))
+    finally:
+        if child is not None:
+            _stop(child)
 
 
-def start_embedded_worker(
-    settings: Settings, config_path: Path, queues: str = ALL_QUEUES, log_file: Path | None = None
-) -> subprocess.Popen:
-    """Start a worker subprocess (used by `pacsnode serve` with the embedded broker); stop it with terminate()."""
+def _start_delivery_worker(config_path: Path | None) -> subprocess.Popen:
+    if config_path is None:
+        raise ValueError("a separate delivery worker needs the configuration file's path")
+    command = [sys.executable, "-m", "node.queue", "--config", str(Path(config_path).resolve()), "--queues", DELIVERY_QUEUE]
+    process = subprocess.Popen(command)
+    log.info("delivery worker started (pid %d)", process.pid)
+    return process
+
+
+def _stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        log.warning("delivery worker (pid %d) did not stop in %.0f s; killing it", process.pid, timeout)
+        process.kill()
+        process.wait()
+
+
+def start_embedded_worker(settings: Settings, config_path: Path, log_file: Path | None = None) -> subprocess.Popen:
+    """Start the workers `pacsnode serve` runs with the embedded broker; stop them with terminate().
+
+    The returned process works the gpu queue and runs its own child for the delivery queue.
+    """
     command = [
         sys.executable,
         "-m",
@@ -77,11 +107,15 @@ def start_embedded_worker(
         "--config",
         str(Path(config_path).resolve()),
         "--queues",
-        queues,
+        GPU_QUEUE,
         "--concurrency",
         str(settings.queue.worker_concurrency),
+        "--delivery-worker",
     ]
     output = open(log_file, "ab") if log_file is not None else None  # noqa: SIM115 - owned by the child
-    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT if output else None)
-    log.info("embedded worker started (pid %d) for queues %s", process.pid, queues)
+    # Its own process group: the node stops it explicitly (SIGTERM), and the group can be killed as one.
+    process = subprocess.Popen(
+        command, stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True
+    )
+    log.info("embedded worker started (pid %d)", process.pid)
     return process

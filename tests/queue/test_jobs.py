@@ -124,3 +124,6 @@ def test_the_embedded_worker_that_serve_starts_runs_jobs(make_node, tmp_path, mo
     assert node.wait_job(series_uid, {"succeeded", "failed"}).state == JobState.succeeded
     assert [line.split()[2] for line in node.runs()] != [str(os.getpid())]
     assert len(node.runs()) == 1
+    log = wait_for(lambda: (text := (node.root / "embedded.log").read_text()).count("pacsnode worker ") == 2 and text,
+                   20, "the inference and the delivery worker to be ready")
+    assert "worker for queues gpu," in log and "worker for queues delivery," in log  # sending never waits for a model
