@@ -6,7 +6,7 @@ import pydicom
 
 from pipelines.results import write_results
 from pipelines.types import PipelineResult
-from tests.results.conftest import make_result
+from tests.results.conftest import dciodvfy_errors, make_result
 
 
 def uids(written):
@@ -52,3 +52,17 @@ def test_a_result_with_nothing_to_report_writes_nothing(series_volume, options, 
 
     assert write_results(volume, empty, options, "job-empty", tmp_path / "out") == []
     assert not (tmp_path / "out").exists()
+
+
+def test_source_without_optional_patient_and_study_attributes_still_gives_valid_objects(series_volume, options, tmp_path):
+    volume = series_volume()
+    for ds in volume.datasets:
+        for keyword in ("PatientBirthDate", "PatientSex", "AccessionNumber", "StudyID", "ReferringPhysicianName"):
+            delattr(ds, keyword)
+    written = write_results(volume, make_result(volume), options, "job-sparse", tmp_path / "out")
+
+    assert [w.kind for w in written] == ["seg", "sr"]
+    for item in written:
+        assert dciodvfy_errors(item.path) == [], item.kind
+        ds = pydicom.dcmread(item.path)
+        assert ds.PatientBirthDate == "" and ds.StudyInstanceUID == volume.datasets[0].StudyInstanceUID
