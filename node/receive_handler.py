@@ -167,6 +167,9 @@ class StoreHandler:
             self.known.discard(series_uid)
             with self.database.session() as session:
                 new = record_instance(session, received, self.known)
+        if series_uid not in self.known:
+            log.info("receiving series %s (%s) of study %s from %s", series_uid, received.ids.modality,
+                     received.ids.study_uid, received.calling_ae_title)
         self.known.add(series_uid)
         return new
 
