@@ -4,7 +4,8 @@
   worker, through the node's real dispatcher loop, a real broker and a real `pacsnode worker` process;
 * throughput: no-op jobs per second, from a batch of complete series to every job recorded succeeded.
 
-Run: ``python -m bench.dispatch [--latency-runs 20] [--jobs 300]``. Redis must listen on 127.0.0.1:6379.
+Run: ``python -m bench.dispatch [--latency-runs 20] [--jobs 300] [--pool solo] [--index postgres]`` (or
+``python -m bench``). Redis must listen on 127.0.0.1:6379 (PostgreSQL on 5432 for ``--index postgres``).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def run(broker: str, latency_runs: int, jobs: int, concurrency: int, pool: str, 
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency-runs", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=300)
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--pool", default="prefork")
     parser.add_argument("--index", choices=["sqlite", "postgres"], default="sqlite", help="The node's database.")
     parser.add_argument("--brokers", default=",".join(BROKERS), help="Comma-separated: embedded, redis.")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     names = args.brokers.split(",")
     results = {name: run(name, args.latency_runs, args.jobs, args.concurrency, args.pool, args.index) for name in names}
     print(f"dispatch: {args.jobs} no-op jobs, one worker ({args.pool}, concurrency {args.concurrency}), {args.index} index")
@@ -123,7 +124,8 @@ def main() -> None:
     ]
     for label, key, fmt in rows:
         print(f"{label:28}" + "".join(fmt.format(results[name][key]) for name in results))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
