@@ -23,7 +23,7 @@ from node.diskguard import refuse_reason
 from node.index import relax_commit_sync
 from node.logging_setup import configure_logging
 from node.receive_tuning import shorten_reactor_poll
-from node.scp import Receiver
+from node.scp import AssociationCounter, Receiver
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def receiver_main(settings: Settings, counter: Any, stop: Any, ready: Any, index: int) -> None:
+def receiver_main(settings: Settings, slots: Any, stop: Any, ready: Any, index: int) -> None:
     """Process target: serve until ``stop`` is set; report the bound port (or the error) on ``ready``."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns shutdown
@@ -51,7 +51,7 @@ def receiver_main(settings: Settings, counter: Any, stop: Any, ready: Any, index
     database = Database(settings.node.resolved_database_url())
     if not settings.node.index_fsync:
         relax_commit_sync(database)
-    receiver = Receiver(settings, database, counter, extra_checks=[partial(refuse_reason, settings)])
+    receiver = Receiver(settings, database, AssociationCounter(slots, index), extra_checks=[partial(refuse_reason, settings)])
     try:
         _, port = receiver.start()
     except Exception as exc:  # reported to the parent, which names it and exits
@@ -73,7 +73,7 @@ class ReceiverPool:
     port: int = 0
 
     def __post_init__(self) -> None:
-        self.counter = self.context.Value("i", 0)
+        self.slots = self.context.Array("i", self.settings.node.receive_processes)
         self.stop_event = self.context.Event()
         self.ready = self.context.Queue()
 
@@ -106,7 +106,7 @@ class ReceiverPool:
         settings.node.port = self.port
         process = self.context.Process(
             target=receiver_main,
-            args=(settings, self.counter, self.stop_event, self.ready, index),
+            args=(settings, self.slots, self.stop_event, self.ready, index),
             name=f"pacsnode-receiver-{index}",
             daemon=False,
         )
@@ -131,6 +131,7 @@ class ReceiverPool:
                 continue
             log.error("receiving process %s exited with code %s; restarting it", process.name, process.exitcode)
             self.processes.pop(position)
+            AssociationCounter(self.slots, position).reset()
             self._spawn(position)
             self.processes.insert(position, self.processes.pop())
             self._wait_ready()

@@ -2,19 +2,20 @@
 
 C-ECHO and C-STORE for every storage SOP class in the uncompressed, deflated, RLE, JPEG, JPEG-LS and
 JPEG 2000 transfer syntaxes. Several receiving processes can share the port (SO_REUSEPORT); the
-association limit is counted across all of them through a shared counter.
+association limit is counted across all of them in shared memory.
 """
 
 from __future__ import annotations
 
 import logging
+import multiprocessing as mp
 import socket
 import socketserver
 import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from pydicom import uid
 from pynetdicom import AE, evt
@@ -54,23 +55,36 @@ REJECT_TOO_MANY = (0x02, 0x03, 0x02)  # transient, service provider (presentatio
 REJECT_CONGESTION = (0x02, 0x03, 0x01)  # transient, service provider (presentation), temporary congestion
 
 
-class SharedCounter(Protocol):
-    """A counter shared by receiving processes (``multiprocessing.Value('i')``)."""
+class AssociationCounter:
+    """Open associations of each receiving process in shared memory; the limit applies to their sum.
 
-    value: int
+    One slot per process, so a process that dies can have its slot reset by `serve`.
+    """
 
-    def get_lock(self) -> Any: ...
+    def __init__(self, slots: Any | None = None, index: int = 0) -> None:
+        self.slots = slots if slots is not None else mp.get_context("spawn").Array("i", 1)
+        self.index = index
+
+    def try_acquire(self, limit: int) -> int | None:
+        """Count one more association unless ``limit`` are open; return the open total when refused."""
+        with self.slots.get_lock():
+            total = sum(self.slots)
+            if total >= limit:
+                return total
+            self.slots[self.index] += 1
+            return None
+
+    def release(self) -> None:
+        with self.slots.get_lock():
+            self.slots[self.index] = max(0, self.slots[self.index] - 1)
+
+    def reset(self) -> None:
+        """Forget this slot's associations (its process died with them)."""
+        with self.slots.get_lock():
+            self.slots[self.index] = 0
 
 
-class LocalCounter:
-    """A :class:`SharedCounter` for a single process."""
-
-    def __init__(self) -> None:
-        self.value = 0
-        self._lock = threading.Lock()
-
-    def get_lock(self) -> threading.Lock:
-        return self._lock
+LocalCounter = AssociationCounter  # AssociationCounter() alone counts for a single process
 
 
 def supported_contexts() -> list[PresentationContext]:
@@ -89,7 +103,7 @@ class AssociationGate:
     """
 
     settings: Settings
-    counter: SharedCounter
+    counter: AssociationCounter
     extra_checks: list[Callable[[], str | None]] = field(default_factory=list)
     database: Database | None = None  # where refusals are audited
     _counted: set[int] = field(default_factory=set)
@@ -105,14 +119,13 @@ class AssociationGate:
         host = assoc.requestor.address
         reason, rejection = self._refusal(calling, host)
         if reason is None:
-            with self.counter.get_lock():
-                if self.counter.value >= self.settings.node.max_associations:
-                    reason = f"{self.counter.value} associations already open (node.max_associations)"
-                    rejection = REJECT_TOO_MANY
-                else:
-                    self.counter.value += 1
-                    with self._lock:
-                        self._counted.add(id(assoc))
+            open_total = self.counter.try_acquire(self.settings.node.max_associations)
+            if open_total is not None:
+                reason = f"{open_total} associations already open (node.max_associations)"
+                rejection = REJECT_TOO_MANY
+            else:
+                with self._lock:
+                    self._counted.add(id(assoc))
         if reason is None:
             log.debug("association from %s@%s to %s accepted", calling, host, called)
             return
@@ -146,8 +159,7 @@ class AssociationGate:
             if id(event.assoc) not in self._counted:
                 return
             self._counted.discard(id(event.assoc))
-        with self.counter.get_lock():
-            self.counter.value -= 1
+        self.counter.release()
 
 
 class ReusePortServer(ThreadedAssociationServer):
@@ -199,7 +211,7 @@ class Receiver:
 
     settings: Settings
     database: Database
-    counter: SharedCounter
+    counter: AssociationCounter
     extra_checks: list[Callable[[], str | None]] = field(default_factory=list)
     server: ReusePortServer | None = None
     _thread: threading.Thread | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,3 +60,35 @@ def test_association_limit_counts_all_processes(two_process_node: NodeProcess) -
         for assoc in held:
             assoc.release()
     node.wait_for(lambda: echo(node.port), timeout=10)
+
+
+def receiver_pids(node: NodeProcess) -> list[int]:
+    assert node.process is not None
+    children = Path(f"/proc/{node.process.pid}/task/{node.process.pid}/children").read_text().split()
+    pids = []
+    for pid in map(int, children):
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            pids.append(pid)
+    return pids
+
+
+def test_a_receiver_that_dies_is_replaced_and_its_associations_forgotten(two_process_node: NodeProcess) -> None:
+    node = two_process_node
+    ae = AE(ae_title="HOLDER")
+    ae.add_requested_context(Verification)
+    held = [ae.associate("127.0.0.1", node.port, ae_title="PACSNODE") for _ in range(3)]
+    assert all(a.is_established for a in held)
+    pids = receiver_pids(node)
+    assert len(pids) == 2
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    node.wait_for(lambda: node.log().count("restarting it") >= 2, timeout=30)
+    node.wait_for(lambda: len(set(receiver_pids(node)) - set(pids)) == 2, timeout=30)
+    node.wait_for(lambda: echo(node.port), timeout=30)
+    again = [ae.associate("127.0.0.1", node.port, ae_title="PACSNODE") for _ in range(3)]
+    try:
+        assert all(a.is_established for a in again)  # the dead processes' 3 associations no longer count
+    finally:
+        for assoc in again:
+            assoc.release()
