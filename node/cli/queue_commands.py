@@ -9,6 +9,7 @@ import pydicom
 import typer
 from pydicom.errors import InvalidDicomError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from sqlalchemy import select
 
@@ -27,7 +28,7 @@ def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False)
         raise typer.Exit(2) from exc
 
 
@@ -80,16 +81,16 @@ def _print_decision(label: str, header: pydicom.Dataset, called: str | None, cal
     from node.routing import route_series
 
     decision = route_series(settings.routes, header, called, calling)
-    console.print(f"[bold]{label}[/bold]  called AE {called!r}, calling AE {calling!r}")
+    console.print(f"[bold]{escape(label)}[/bold]  called AE {escape(repr(called))}, calling AE {escape(repr(calling))}")
     for verdict in decision.verdicts:
         mark = "[green]MATCH[/green]" if verdict.matched else "[dim]no[/dim]   "
-        console.print(f"  {mark} {verdict.route.name}: {'; '.join(verdict.reasons)}")
+        console.print(f"  {mark} {escape(verdict.route.name)}: {escape('; '.join(verdict.reasons))}")
     if decision.pipelines:
         for pipeline, routes in decision.pipelines.items():
             targets = ", ".join(decision.destinations.get(pipeline, [])) or "(no destination)"
-            console.print(f"  -> pipeline [cyan]{pipeline}[/cyan] (routes {', '.join(routes)}) -> {targets}")
+            console.print(f"  -> pipeline [cyan]{escape(pipeline)}[/cyan] (routes {escape(', '.join(routes))}) -> {escape(targets)}")
     else:
-        console.print(f"  -> unrouted: {decision.unrouted_reason()}")
+        console.print(f"  -> unrouted: {escape(decision.unrouted_reason())}")
     return bool(decision.pipelines)
 
 
@@ -107,12 +108,12 @@ def route_test(
     try:
         check_routes(settings)
     except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False)
     path = Path(target)
     if path.exists():
         groups = _folder_series(path)
         if not groups:
-            console.print(f"[red]{target}: no readable DICOM files[/red]")
+            console.print(f"{target}: no readable DICOM files", style="red", markup=False)
             raise typer.Exit(1)
         for series_uid, files in groups.items():
             header = pydicom.dcmread(files[0], stop_before_pixels=True)
@@ -126,7 +127,7 @@ def route_test(
             select(Instance.path).where(Instance.series_uid == target).order_by(Instance.path).limit(1)
         ).first()
     if series is None or first is None:
-        console.print(f"[red]{target}: neither a path nor a stored series UID in {database.url}[/red]")
+        console.print(f"{target}: neither a path nor a stored series UID in {database.url}", style="red", markup=False)
         raise typer.Exit(1)
     header = pydicom.dcmread(first, stop_before_pixels=True)
     label = f"stored series {target} ({series.instance_count} instances, now {series.state.value})"

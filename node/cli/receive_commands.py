@@ -45,9 +45,15 @@ def _load(config: Path | None) -> Settings:
 @app.command()
 def serve(config: Path = typer.Option(..., "--config", "-c", help="The node's YAML configuration file.")) -> None:
     """Run the node: the DICOM SCP, series assembly, dispatch, worker and outbox."""
+    from node.routing import check_routes
     from node.serve import run
 
     settings = _load(config)
+    try:
+        check_routes(settings)  # a bad rule stops the node at start, naming the rule
+    except ConfigError as exc:
+        err_console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
     configure_logging(settings.logging)
     raise typer.Exit(run(settings, config_path=config))
 

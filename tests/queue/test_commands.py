@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from sqlalchemy import update
 
 from node.db import Job, JobState, utcnow
@@ -61,3 +62,15 @@ def test_a_silent_job_is_retried_then_failed_after_its_last_attempt(make_node, t
     job = node.jobs(series_uid)[0]
     assert job.state == JobState.failed
     assert job.reason == "timed out after 2 attempts: worker gpu-host-7:4242:abcd gave no heartbeat for 2.5 s"
+
+
+def test_serve_refuses_to_start_with_a_bad_route_naming_it(tmp_path: Path) -> None:
+    config = base_config(tmp_path / "storage")
+    config["routes"] = [{"name": "lungs", "match": {"SeriesDescription": "~[unclosed"}, "pipelines": ["ct-lung"]}]
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(config))
+
+    result = pacsnode("serve", "--config", str(tmp_path / "bad.yaml"))
+
+    assert result.returncode == 2
+    assert "routes[lungs]: unknown pipeline 'ct-lung'" in result.stderr
+    assert "routes[lungs]: match.SeriesDescription: bad regular expression '[unclosed'" in result.stderr
