@@ -323,7 +323,9 @@ class ViewerPage:
 
     def show_series(self, series_description: str, timeout_s: float = 120) -> None:
         """Double-click a series in the study browser and wait until the viewport shows one of its images."""
-        before = self.page.evaluate("() => cornerstone.getEnabledElements()[0].viewport.getCurrentImageId()")
+        before = self.page.evaluate(
+            "() => { const e = cornerstone.getEnabledElements()[0]; return e ? e.viewport.getCurrentImageId() : null; }"
+        )
         item = self.page.get_by_text(series_description, exact=True).first
         item.wait_for(timeout=timeout_s * 1000)
         item.dblclick()
@@ -383,3 +385,24 @@ def world_to_screen(viewer: ViewerPage, points: list[list[float]]) -> list[tuple
 def series_listed(viewer: ViewerPage, series_description: str) -> bool:
     """True when the study browser lists a series with this description."""
     return viewer.page.get_by_text(series_description, exact=True).count() > 0
+
+
+_SR_MEASUREMENTS = """(description) => {
+  const sets = services.displaySetService.getActiveDisplaySets()
+    .filter(d => d.Modality === 'SR' && d.SeriesDescription === description);
+  return sets.length ? (sets[0].measurements || []).length : -1;
+}"""
+
+
+def load_sr_measurements(viewer: ViewerPage, series_description: str, timeout_s: float = 60) -> int:
+    """Open the SR series in the viewport and return how many measurements OHIF read from it (0 if none).
+
+    OHIF draws only measurements with spatial coordinates (SCOORD); others are read but not drawn.
+    """
+    viewer.page.get_by_text(series_description, exact=True).first.dblclick()
+    try:
+        viewer.page.wait_for_function(f"(d) => ({_SR_MEASUREMENTS})(d) > 0", arg=series_description,
+                                      timeout=timeout_s * 1000)
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError: the count below says what was read
+        pass
+    return max(0, int(viewer.page.evaluate(_SR_MEASUREMENTS, series_description)))

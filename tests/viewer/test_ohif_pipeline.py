@@ -16,7 +16,14 @@ from node.db import Delivery, DeliveryState
 from pipelines.registry import create_pipeline
 from pipelines.volume import load_series
 from tests.support.node_process import NodeProcess, free_port
-from tests.support.ohif import ViewerPage, ohif_dist, ohif_server, series_listed, world_to_screen
+from tests.support.ohif import (
+    ViewerPage,
+    load_sr_measurements,
+    ohif_dist,
+    ohif_server,
+    series_listed,
+    world_to_screen,
+)
 from tests.support.orthanc import Orthanc, running_orthanc
 
 pytestmark = [pytest.mark.orthanc, pytest.mark.timeout(240)]
@@ -112,6 +119,7 @@ def test_study_through_pacsnode_shows_the_lungs_overlay_on_the_lungs(
             viewer.show_instance(volume.datasets[off_k].SOPInstanceUID)
             off = viewer.viewport_screenshot(shots / "2-seg-slice-without-lung.png")
             assert series_listed(viewer, descriptions["SR"]), "the SR is not listed in OHIF"
+            assert load_sr_measurements(viewer, descriptions["SR"]) > 0, "OHIF read no measurement from the SR"
             viewer.show_series(descriptions["OT"] if "OT" in descriptions else descriptions["SC"])
             fallback = viewer.viewport_screenshot(shots / "3-fallback-key-slice.png")
             assert not viewer.errors, viewer.errors
