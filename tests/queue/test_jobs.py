@@ -7,9 +7,12 @@ import signal
 import time
 
 
+import pytest
+
 from node.db import JobState, SeriesState
+from node.queue.dispatch import enqueue_many, route_complete
 from node.queue.worker import start_embedded_worker
-from tests.queue.harness import Node, base_config, wait_for
+from tests.queue.harness import REDIS_URL, Node, base_config, wait_for
 from tests.support.pipelines import RUN_LOG_ENV
 
 
@@ -127,3 +130,25 @@ def test_the_embedded_worker_that_serve_starts_runs_jobs(make_node, tmp_path, mo
     log = wait_for(lambda: (text := (node.root / "embedded.log").read_text()).count("pacsnode worker ") == 2 and text,
                    20, "the inference and the delivery worker to be ready")
     assert "worker for queues gpu," in log and "worker for queues delivery," in log  # sending never waits for a model
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_duplicate_messages_never_run_a_job_twice(make_node, redis_prefix, postgres_url, tmp_path) -> None:
+    config = base_config(tmp_path / "storage", REDIS_URL, redis_prefix)
+    config["node"]["database_url"] = postgres_url
+    config["routes"] = [{"name": "quick", "match": {}, "pipelines": ["sleep"]}]
+    node: Node = make_node(config)
+    node.start_worker(sleep=0.2)
+    node.start_worker(sleep=0.2)
+    series = [node.add_series(slices=1, complete=False) for _ in range(8)]
+    node.complete(*series)
+    job_ids = route_complete(node.settings, node.database, series)
+    for _ in range(3):  # every job's message three times, raced by two workers
+        enqueue_many(node.settings, node.database, job_ids)
+
+    for series_uid in series:
+        job = node.wait_job(series_uid, {"succeeded", "failed"})
+        assert (job.state, job.attempts, job.run_count) == (JobState.succeeded, 1, 1)
+    time.sleep(1.0)
+    assert sorted(line.split()[1] for line in node.runs("start")) == sorted(series)
