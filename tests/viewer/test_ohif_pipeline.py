@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
 from scipy import ndimage
 from sqlalchemy import select
