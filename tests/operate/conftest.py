@@ -54,10 +54,11 @@ class NodeState:
     received_bytes: int
 
 
-def make_settings(storage: Path, **web: object) -> Settings:
-    """Settings with ``storage`` and the web server on an ephemeral loopback port."""
+def make_settings(storage: Path, database_url: str = "", **web: object) -> Settings:
+    """Settings with ``storage`` (and the index at ``database_url``, default SQLite) and the web server on an
+    ephemeral loopback port."""
     return Settings(
-        node={"storage_dir": storage},
+        node={"storage_dir": storage, "database_url": database_url},
         web={"enabled": True, "host": "127.0.0.1", "port": 0, "token": TOKEN, **web},
     )
 
@@ -95,9 +96,9 @@ def _reference_seg(sources: list[pydicom.Dataset], labels: np.ndarray, path: Pat
     return str(seg.SOPInstanceUID)
 
 
-def build_state(storage: Path, **web: object) -> NodeState:
+def build_state(storage: Path, database_url: str = "", **web: object) -> NodeState:
     """Index a received sample study with one succeeded and one failed job, a SEG result and deliveries."""
-    settings = make_settings(storage, **web)
+    settings = make_settings(storage, database_url, **web)
     storage.mkdir(parents=True)
     database = open_database(settings.node.resolved_database_url())
     series_dir = storage / "instances" / "sample"
