@@ -96,3 +96,22 @@ def retry(
         console.print("[yellow]no failed delivery matched; nothing re-queued[/yellow]")
         raise typer.Exit(1)
     console.print(f"re-queued {len(ids)} deliver{'y' if len(ids) == 1 else 'ies'}: {', '.join(map(str, ids))}")
+
+
+@app.command()
+def refusals(
+    config: Path = ConfigOption,
+    clear: str = typer.Option(None, "--clear", help="Forget this destination's refusals (it supports SEG now)."),
+) -> None:
+    """SOP classes destinations refused at association; they get the fallback images instead of a SEG."""
+    from node.deliver.fallback import clear_refusals, list_refusals
+
+    _, database = _open(config)
+    if clear:
+        console.print(f"forgot {clear_refusals(database, clear)} refusal(s) of {clear}; it gets SEG again")
+        return
+    table = Table("destination", "SOP class", "first refused (UTC)", "last refused (UTC)", "detail")
+    for row in list_refusals(database):
+        table.add_row(row.destination, row.sop_class_uid, f"{row.first_refused_at:%Y-%m-%d %H:%M:%S}",
+                      f"{row.last_refused_at:%Y-%m-%d %H:%M:%S}", row.detail or "")
+    console.print(table)

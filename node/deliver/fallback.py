@@ -63,7 +63,7 @@ def plan(outputs: Collection[str], results: Sequence[ResultObject], refused: Col
 def replaced_note(destination: str, sop_class_uid: str) -> str:
     return (
         f"{destination} does not accept SOP class {sop_class_uid} (SEG); its fallback key images were sent "
-        "instead. Remove the row from destination_refusals once the destination supports SEG."
+        f"instead. Once it supports SEG: `pacsnode refusals --clear {destination}`."
     )
 
 
@@ -125,3 +125,21 @@ def send_fallback_instead(database: Database, destination: str, refused_delivery
             )
     log.info("destination %s: %d fallback deliveries created instead of a refused SEG", destination, len(created))
     return created
+
+
+def list_refusals(database: Database) -> list[DestinationRefusal]:
+    """Every recorded refusal, by destination."""
+    with database.session() as session:
+        return list(session.scalars(
+            select(DestinationRefusal).order_by(DestinationRefusal.destination, DestinationRefusal.sop_class_uid)
+        ).all())
+
+
+def clear_refusals(database: Database, destination: str) -> int:
+    """Forget ``destination``'s refusals, so its next jobs try the SEG again; how many were removed."""
+    with database.session() as session:
+        rows = session.scalars(select(DestinationRefusal).where(DestinationRefusal.destination == destination)).all()
+        for row in rows:
+            session.delete(row)
+    log.info("destination %s: %d refusal(s) cleared; SEG will be offered again", destination, len(rows))
+    return len(rows)

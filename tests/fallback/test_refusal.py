@@ -105,3 +105,12 @@ def test_status_says_the_seg_was_replaced_by_the_fallback(make_node, seg_less_pe
     assert status.returncode == 0, status.stderr
     assert "replaced" in status.stdout
     assert "legacy refused the SEG at association; sent 1 fallback key image(s) instead" in status.stdout
+
+    def pacsnode(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(Path(sys.executable).parent / "pacsnode"), *args, "--config", str(node.config_path)],
+                              capture_output=True, text=True, timeout=60, env={"COLUMNS": "250", "PATH": "/usr/bin:/bin"})
+
+    listed = pacsnode("refusals")
+    assert listed.returncode == 0 and "legacy" in listed.stdout and "1.2.840.10008.5.1.4.1.1.66" in listed.stdout
+    assert "forgot 1 refusal(s) of legacy" in pacsnode("refusals", "--clear", "legacy").stdout
+    assert "legacy" not in pacsnode("refusals").stdout
