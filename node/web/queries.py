@@ -106,8 +106,9 @@ def recent_jobs(session: Session, limit: int = 50) -> list[dict[str, Any]]:
 def recent_deliveries(session: Session, limit: int = 50) -> list[dict[str, Any]]:
     """Newest deliveries first, with attempts, last status and error."""
     rows = session.execute(
-        select(Delivery, ResultObject)
+        select(Delivery, ResultObject, Job.series_uid)
         .join(ResultObject, ResultObject.id == Delivery.result_id)
+        .join(Job, Job.id == ResultObject.job_id)
         .order_by(Delivery.created_at.desc(), Delivery.id.desc())
         .limit(limit)
     ).all()
@@ -116,7 +117,7 @@ def recent_deliveries(session: Session, limit: int = 50) -> list[dict[str, Any]]
             "id": delivery.id,
             "destination": delivery.destination,
             "kind": result.kind,
-            "series_uid": result.series_uid,
+            "series_uid": source_series,
             "state": delivery.state.value,
             "attempts": delivery.attempts,
             "last_status": delivery.last_status or "",
@@ -124,7 +125,7 @@ def recent_deliveries(session: Session, limit: int = 50) -> list[dict[str, Any]]
             "next_attempt_at": delivery.next_attempt_at,
             "delivered_at": delivery.delivered_at,
         }
-        for delivery, result in rows
+        for delivery, result, source_series in rows
     ]
 
 
