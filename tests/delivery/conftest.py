@@ -159,7 +159,7 @@ class DeliveryNode:
 
         log = open(self.root / "worker.log", "ab")
         self.worker = subprocess.Popen(
-            [sys.executable, "-m", "node.queue.worker", "--config", str(self.config_path), "--queues", "delivery",
+            [sys.executable, "-m", "node.queue", "--config", str(self.config_path), "--queues", "delivery",
              "--pool", "solo"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
