@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pynetdicom.association import Association
 from pynetdicom.events import Event
 
 from node import audit
@@ -21,6 +22,11 @@ from node.receive_dataset import UnreadableDataset, file_meta_header, read_ident
 from node.storage import InvalidUID, StorageFull, instance_path, write_durably
 
 log = logging.getLogger(__name__)
+
+
+def _called_ae_title(assoc: Association) -> str:
+    """The AE title the sender called (routes may depend on it); the acceptor's own title is always ours."""
+    return str(assoc.requestor.primitive.called_ae_title).strip()
 
 
 class StoreStatus(enum.IntEnum):
@@ -84,7 +90,7 @@ class StoreHandler:
                 self.database,
                 calling_ae_title=str(assoc.requestor.ae_title),
                 calling_host=assoc.requestor.address,
-                called_ae_title=str(assoc.acceptor.ae_title),
+                called_ae_title=_called_ae_title(assoc),
                 association_id=f"{assoc.native_id}-{id(assoc)}-{time.time_ns()}",
                 received=counters.received,
             )
@@ -140,7 +146,7 @@ class StoreHandler:
             path=str(path),
             size_bytes=size,
             calling_ae_title=calling,
-            called_ae_title=assoc.acceptor.ae_title,
+            called_ae_title=_called_ae_title(assoc),
             calling_host=assoc.requestor.address,
         )
         try:
