@@ -169,6 +169,13 @@ class ReusePortServer(ThreadedAssociationServer):
         self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
 
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        if connection.family in (socket.AF_INET, socket.AF_INET6):
+            # Responses are small writes; Nagle's algorithm would hold them back waiting for ACKs.
+            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection, address
+
     def shutdown(self) -> None:
         # The server was not started through AE.start_server, so it is not in the AE's list.
         socketserver.TCPServer.shutdown(self)  # AssociationServer.shutdown would look for us in the AE's list
