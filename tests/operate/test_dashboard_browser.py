@@ -11,17 +11,8 @@ from PIL import Image
 
 from node.db import Series, SeriesState, Study, utcnow
 from tests.operate.conftest import TOKEN, WORKER, NodeState
+from tests.operate.webcheck import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 pytestmark = pytest.mark.timeout(120)
 

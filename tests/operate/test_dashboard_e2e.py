@@ -12,14 +12,15 @@ from PIL import Image
 from sqlalchemy import select
 
 from node.db import Job, JobState, ResultObject
-from tests.operate.test_dashboard_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
-from tests.operate.test_node_audit import TOKEN, _metric, _wait_web, _web
+from tests.operate.webcheck import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, metric, wait_web, web_config
 from tests.receive.conftest import storescu
 from tests.support.node_process import NodeProcess, free_port
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_dicom" / "chest_ct"
 
 pytestmark = pytest.mark.timeout(240)
+
+TOKEN = "e2e-test-token"
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +29,11 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     extra = {
         "queue": {"embedded_worker": True, "reconcile_seconds": 1},
         "routes": [{"name": "chest", "match": {"Modality": "CT"}, "pipelines": ["ct-lungs"]}],
-        "web": _web(web_port),
+        "web": web_config(web_port, TOKEN),
     }
     with NodeProcess(tmp_path_factory.mktemp("e2e"), extra=extra, start_timeout=90) as running:
         running.web_url = f"http://127.0.0.1:{web_port}"  # type: ignore[attr-defined]
-        _wait_web(running, running.web_url)  # type: ignore[attr-defined]
+        wait_web(running, running.web_url)  # type: ignore[attr-defined]
         yield running
 
 
@@ -50,9 +51,9 @@ def test_a_received_series_its_job_and_preview_show_on_the_dashboard(node: NodeP
     with node.database.session() as session:
         seg = session.scalars(select(ResultObject).where(ResultObject.job_id == job.id, ResultObject.kind == "seg")).one()
     url = node.web_url  # type: ignore[attr-defined]
-    assert _metric(url, "pacsnode_job_duration_seconds_count", pipeline="ct-lungs", stage="infer") == 1
-    assert _metric(url, "pacsnode_series_completed_total") == 1
-    assert _metric(url, "pacsnode_instances_received_total") == 72
+    assert metric(url, "pacsnode_job_duration_seconds_count", pipeline="ct-lungs", stage="infer") == 1
+    assert metric(url, "pacsnode_series_completed_total") == 1
+    assert metric(url, "pacsnode_instances_received_total") == 72
 
     from playwright.sync_api import sync_playwright
 

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
 from node import audit
 from node.db import AuditEvent
+from tests.operate.webcheck import metric, wait_web, web_config
 from tests.receive.conftest import echoscu, storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import PACSNODE, NodeProcess, echo, free_port
@@ -22,31 +22,6 @@ from tests.support.node_process import PACSNODE, NodeProcess, echo, free_port
 pytestmark = pytest.mark.timeout(180)
 
 TOKEN = "audit-test-token"
-
-
-def _web(port: int) -> dict:
-    return {"enabled": True, "host": "127.0.0.1", "port": port, "token": TOKEN}
-
-
-def _wait_web(node: NodeProcess, url: str) -> None:
-    """`serve` starts its web server after the receivers answer C-ECHO; wait for it."""
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    node.wait_for(up, timeout=30)
-
-
-def _metric(url: str, name: str, **labels: str) -> float:
-    text = httpx.get(f"{url}/metrics", timeout=10).text
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    raise AssertionError(f"{name} {labels} not in /metrics")
 
 
 def _audit(node: NodeProcess, event: str) -> list[AuditEvent]:
@@ -59,12 +34,12 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     web_port = free_port()
     extra = {
         "node": {"allowed_calling_ae_titles": ["SCANNER", "BOUNDCT", "ECHOSCU"], "calling_ae_hosts": {"BOUNDCT": "10.9.9.9"}},
-        "web": _web(web_port),
+        "web": web_config(web_port, TOKEN),
         "logging": {"json": True},
     }
     with NodeProcess(tmp_path_factory.mktemp("audit"), extra=extra) as running:
         running.web_url = f"http://127.0.0.1:{web_port}"  # type: ignore[attr-defined]
-        _wait_web(running, running.web_url)  # type: ignore[attr-defined]
+        wait_web(running, running.web_url)  # type: ignore[attr-defined]
         yield running
 
 
@@ -84,9 +59,9 @@ def test_received_instances_are_audited_and_counted_without_phi(node: NodeProces
     audited = [r for r in records if r.get("audit_event") == audit.INSTANCES_RECEIVED]
     assert audited and audited[0]["series_uid"] == event.series_uid and audited[0]["calling_ae_title"] == "SCANNER"
     url = node.web_url  # type: ignore[attr-defined]
-    assert _metric(url, "pacsnode_instances_received_total") == 10
-    assert _metric(url, "pacsnode_received_bytes_total") == event.size_bytes
-    assert _metric(url, "pacsnode_associations_total", outcome="accepted") == 1
+    assert metric(url, "pacsnode_instances_received_total") == 10
+    assert metric(url, "pacsnode_received_bytes_total") == event.size_bytes
+    assert metric(url, "pacsnode_associations_total", outcome="accepted") == 1
 
 
 def test_unknown_and_misplaced_callers_are_refused_and_audited(node: NodeProcess) -> None:
@@ -98,7 +73,7 @@ def test_unknown_and_misplaced_callers_are_refused_and_audited(node: NodeProcess
     reasons = {e.source_ae_title: e.detail for e in events}
     assert "allowed_calling_ae_titles" in reasons["INTRUDER"]
     assert "10.9.9.9" in reasons["BOUNDCT"] and "calling_ae_hosts" in reasons["BOUNDCT"]
-    assert _metric(node.web_url, "pacsnode_associations_total", outcome="rejected") >= 2  # type: ignore[attr-defined]
+    assert metric(node.web_url, "pacsnode_associations_total", outcome="rejected") >= 2  # type: ignore[attr-defined]
 
 
 @pytest.fixture
@@ -116,17 +91,17 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 def test_disk_guard_refuses_associations_below_the_threshold(tmp_path: Path, small_disk: Path) -> None:
     web_port = free_port()
-    extra = {"node": {"storage_dir": str(small_disk / "storage"), "min_free_disk_mb": 40}, "web": _web(web_port)}
+    extra = {"node": {"storage_dir": str(small_disk / "storage"), "min_free_disk_mb": 40}, "web": web_config(web_port, TOKEN)}
     url = f"http://127.0.0.1:{web_port}"
     with NodeProcess(tmp_path / "node", extra=extra) as node:
-        _wait_web(node, url)
-        assert _metric(url, "pacsnode_disk_guard_active") == 0
+        wait_web(node, url)
+        assert metric(url, "pacsnode_disk_guard_active") == 0
         filler = small_disk / "filler"
         filler.write_bytes(b"\0" * (30 * 1024 * 1024))  # 34 MiB free left, below 40
         assert not echo(node.port)
         assert "disk guard active" in node.wait_for(lambda: node.log() if "disk guard" in node.log() else None)
         assert httpx.get(f"{url}/readyz").status_code == 503
-        assert _metric(url, "pacsnode_disk_guard_active") == 1
+        assert metric(url, "pacsnode_disk_guard_active") == 1
         refused = node.wait_for(lambda: _audit(node, audit.ASSOCIATION_REJECTED))
         assert "node.min_free_disk_mb" in refused[0].detail
         filler.unlink()

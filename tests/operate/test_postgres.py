@@ -17,7 +17,7 @@ from node.config import RetentionConfig
 from node.db import Delivery, DeliveryState, Job, JobState, Series, utcnow
 from node.web.server import start_web
 from tests.operate.conftest import TOKEN, build_state
-from tests.operate.test_web import _metrics
+from tests.operate.webcheck import metrics
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
 
@@ -41,10 +41,10 @@ def test_web_and_retention_on_postgresql(tmp_path: Path, postgres_url: str) -> N
     state = build_state(tmp_path / "storage", postgres_url)
     server = start_web(state.settings, state.database)
     try:
-        metrics = _metrics(server.url)
-        assert metrics["pacsnode_instances_received_total"][()] == state.instance_count
-        assert metrics["pacsnode_associations_total"][(("outcome", "accepted"),)] == 1
-        assert metrics["pacsnode_job_duration_seconds_count"][(("pipeline", "lungs"), ("stage", "infer"))] == 1
+        scraped = metrics(server.url)
+        assert scraped["pacsnode_instances_received_total"][()] == state.instance_count
+        assert scraped["pacsnode_associations_total"][(("outcome", "accepted"),)] == 1
+        assert scraped["pacsnode_job_duration_seconds_count"][(("pipeline", "lungs"), ("stage", "infer"))] == 1
         headers = {"Authorization": f"Bearer {TOKEN}"}
         for path in ("/api/status", f"/results/{state.seg_result_id}/preview.png"):
             assert httpx.get(f"{server.url}{path}", headers=headers).status_code == 200

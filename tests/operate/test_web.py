@@ -9,46 +9,35 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from prometheus_client.parser import text_string_to_metric_families
 
 from node.db import AuditEvent, open_database
 from node.web.server import start_web
 from tests.operate.conftest import TOKEN, NodeState, build_state, make_settings
+from tests.operate.webcheck import metrics
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def _metrics(url: str) -> dict[str, dict[tuple, float]]:
-    """name -> {sorted label items: value} for every sample of /metrics."""
-    response = httpx.get(f"{url}/metrics")
-    assert response.status_code == 200
-    samples: dict[str, dict[tuple, float]] = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
-
-
 def test_metrics_report_receiving_jobs_deliveries_and_disk(node_state: NodeState, web) -> None:
-    metrics = _metrics(web.url)
-    assert metrics["pacsnode_instances_received_total"][()] == node_state.instance_count
-    assert metrics["pacsnode_received_bytes_total"][()] == node_state.received_bytes
-    assert metrics["pacsnode_associations_total"][(("outcome", "accepted"),)] == 1
-    assert metrics["pacsnode_series_completed_total"][()] == 1
-    assert metrics["pacsnode_queue_depth"][()] == 1
-    assert metrics["pacsnode_jobs"][(("state", "failed"),)] == 1
-    assert metrics["pacsnode_deliveries"][(("state", "delivered"),)] == 1
-    assert metrics["pacsnode_deliveries"][(("state", "failed"),)] == 1
-    assert metrics["pacsnode_delivery_attempts_total"][(("outcome", "success"),)] == 1
-    assert metrics["pacsnode_delivery_attempts_total"][(("outcome", "failure"),)] == 1
+    scraped = metrics(web.url)
+    assert scraped["pacsnode_instances_received_total"][()] == node_state.instance_count
+    assert scraped["pacsnode_received_bytes_total"][()] == node_state.received_bytes
+    assert scraped["pacsnode_associations_total"][(("outcome", "accepted"),)] == 1
+    assert scraped["pacsnode_series_completed_total"][()] == 1
+    assert scraped["pacsnode_queue_depth"][()] == 1
+    assert scraped["pacsnode_jobs"][(("state", "failed"),)] == 1
+    assert scraped["pacsnode_deliveries"][(("state", "delivered"),)] == 1
+    assert scraped["pacsnode_deliveries"][(("state", "failed"),)] == 1
+    assert scraped["pacsnode_delivery_attempts_total"][(("outcome", "success"),)] == 1
+    assert scraped["pacsnode_delivery_attempts_total"][(("outcome", "failure"),)] == 1
     infer = (("pipeline", "lungs"), ("stage", "infer"))
-    assert metrics["pacsnode_job_duration_seconds_count"][infer] == 1
-    assert metrics["pacsnode_job_duration_seconds_sum"][infer] == pytest.approx(2.1)
-    assert metrics["pacsnode_job_duration_seconds_bucket"][(("le", "1.0"), *infer)] == 0
-    assert metrics["pacsnode_job_duration_seconds_bucket"][(("le", "2.5"), *infer)] == 1
-    assert metrics["pacsnode_disk_free_bytes"][()] > 0
-    assert metrics["pacsnode_disk_guard_active"][()] == 0
-    assert metrics["pacsnode_index_up"][()] == 1
+    assert scraped["pacsnode_job_duration_seconds_count"][infer] == 1
+    assert scraped["pacsnode_job_duration_seconds_sum"][infer] == pytest.approx(2.1)
+    assert scraped["pacsnode_job_duration_seconds_bucket"][(("le", "1.0"), *infer)] == 0
+    assert scraped["pacsnode_job_duration_seconds_bucket"][(("le", "2.5"), *infer)] == 1
+    assert scraped["pacsnode_disk_free_bytes"][()] > 0
+    assert scraped["pacsnode_disk_guard_active"][()] == 0
+    assert scraped["pacsnode_index_up"][()] == 1
 
 
 def test_liveness_and_readiness(node_state: NodeState, web) -> None:
@@ -59,7 +48,7 @@ def test_liveness_and_readiness(node_state: NodeState, web) -> None:
     assert set(ready.json()["checks"]) == {"database", "storage", "disk"}
 
 
-def test_disk_guard_makes_the_node_not_ready_and_shows_in_metrics(tmp_path: Path) -> None:
+def test_disk_guard_makes_the_node_not_ready_and_shows_inmetrics(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     settings.node.min_free_disk_mb = 1 << 40  # more than any disk here: the guard must be active
     database = open_database(settings.node.resolved_database_url())
@@ -69,7 +58,7 @@ def test_disk_guard_makes_the_node_not_ready_and_shows_in_metrics(tmp_path: Path
         assert ready.status_code == 503
         disk = ready.json()["checks"]["disk"]
         assert disk["ok"] is False and "node.min_free_disk_mb" in disk["detail"]
-        assert _metrics(server.url)["pacsnode_disk_guard_active"][()] == 1
+        assert metrics(server.url)["pacsnode_disk_guard_active"][()] == 1
     finally:
         server.stop()
         database.dispose()
@@ -120,10 +109,10 @@ def test_preview_shows_key_slices_with_segments_overlaid(node_state: NodeState, 
 
 
 def test_metrics_report_the_brokers_queues(node_state: NodeState, web) -> None:
-    metrics = _metrics(web.url)
-    assert metrics["pacsnode_broker_up"][()] == 1  # the embedded broker of this node's storage
-    assert metrics["pacsnode_broker_queue_messages"][(("queue", "gpu"),)] == 0
-    assert (("queue", "delivery"),) in metrics["pacsnode_broker_queue_messages"]
+    scraped = metrics(web.url)
+    assert scraped["pacsnode_broker_up"][()] == 1  # the embedded broker of this node's storage
+    assert scraped["pacsnode_broker_queue_messages"][(("queue", "gpu"),)] == 0
+    assert (("queue", "delivery"),) in scraped["pacsnode_broker_queue_messages"]
 
 
 @pytest.mark.redis
@@ -142,9 +131,9 @@ def test_metrics_count_messages_waiting_in_redis(tmp_path: Path) -> None:
     client = redis.Redis.from_url(settings.queue.broker_url)
     try:
         send(settings, "pacsnode.optest.not_a_task", 1)  # waits in the gpu queue: no worker here
-        metrics = _metrics(server.url)
-        assert metrics["pacsnode_broker_up"][()] == 1
-        assert metrics["pacsnode_broker_queue_messages"][(("queue", "gpu"),)] == 1
+        scraped = metrics(server.url)
+        assert scraped["pacsnode_broker_up"][()] == 1
+        assert scraped["pacsnode_broker_queue_messages"][(("queue", "gpu"),)] == 1
     finally:
         server.stop()
         database.dispose()
@@ -162,11 +151,11 @@ def test_an_unreachable_broker_shows_in_metrics_without_stalling_the_scrape(tmp_
     server = start_web(settings, database)
     try:
         started = time.monotonic()
-        metrics = _metrics(server.url)
+        scraped = metrics(server.url)
         assert time.monotonic() - started < 5
-        assert metrics["pacsnode_broker_up"][()] == 0
-        assert "pacsnode_broker_queue_messages" not in metrics
-        assert metrics["pacsnode_index_up"][()] == 1
+        assert scraped["pacsnode_broker_up"][()] == 0
+        assert "pacsnode_broker_queue_messages" not in scraped
+        assert scraped["pacsnode_index_up"][()] == 1
     finally:
         server.stop()
         database.dispose()
