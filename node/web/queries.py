@@ -130,10 +130,11 @@ def recent_deliveries(session: Session, limit: int = 50) -> list[dict[str, Any]]
 
 
 def recent_results(session: Session, limit: int = 12) -> list[dict[str, Any]]:
-    """Newest result objects first; SEG results get a preview image on the dashboard."""
+    """Newest result objects first; SEG results still stored get a preview image on the dashboard."""
     rows = session.execute(
-        select(ResultObject, Job.pipeline, Job.series_uid)
+        select(ResultObject, Job.pipeline, Job.series_uid, Series.removed_at)
         .join(Job, Job.id == ResultObject.job_id)
+        .join(Series, Series.series_uid == Job.series_uid)
         .order_by(ResultObject.created_at.desc(), ResultObject.id.desc())
         .limit(limit)
     ).all()
@@ -145,9 +146,9 @@ def recent_results(session: Session, limit: int = 12) -> list[dict[str, Any]]:
             "source_series_uid": source_series,
             "sop_instance_uid": result.sop_instance_uid,
             "created_at": result.created_at,
-            "previewable": result.kind == "seg",
+            "previewable": result.kind == "seg" and removed_at is None,
         }
-        for result, pipeline, source_series in rows
+        for result, pipeline, source_series, removed_at in rows
     ]
 
 
