@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
+from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 

@@ -11,7 +11,6 @@ import pydicom
 import pytest
 
 from node.db import Series
-from node.receive_handler import StoreStatus
 from tests.receive.conftest import storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess, echo
