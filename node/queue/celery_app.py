@@ -23,7 +23,7 @@ DELIVER_TASK = "pacsnode.deliver"
 GPU_QUEUE = "gpu"
 DELIVERY_QUEUE = "delivery"
 CONFIG_ENV = "PACSNODE_CONFIG"
-EMBEDDED_POLL_SECONDS = 0.02  # an idle worker lists the broker folder 50 times a second: fast start, little CPU
+EMBEDDED_POLL_SECONDS = 0.005  # how soon a worker sees a new message file; idle CPU stays negligible (measured)
 TASK_MODULES = ("node.queue.tasks", "node.deliver.tasks")
 
 _LOCK = threading.Lock()
