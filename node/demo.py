@@ -126,8 +126,8 @@ def _write_config(var: Path, pacs: LocalPacs, port: int) -> Path:
     config = {
         "node": {"ae_title": "PACSNODE", "host": "127.0.0.1", "port": port, "storage_dir": str(var / "storage"),
                  "series_quiet_seconds": 1.5},
-        "queue": {"embedded_worker": True, "reconcile_seconds": 2},
-        "delivery": {"retry_initial_seconds": 1, "retry_max_seconds": 5, "connect_timeout": 5},
+        "queue": {"embedded_worker": True, "reconcile_seconds": 2, "requeue_after_seconds": 5},
+        "delivery": {"retry_initial_seconds": 1, "retry_max_seconds": 5, "connect_timeout": 5, "requeue_after_seconds": 5},
         "destinations": [{"name": "local-pacs", "ae_title": pacs.ae_title, "host": "127.0.0.1", "port": pacs.port,
                           "outputs": ["seg", "sr"]}],
         "routes": [{"name": "chest-ct", "match": {"Modality": "CT"}, "pipelines": PIPELINES,
@@ -177,6 +177,19 @@ def _finished(database, series_uid: str) -> bool:  # type: ignore[no-untyped-def
         ).all()
         expected = sum(1 for j in jobs if j.state == JobState.succeeded)
         return len(states) >= expected and all(s in (DeliveryState.delivered, DeliveryState.failed) for s in states)
+
+
+def _progress(database, series_uid: str) -> str:  # type: ignore[no-untyped-def]
+    """One line on where the run stands: series state, jobs and deliveries by state."""
+    from node.db import Series
+
+    with database.session() as session:
+        series = session.get(Series, series_uid)
+        jobs = session.scalars(select(Job).where(Job.series_uid == series_uid)).all()
+        deliveries = session.scalars(select(Delivery.state)).all()
+    job_text = ", ".join(f"{j.pipeline} {j.state.value}" for j in jobs) or "no jobs"
+    return (f"series {series.state.value if series else 'not indexed'}, {job_text}, "
+            f"deliveries {[d.value for d in deliveries]}")
 
 
 def _print_summary(reports: list[JobReport], stages: dict[str, float], send_seconds: float, total: float,
@@ -243,7 +256,10 @@ def run(var: Path, out_dir: Path, keep_running: bool) -> int:
         database = open_database(f"sqlite:///{(var / 'storage' / 'pacsnode.db').resolve()}")
         remaining = DEADLINE_SECONDS - (time.monotonic() - started)
         with console.status("waiting for the pipelines and the deliveries"):
-            _wait(lambda: _finished(database, series_uid), remaining, "results to be delivered", every=0.2)
+            try:
+                _wait(lambda: _finished(database, series_uid), remaining, "results to be delivered", every=0.2)
+            except DemoFailed as exc:
+                raise DemoFailed(f"{exc}; {_progress(database, series_uid)}; see {var / 'pacsnode.log'}") from None
         total = time.monotonic() - sent_at
         volume = load_series(files)
         reports = job_reports(database, series_uid, volume)

@@ -20,7 +20,7 @@ def node_extra(orthanc: Orthanc, pipelines: list[str] = PIPELINES, **delivery: A
     """Node configuration: CT series go through ``pipelines``; results go back to Orthanc."""
     return {
         "node": {"series_quiet_seconds": 1},
-        "queue": {"embedded_worker": True, "reconcile_seconds": 1},
+        "queue": {"embedded_worker": True, "reconcile_seconds": 1, "requeue_after_seconds": 5},
         "delivery": {"retry_initial_seconds": 0.5, "retry_max_seconds": 2, "connect_timeout": 2,
                      "requeue_after_seconds": 10, **delivery},
         "destinations": [{"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
