@@ -5,6 +5,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(dcmtk dicom3tools orthanc orthanc-dicomweb chromium systemd)
 missing=()
+command -v npm >/dev/null || missing+=(npm)  # fetches the OHIF viewer for the viewer tests
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done

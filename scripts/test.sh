@@ -3,4 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/services.sh
+bash scripts/fetch_ohif.sh
 exec .venv/bin/python -m pytest "$@"
