@@ -27,6 +27,10 @@ from pydicom.multival import MultiValue
 from node.config import ConfigError, RouteConfig, Settings
 
 
+IDENTIFYING_KEYWORDS = {"AccessionNumber", "ReferringPhysicianName", "InstitutionName", "StudyID", "OperatorsName"}
+"""Keywords whose values never appear in a routing reason (reasons are logged and stored)."""
+
+
 class RouteError(ConfigError):
     """The routes in the configuration are invalid; the message names each bad rule."""
 
@@ -86,8 +90,12 @@ def _equal(expected: Any, actual: Any) -> bool:
     return str(actual).strip() == str(expected).strip()
 
 
+def _is_identifying(keyword: str) -> bool:
+    return keyword.startswith(("Patient", "OtherPatient")) or keyword in IDENTIFYING_KEYWORDS
+
+
 def _match_condition(keyword: str, expected: Any, element_value: Any) -> str | None:
-    """None when ``element_value`` satisfies ``expected``, else the reason it does not."""
+    """None when ``element_value`` satisfies ``expected``, else the reason it does not (no patient data in it)."""
     values = _values(element_value)
     shown = "\\".join(str(v) for v in values)
     if isinstance(expected, dict):
@@ -96,16 +104,22 @@ def _match_condition(keyword: str, expected: Any, element_value: Any) -> str | N
             number = _number(value)
             if number is not None and (low is None or number >= low) and (high is None or number <= high):
                 return None
-        return f"{keyword}={shown!r} not in range [{low}, {high}]"
+        return f"{keyword}={_display(keyword, shown)} not in range [{low}, {high}]"
     if isinstance(expected, str) and expected.startswith("~"):
         pattern = re.compile(expected[1:])
         if any(pattern.search(str(v)) for v in values) or pattern.search(shown):
             return None
-        return f"{keyword}={shown!r} does not match /{expected[1:]}/"
+        return f"{keyword}={_display(keyword, shown)} does not match /{expected[1:]}/"
     options = expected if isinstance(expected, list) else [expected]
     if any(_equal(option, value) for option in options for value in values):
         return None
+    if _is_identifying(keyword):
+        return f"{keyword} (value withheld) does not match"
     return f"{keyword}={shown!r} is not {options[0]!r}" if len(options) == 1 else f"{keyword}={shown!r} not in {options}"
+
+
+def _display(keyword: str, shown: str) -> str:
+    return "(value withheld)" if _is_identifying(keyword) else repr(shown)
 
 
 def evaluate_route(route: RouteConfig, header: Dataset, called_ae: str | None, calling_ae: str | None) -> RouteVerdict:

@@ -129,3 +129,14 @@ def test_route_test_command_explains_a_folder(tmp_path: Path) -> None:
     assert "MATCH chest: matched BodyPartExamined='CHEST'" in result.stdout
     assert "no    head: BodyPartExamined='CHEST' is not 'HEAD'" in result.stdout
     assert "-> pipeline noop (routes chest)" in result.stdout
+
+
+def test_reasons_never_show_patient_data() -> None:
+    decision = route_series(
+        settings({"name": "vip", "match": {"PatientName": "~^Smith", "PatientID": ["1", "2"]},
+                  "pipelines": ["ct-lungs"]}).routes,
+        header(PatientName="Doe^Jane", PatientID="12345"), "PACSNODE", "CT1",
+    )
+    reason = decision.unrouted_reason()
+    assert "Doe" not in reason and "12345" not in reason
+    assert "PatientName=(value withheld) does not match" in reason and "PatientID (value withheld)" in reason
