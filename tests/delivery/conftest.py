@@ -50,6 +50,8 @@ class StoreSCP:
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
+        if self.process.poll() is not None:  # another process holds the port: fail rather than talk to it
+            raise RuntimeError(f"storescp exited with {self.process.returncode} (port {self.port} taken?)")
 
     def stop(self) -> None:
         if self.process is not None:
