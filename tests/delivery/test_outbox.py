@@ -169,3 +169,15 @@ def test_worker_killed_mid_delivery_resumes_and_delivers_once(make_node, tmp_pat
     [row] = node.deliveries()
     assert row.attempts == 2 and row.last_status == "0x0000"
     assert _result_rows(node)[0].sop_instance_uid in stored
+
+
+def test_reply_to_sender_goes_to_the_calling_aes_address(make_node, storescp: StoreSCP, tmp_path: Path,
+                                                          ct_files: list[str]) -> None:
+    """The series came from MODALITY at 127.0.0.1; its declared port gets the results, no destination needed."""
+    node = make_node([], senders=[{"ae_title": "MODALITY", "port": storescp.port}],
+                     routes=[{"name": "back", "reply_to_sender": True}])
+    job = node.add_job(_results(tmp_path, ct_files), [], routes=["back"], calling="MODALITY", calling_host="127.0.0.1")
+    ids = schedule_deliveries(node.settings, node.database, job)
+    assert deliver(node.settings, node.database, ids[0]) == {"delivered": 2}
+    assert {r.destination for r in node.deliveries()} == {"sender:MODALITY"}
+    assert len(storescp.received()) == 2
