@@ -16,6 +16,7 @@ from pathlib import Path
 from celery import Celery
 from kombu import Queue
 
+from node.queue import fs_transport
 from node.config import Settings, load_settings
 
 RUN_JOB_TASK = "pacsnode.run_job"
@@ -52,7 +53,7 @@ def _broker(settings: Settings) -> tuple[str, dict]:
         "control_folder": str(control),
         "polling_interval": EMBEDDED_POLL_SECONDS,
     }
-    return "filesystem://", options
+    return f"{fs_transport.ALIAS}://", options
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -59,6 +59,19 @@ def _save_jobs(session: Session, series: Series, decision: RoutingDecision) -> l
     return job_ids
 
 
+def _leave_complete(session: Session, series_uid: str, state: SeriesState, reason: str | None) -> bool:
+    """Move a series out of `complete`, unless a late instance reopened it meanwhile (then it is routed later)."""
+    moved = session.execute(
+        update(Series)
+        .where(Series.series_uid == series_uid, Series.state == SeriesState.complete)
+        .values(state=state, state_reason=reason)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not moved:
+        log.info("series %s: reopened by a late instance while routing; routing it when it completes again", series_uid)
+    return bool(moved)
+
+
 def _route(settings: Settings, session: Session, series: Series, header: pydicom.Dataset | str) -> list[int]:
     series_uid = series.series_uid
     if isinstance(header, str):
@@ -67,13 +80,15 @@ def _route(settings: Settings, session: Session, series: Series, header: pydicom
         decision = route_series(settings.routes, header, series.called_ae_title, series.calling_ae_title)
         reason = None if decision.pipelines else decision.unrouted_reason()
     if decision is None or not decision.pipelines:
-        series.state, series.state_reason = SeriesState.unrouted, reason
+        if not _leave_complete(session, series_uid, SeriesState.unrouted, reason):
+            return []
         record_event(session, "unrouted", f"series {series_uid}: {reason}", level="info", uid=series_uid)
         log.info("series %s: unrouted: %s", series_uid, reason)
         return []
+    routes = "routes: " + ", ".join(v.route.name for v in decision.matched)
+    if not _leave_complete(session, series_uid, SeriesState.routed, routes):
+        return []
     job_ids = _save_jobs(session, series, decision)
-    series.state = SeriesState.routed
-    series.state_reason = "routes: " + ", ".join(v.route.name for v in decision.matched)
     log.info("series %s: routed to %s (jobs %s)", series_uid, sorted(decision.pipelines), job_ids)
     return job_ids
 
