@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from node.db import Delivery, DeliveryState, Job, JobState, ResultObject, open_d
 from node.demo_report import JobReport, job_reports, series_stages, write_previews
 from node.local_pacs import Orthanc, orthanc_available
 from node.scu import send_objects
+from node.ports import free_port as _free_port
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,6 @@ console = Console()
 class DemoFailed(Exception):
     """Something in the loop did not work; the message says what and where to look."""
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _echo(port: int, ae_title: str) -> bool:

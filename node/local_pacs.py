@@ -23,6 +23,7 @@ from typing import Any
 import requests
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification
+from node.ports import free_port as _free_port
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,6 @@ DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 def orthanc_available() -> bool:
     return Path(ORTHANC_BINARY).exists() or shutil.which("Orthanc") is not None
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _port_in_use(port: int) -> bool:

@@ -15,12 +15,8 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from tests.support.orthanc import Orthanc, running_orthanc
+from node.ports import free_port
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
@@ -205,15 +201,6 @@ class DeliveryNode:
         self.stop_worker()
         self.database.dispose()
 
-
-def wait_for(predicate, timeout: float, what: str, every: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def node_config(storage: Path, destinations: list[dict], **extra: object) -> dict:

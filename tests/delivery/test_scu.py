@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pydicom
-import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import CTImageStorage

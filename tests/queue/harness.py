@@ -7,8 +7,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,22 +21,13 @@ from node.background import start_background
 from node.config import Settings
 from node.db import Database, Instance, Job, Series, SeriesState, Study, open_database, utcnow
 from tests.support.pipelines import RUN_LOG_ENV, SLEEP_ENV
+from tests.support.waiting import wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/7"
 TEST_PIPELINES = [
     "NoopPipeline", "RejectingPipeline", "UnsupportedPipeline", "SleepPipeline", "FlakyPipeline", "ThresholdPipeline"
 ]
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, every: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def base_config(storage: Path, broker_url: str = "", key_prefix: str = "", **queue: Any) -> dict[str, Any]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,11 @@ from sqlalchemy import func, select
 
 from node.config import load_settings
 from node.db import Database, Instance, Series, open_database
+from node.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PACSNODE = REPO / ".venv" / "bin" / "pacsnode"
 
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import threading
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from node.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,6 @@ APP_CONFIG = """window.config = {
 };
 """
 
-
-def free_port() -> int:
-    """An ephemeral TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def ohif_dist() -> Path:
