@@ -9,17 +9,9 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.node_process import NodeProcess
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: F401 (re-exported)
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 
 def web_config(port: int, token: str) -> dict:

@@ -25,6 +25,7 @@ from typing import Any
 
 import requests
 from node.ports import free_port
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
 log = logging.getLogger(__name__)
 
@@ -32,15 +33,6 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 FETCH_SCRIPT = REPO_ROOT / "scripts" / "fetch_ohif.sh"
 OHIF_VERSION = os.environ.get("OHIF_VERSION", "3.13.2")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 
 APP_CONFIG = """window.config = {
   routerBasename: null,
