@@ -8,8 +8,10 @@ from __future__ import annotations
 import ctypes
 import logging
 import multiprocessing as mp
+import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing.context import SpawnProcess
@@ -28,6 +30,7 @@ from node.scp import AssociationCounter, Receiver
 log = logging.getLogger(__name__)
 
 START_TIMEOUT = 60.0
+STOP_POLL_SECONDS = 0.5
 
 
 PR_SET_PDEATHSIG = 1
@@ -39,11 +42,15 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def receiver_main(settings: Settings, slots: Any, stop: Any, ready: Any, index: int) -> None:
-    """Process target: serve until ``stop`` is set; report the bound port (or the error) on ``ready``."""
+def receiver_main(settings: Settings, slots: Any, ready: Any, index: int) -> None:
+    """Process target: serve until SIGTERM or until `serve` is gone; report the bound port (or the error) on ``ready``."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent owns shutdown
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Stopping is by SIGTERM (from `serve`, or from Linux when `serve` dies) and the handler only sets a flag:
+    # no lock shared with the parent, which a parent killed while holding it would never release.
+    terminated: list[bool] = []
+    signal.signal(signal.SIGTERM, lambda *_: terminated.append(True))
+    parent = os.getppid()
     configure_logging(settings.logging)
     # Invalid values are answered with a status; pydicom's warnings would echo them into the log.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
@@ -58,7 +65,8 @@ def receiver_main(settings: Settings, slots: Any, stop: Any, ready: Any, index: 
         ready.put((index, None, f"{type(exc).__name__}: {exc}"))
         return
     ready.put((index, port, None))
-    stop.wait()
+    while not terminated and os.getppid() == parent:
+        time.sleep(STOP_POLL_SECONDS)
     receiver.stop()
     database.dispose()
 
@@ -74,7 +82,7 @@ class ReceiverPool:
 
     def __post_init__(self) -> None:
         self.slots = self.context.Array("i", self.settings.node.receive_processes)
-        self.stop_event = self.context.Event()
+        self.stopping = False
         self.ready = self.context.Queue()
 
     def start(self) -> int:
@@ -106,7 +114,7 @@ class ReceiverPool:
         settings.node.port = self.port
         process = self.context.Process(
             target=receiver_main,
-            args=(settings, self.slots, self.stop_event, self.ready, index),
+            args=(settings, self.slots, self.ready, index),
             name=f"pacsnode-receiver-{index}",
             daemon=False,
         )
@@ -127,7 +135,7 @@ class ReceiverPool:
         """Replace processes that died unexpectedly; return how many were restarted."""
         restarted = 0
         for position, process in enumerate(list(self.processes)):
-            if process.is_alive() or self.stop_event.is_set():
+            if process.is_alive() or self.stopping:
                 continue
             log.error("receiving process %s exited with code %s; restarting it", process.name, process.exitcode)
             self.processes.pop(position)
@@ -140,11 +148,14 @@ class ReceiverPool:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Ask every process to finish its associations and exit; terminate any that do not."""
-        self.stop_event.set()
+        self.stopping = True
+        for process in self.processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: the process finishes its associations, then exits
         for process in self.processes:
             process.join(timeout)
             if process.is_alive():
                 log.warning("receiving process %s did not stop in %.0f s; terminating it", process.name, timeout)
-                process.terminate()
+                process.kill()
                 process.join(5)
         self.processes.clear()
