@@ -16,15 +16,14 @@ import statistics
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
-
-import psycopg
 
 from node.db import JobState
 from tests.queue.harness import REDIS_URL, Node, base_config, delete_prefixed, wait_for
+from tests.support.postgres import throwaway_database
 
 BROKERS = {"embedded": "", "redis": REDIS_URL}
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
 
 
 def _start_times(node: Node) -> dict[str, float]:
@@ -61,27 +60,20 @@ def measure_throughput(node: Node, jobs: int) -> tuple[float, float]:
     return jobs / (finished - completed), (jobs - 1) / (starts[-1] - starts[0])
 
 
-def _postgres_database(name: str) -> str:
-    """Create an empty PostgreSQL database on 127.0.0.1 for one run; its SQLAlchemy URL."""
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    return f"postgresql+psycopg://{POSTGRES.removeprefix('postgresql://')}/{name}"
-
-
-def _drop_postgres_database(name: str) -> None:
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def run(broker: str, latency_runs: int, jobs: int, concurrency: int, pool: str, index: str) -> dict[str, float]:
+    with ExitStack() as stack:
+        database_url = stack.enter_context(throwaway_database("pacsnode_bench")) if index == "postgres" else ""
+        return _run(broker, latency_runs, jobs, concurrency, pool, database_url)
+
+
+def _run(broker: str, latency_runs: int, jobs: int, concurrency: int, pool: str, database_url: str) -> dict[str, float]:
     root = Path(tempfile.mkdtemp(prefix=f"pacsnode-bench-{broker}-"))
     token = uuid.uuid4().hex[:8]
     prefix = f"pacsnode-bench-{token}:"
     config = base_config(root / "storage", BROKERS[broker], prefix if BROKERS[broker] else "",
                          worker_concurrency=concurrency)
-    database_name = f"pacsnode_bench_{token}"
-    if index == "postgres":
-        config["node"]["database_url"] = _postgres_database(database_name)
+    if database_url:
+        config["node"]["database_url"] = database_url
     node = Node(root, config)
     try:
         node.start_worker(pool=pool, concurrency=concurrency)
@@ -93,8 +85,6 @@ def run(broker: str, latency_runs: int, jobs: int, concurrency: int, pool: str, 
         if BROKERS[broker]:
             delete_prefixed(prefix)
         shutil.rmtree(root, ignore_errors=True)
-        if index == "postgres":
-            _drop_postgres_database(database_name)
     return {
         "latency_median_ms": 1000 * statistics.median(latencies),
         "latency_p90_ms": 1000 * sorted(latencies)[int(0.9 * (len(latencies) - 1))],

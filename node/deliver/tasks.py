@@ -6,22 +6,12 @@ row no longer pending and does nothing.
 
 from __future__ import annotations
 
-from sqlalchemy.exc import OperationalError
-
 from node.deliver.attempt import deliver
 from node.queue.celery_app import DELIVER_TASK, get_app, get_settings
-from node.queue.tasks import worker_database
+from node.queue.tasks import TASK_OPTIONS, worker_database
 
 
-@get_app().task(
-    name=DELIVER_TASK,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,),  # the database is briefly unreachable: retry with backoff
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=8,
-)
+@get_app().task(name=DELIVER_TASK, **TASK_OPTIONS)
 def deliver_task(delivery_id: int) -> dict[str, int]:
     """Attempt delivery ``delivery_id`` (see node.deliver.attempt.deliver)."""
     settings = get_settings()

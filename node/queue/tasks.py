@@ -52,6 +52,17 @@ def worker_database(settings: Settings) -> Database:
     return _DATABASE[1]
 
 
+TASK_OPTIONS: dict = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (OperationalError,),  # the database is briefly unreachable: retry with backoff
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "max_retries": 8,
+}
+"""Options every pacsnode task shares: late acks, and retries while the database is unreachable."""
+
+
 @worker_process_init.connect
 def _forget_parent_connections(**_: object) -> None:
     global _DATABASE
@@ -60,15 +71,7 @@ def _forget_parent_connections(**_: object) -> None:
         _DATABASE = None
 
 
-@get_app().task(
-    name=RUN_JOB_TASK,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,),  # the database is briefly unreachable: retry with backoff
-    retry_backoff=True,
-    retry_backoff_max=60,
-    max_retries=8,
-)
+@get_app().task(name=RUN_JOB_TASK, **TASK_OPTIONS)
 def run_job(job_id: int) -> str:
     """Run inference job ``job_id`` (see node.processing.process_job); returns its outcome."""
     settings = get_settings()

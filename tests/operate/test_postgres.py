@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import update
 
@@ -18,23 +16,15 @@ from node.db import Delivery, DeliveryState, Job, JobState, Series, utcnow
 from node.web.server import start_web
 from tests.operate.conftest import TOKEN, build_state
 from tests.operate.webcheck import metrics
+from tests.support.postgres import throwaway_database
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(120)]
-
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A throw-away database on the local PostgreSQL server."""
-    name = f"pacsnode_operate_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("pacsnode_operate") as url:
+        yield url
 
 
 def test_web_and_retention_on_postgresql(tmp_path: Path, postgres_url: str) -> None:

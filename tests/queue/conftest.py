@@ -7,13 +7,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import redis
 
 from tests.queue.harness import REDIS_URL, Node, base_config, delete_prefixed
-
-POSTGRES = "postgresql://postgres@127.0.0.1:5432"
+from tests.support.postgres import throwaway_database
 
 
 @pytest.fixture
@@ -62,10 +60,6 @@ def broker_node(request: pytest.FixtureRequest, make_node: Callable[..., Node], 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """An empty PostgreSQL database on 127.0.0.1 for this test, dropped afterwards."""
-    name = f"pacsnode_queue_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(f"{POSTGRES}/postgres", autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    """A throw-away database on the local PostgreSQL server."""
+    with throwaway_database("pacsnode_queue") as url:
+        yield url

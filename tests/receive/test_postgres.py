@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pydicom
 import pytest
 
@@ -14,23 +12,15 @@ from node.db import Series
 from tests.receive.conftest import storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess
+from tests.support.postgres import throwaway_database
 
 pytestmark = pytest.mark.postgres
-
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A throw-away database on the local PostgreSQL server."""
-    name = f"pacsnode_receive_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database("pacsnode_receive") as url:
+        yield url
 
 
 def test_store_resend_and_assemble_on_postgres(tmp_path: Path, postgres_url: str) -> None:
