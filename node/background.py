@@ -59,14 +59,7 @@ def start_background(
     for loop in LOOPS:
         if only is not None and loop.name not in only:
             continue
-        module_name = loop.target.partition(":")[0]
-        try:
-            tick = _resolve(loop.target)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            log.warning("background loop %s skipped: module %s does not exist yet", loop.name, module_name)
-            continue
+        tick = _resolve(loop.target)
         thread = threading.Thread(
             target=_run, args=(loop, tick, settings, database, stop), name=f"pacsnode-{loop.name}", daemon=True
         )

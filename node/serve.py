@@ -7,18 +7,17 @@ SIGTERM or SIGINT stops them in reverse order, letting associations in progress 
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import subprocess
 import threading
 from pathlib import Path
-from types import ModuleType
 
 from node.assemble import resume
 from node.background import start_background
 from node.config import Settings
 from node.db import open_database
+from node.queue.worker import start_embedded_worker, stop_process
 from node.receive_process import ReceiverPool
 from node.reindex import reindex
 from node.storage import remove_partials
@@ -29,39 +28,13 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 1.0
 
 
-def _optional_module(name: str) -> ModuleType | None:
-    """Import a stage module that may not exist yet; None (with a warning) when it is missing."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name != name:
-            raise
-        log.warning("%s is not available; running without it", name)
-        return None
-
-
 def _start_worker(settings: Settings, config_path: Path | None) -> subprocess.Popen | None:
     if not (settings.embedded_broker and settings.queue.embedded_worker):
         return None
     if config_path is None:
         log.warning("no configuration file given: not starting the embedded worker")
         return None
-    worker = _optional_module("node.queue.worker")
-    if worker is None:
-        return None
-    return worker.start_embedded_worker(settings, config_path)
-
-
-def _stop_worker(process: subprocess.Popen | None, timeout: float = 30.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        log.warning("embedded worker (pid %d) did not stop in %.0f s; killing it", process.pid, timeout)
-        process.kill()
-        process.wait()
+    return start_embedded_worker(settings, config_path)
 
 
 def run(settings: Settings, config_path: Path | None = None, stop: threading.Event | None = None) -> int:
@@ -102,7 +75,7 @@ def run(settings: Settings, config_path: Path | None = None, stop: threading.Eve
         pool.stop(timeout=settings.node.network_timeout)
         if web is not None:
             web.stop()
-        _stop_worker(worker)
+        stop_process(worker, "embedded worker")
         database.dispose()
         log.info("pacsnode stopped")
     return 0

@@ -73,7 +73,7 @@ def run_worker(
         app.worker_main(argv=worker_argv(queues, concurrency, pool, name, settings.logging.level))
     finally:
         if child is not None:
-            _stop(child)
+            stop_process(child, "delivery worker")
 
 
 def _start_delivery_worker(config_path: Path | None) -> subprocess.Popen:
@@ -85,12 +85,15 @@ def _start_delivery_worker(config_path: Path | None) -> subprocess.Popen:
     return process
 
 
-def _stop(process: subprocess.Popen, timeout: float = 30.0) -> None:
+def stop_process(process: subprocess.Popen | None, what: str, timeout: float = 30.0) -> None:
+    """SIGTERM a worker process and wait; kill it if it has not stopped within ``timeout`` seconds."""
+    if process is None or process.poll() is not None:
+        return
     process.terminate()
     try:
         process.wait(timeout)
     except subprocess.TimeoutExpired:
-        log.warning("delivery worker (pid %d) did not stop in %.0f s; killing it", process.pid, timeout)
+        log.warning("%s (pid %d) did not stop in %.0f s; killing it", what, process.pid, timeout)
         process.kill()
         process.wait()
 
