@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    select,
     event,
 )
 from sqlalchemy.engine import Engine
@@ -284,3 +285,12 @@ def record_event(
     uid: str | None = None,
 ) -> None:
     session.add(NodeEvent(kind=kind, message=message, level=level, calling_ae_title=calling_ae_title, uid=uid))
+
+
+def get_or_add(session: Session, model: type[Base], **key: object) -> Base:
+    """The row of ``model`` with these column values, or a new one with them added to the session."""
+    row = session.scalars(select(model).filter_by(**key)).first()
+    if row is None:
+        row = model(**key)
+        session.add(row)
+    return row

@@ -24,7 +24,7 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy import select, update
 
 from node.config import Settings
-from node.db import Database, Instance, Job, JobState, ResultObject, utcnow
+from node.db import Database, Instance, Job, JobState, ResultObject, get_or_add, utcnow
 from pipelines.types import UnsupportedSeries
 
 log = logging.getLogger(__name__)
@@ -222,12 +222,7 @@ def _register_results(database: Database, lease: Lease, written: list) -> bool:
         if job is None:
             return False
         for item in written:
-            row = session.scalars(
-                select(ResultObject).where(ResultObject.job_id == lease.job_id, ResultObject.kind == item.kind)
-            ).first()
-            if row is None:
-                row = ResultObject(job_id=lease.job_id, kind=item.kind)
-                session.add(row)
+            row = get_or_add(session, ResultObject, job_id=lease.job_id, kind=item.kind)
             row.sop_class_uid, row.sop_instance_uid = item.sop_class_uid, item.sop_instance_uid
             row.series_uid, row.study_uid = item.series_uid, item.study_uid
             row.path, row.size_bytes, row.created_at = str(item.path), item.size_bytes, utcnow()

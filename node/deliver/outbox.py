@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from node.config import Settings
-from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
+from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, get_or_add, record_event, utcnow
 from node.deliver.fallback import plan, refused_classes, replaced_note
 from node.processing import _holder_is_dead as holder_is_dead  # the queue's own liveness test, shared
 
@@ -108,12 +108,7 @@ def schedule_deliveries(settings: Settings, database: Database, job_id: int) -> 
             for result in replaced:
                 _mark_replaced(session, result, target.name, now)
             for result in to_send:
-                row = session.scalars(
-                    select(Delivery).where(Delivery.result_id == result.id, Delivery.destination == target.name)
-                ).first()
-                if row is None:
-                    row = Delivery(result_id=result.id, destination=target.name)
-                    session.add(row)
+                row = get_or_add(session, Delivery, result_id=result.id, destination=target.name)
                 row.state, row.attempts, row.last_status, row.error = DeliveryState.pending, 0, None, None
                 row.created_at, row.next_attempt_at = now, now + grace
                 row.sending_since, row.delivered_at, row.worker = None, None, None

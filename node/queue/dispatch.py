@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from node.config import Settings
-from node.db import Database, Instance, Job, JobState, Series, SeriesState, record_event, utcnow
+from node.db import Database, Instance, Job, JobState, Series, SeriesState, get_or_add, record_event, utcnow
 from node.queue.celery_app import RUN_JOB_TASK, send
 from node.routing import RoutingDecision, route_series
 
@@ -46,10 +46,7 @@ def _first_paths(database: Database, series_uids: list[str]) -> dict[str, str]:
 def _save_jobs(session: Session, series: Series, decision: RoutingDecision) -> list[int]:
     now, job_ids = utcnow(), []
     for pipeline, routes in decision.pipelines.items():
-        job = session.scalars(select(Job).where(Job.series_uid == series.series_uid, Job.pipeline == pipeline)).first()
-        if job is None:
-            job = Job(series_uid=series.series_uid, pipeline=pipeline)
-            session.add(job)
+        job = get_or_add(session, Job, series_uid=series.series_uid, pipeline=pipeline)
         job.routes, job.destinations = routes, decision.destinations.get(pipeline, [])
         job.state, job.reason, job.attempts, job.worker = JobState.queued, None, 0, None
         job.queued_at, job.started_at, job.heartbeat_at, job.finished_at = now, None, None, None
