@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pydicom
 import yaml
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
@@ -31,6 +29,8 @@ from node.demo_report import JobReport, job_reports, series_stages, write_previe
 from node.local_pacs import Orthanc, orthanc_available
 from node.scu import send_objects
 from node.ports import free_port as _free_port
+from node.verify import c_echo
+from node.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +47,7 @@ class DemoFailed(Exception):
 
 
 def _echo(port: int, ae_title: str) -> bool:
-    ae = AE(ae_title="DEMO")
-    ae.add_requested_context(Verification)
-    ae.connection_timeout = ae.acse_timeout = 1
-    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
-    if not assoc.is_established:
-        return False
-    status = assoc.send_c_echo()
-    assoc.release()
-    return getattr(status, "Status", None) == 0
+    return c_echo("127.0.0.1", port, ae_title, calling_ae_title="DEMO", timeout=1).ok
 
 
 class LocalPacs:
@@ -108,13 +100,7 @@ class LocalPacs:
 
 
 def _wait(predicate, timeout: float, what: str, every: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+    return wait_until(predicate, timeout, what, every, error=DemoFailed)
 
 
 def _write_config(var: Path, pacs: LocalPacs, port: int) -> Path:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification
+
 from node.ports import free_port as _free_port
+from node.verify import c_echo
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +137,7 @@ class Orthanc:
             time.sleep(0.1)
 
     def echo(self) -> bool:
-        ae = AE(ae_title="PACSNODE-ECHO")
-        ae.add_requested_context(Verification)
-        ae.acse_timeout = ae.connection_timeout = 2
-        assoc = ae.associate("127.0.0.1", self.dicom_port, ae_title=self.ae_title)
-        if not assoc.is_established:
-            return False
-        status = assoc.send_c_echo()
-        assoc.release()
-        return bool(status) and status.Status == 0
+        return c_echo("127.0.0.1", self.dicom_port, self.ae_title, calling_ae_title="PACSNODE-ECHO").ok
 
     def _http_ready(self) -> bool:
         try:

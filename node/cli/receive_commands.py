@@ -65,23 +65,12 @@ def echo(
     timeout: float = typer.Option(10.0, help="Seconds to wait for the peer."),
 ) -> None:
     """Verify a DICOM peer with C-ECHO."""
-    from pynetdicom import AE
-    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+    from node.verify import c_echo
 
     aet, host, port = parse_peer(peer)
-    ae = AE(ae_title=calling_ae_title)
-    ae.add_requested_context(Verification)
-    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    assoc = ae.associate(host, port, ae_title=aet)
-    if not assoc.is_established:
-        state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "unreachable"
-        err_console.print(f"[red]C-ECHO to {peer} failed: association {state}[/red]")
-        raise typer.Exit(1)
-    status = assoc.send_c_echo()
-    assoc.release()
-    code = getattr(status, "Status", None)
-    if code != 0x0000:
-        err_console.print(f"[red]C-ECHO to {peer} failed: status {code}[/red]")
+    result = c_echo(host, port, aet, calling_ae_title, timeout)
+    if not result.ok:
+        err_console.print(f"[red]C-ECHO to {peer} failed: {result.problem}[/red]")
         raise typer.Exit(1)
     console.print(f"C-ECHO to {peer}: success")
 

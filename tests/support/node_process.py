@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pynetdicom import AE
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from sqlalchemy import func, select
 
 from node.config import load_settings
 from node.db import Database, Instance, Series, open_database
 from node.ports import free_port
+from node.verify import c_echo
+from node.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 PACSNODE = REPO / ".venv" / "bin" / "pacsnode"
@@ -46,15 +46,7 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 def echo(port: int, ae_title: str = "PACSNODE", calling: str = "ECHOSCU", timeout: float = 2.0) -> bool:
     """True when a C-ECHO to 127.0.0.1:``port`` succeeds."""
-    ae = AE(ae_title=calling)
-    ae.add_requested_context(Verification)
-    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
-    assoc = ae.associate("127.0.0.1", port, ae_title=ae_title)
-    if not assoc.is_established:
-        return False
-    status = assoc.send_c_echo()
-    assoc.release()
-    return getattr(status, "Status", None) == 0x0000
+    return c_echo("127.0.0.1", port, ae_title, calling_ae_title=calling, timeout=timeout).ok
 
 
 class NodeProcess:
@@ -186,13 +178,10 @@ class NodeProcess:
 
     def wait_for(self, condition: Callable[[], Any], timeout: float = 30.0, interval: float = 0.1) -> Any:
         """Poll ``condition`` until it returns something truthy; raise with the node's log otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = condition()
-            if value:
-                return value
-            time.sleep(interval)
-        raise AssertionError(f"condition not met within {timeout} s; node log:\n{self.log()[-4000:]}")
+        try:
+            return wait_until(condition, timeout, "the condition", interval)
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}; node log:\n{self.log()[-4000:]}") from None
 
     @property
     def address(self) -> str:
