@@ -15,6 +15,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from node.config import ResultsConfig
+from pipelines.results import encoding
 from pipelines.results.fallback import build_fallback
 from pipelines.results.seg import build_segmentation
 from pipelines.results.sr import build_report
@@ -42,7 +43,7 @@ def write_dataset(dataset: Dataset, path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as handle:
-        dataset.save_as(handle, enforce_file_format=True)
+        encoding.save(dataset, handle)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, path)

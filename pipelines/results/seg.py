@@ -136,6 +136,17 @@ class _Segmentation(hd.seg.Segmentation):
                 overlap = bool((planes.sum(axis=0, dtype=np.uint8) > 1).any())
         return pixel_array, (hd.seg.SegmentsOverlapValues.YES if overlap else hd.seg.SegmentsOverlapValues.NO)
 
+    def _encode_pixels_native(self, planes: np.ndarray) -> bytes:
+        """1-bit frames packed as pydicom's pack_bits packs them, with a cheaper check that they hold only 0 and 1.
+
+        Why: pack_bits compares each frame with a boolean copy of itself, a third of the SEG's build time.
+        """
+        if self.BitsAllocated != 1 or planes.dtype not in (np.bool_, np.uint8):
+            return super()._encode_pixels_native(planes)
+        if planes.dtype == np.uint8 and planes.max(initial=0) > 1:
+            raise ValueError("Only binary arrays (containing ones or zeroes) can be packed.")
+        return np.packbits(planes.ravel(), bitorder="little").tobytes()
+
 
 def to_source_frames(array: np.ndarray, volume: Volume) -> np.ndarray:
     """Rearrange slices into the frame order of an enhanced multi-frame source (frames not in the volume empty)."""
