@@ -1,19 +1,16 @@
-"""The C-STORE handler: validate, store durably, index, and only then answer Success.
+"""The C-STORE logic: validate, store durably, index, and only then answer Success.
 
-The handler never raises: every failure maps to a specific DICOM status and a log line that names
-the problem (UIDs, AE titles and sizes only, never patient data).
+It takes plain values (the encoded dataset, its transfer syntax, the command's UIDs, who sent it), not
+a network event, and never raises: every failure maps to a specific DICOM status and a log line that
+names the problem (UIDs, AE titles and sizes only, never patient data).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from pynetdicom.association import Association
-from pynetdicom.events import Event
 
 from node import audit
 from node.db import Database, record_event
@@ -22,11 +19,6 @@ from node.receive_dataset import UnreadableDataset, file_meta_header, read_ident
 from node.storage import InvalidUID, StorageFull, instance_path, write_durably
 
 log = logging.getLogger(__name__)
-
-
-def _called_ae_title(assoc: Association) -> str:
-    """The AE title the sender called (routes may depend on it); the acceptor's own title is always ours."""
-    return str(assoc.requestor.primitive.called_ae_title).strip()
 
 
 class StoreStatus(enum.IntEnum):
@@ -42,6 +34,21 @@ class StoreStatus(enum.IntEnum):
     SOP_INSTANCE_MISMATCH = 0xC212  # dataset's SOP Instance UID differs from the command
 
 
+@dataclass(frozen=True)
+class StoreRequest:
+    """One C-STORE request as received: the encoded dataset and what the association and command say."""
+
+    stream: bytes | bytearray | None  # the encoded dataset (None: the request carried none)
+    transfer_syntax: str  # of the presentation context
+    context_sop_class_uid: str  # the presentation context's abstract syntax
+    command_sop_class_uid: str  # Affected SOP Class UID of the command
+    command_sop_instance_uid: str  # Affected SOP Instance UID of the command
+    calling_ae_title: str
+    called_ae_title: str  # the AE title the sender called (routes may depend on it)
+    calling_host: str
+    association_id: str  # groups the requests of one association (summary line, audit trail)
+
+
 @dataclass
 class AssociationStats:
     """Per-association counters for the summary log line."""
@@ -54,33 +61,34 @@ class AssociationStats:
 
 @dataclass
 class StoreHandler:
-    """Handles EVT_C_STORE for one receiving process."""
+    """The store logic of one receiving process; safe to call from one thread per association."""
 
     storage_dir: Path
     database: Database
-    stats: dict[int, AssociationStats] = field(default_factory=dict)
+    stats: dict[str, AssociationStats] = field(default_factory=dict)
     known: KnownSeries = field(default_factory=KnownSeries)
 
-    def __call__(self, event: Event) -> int:
-        status = self._store(event)
-        counters = self.stats.setdefault(id(event.assoc), AssociationStats())
+    def store(self, request: StoreRequest) -> StoreStatus:
+        """Store one instance durably and index it; the status to answer."""
+        status = self._store(request)
+        counters = self.stats.setdefault(request.association_id, AssociationStats())
         if status == StoreStatus.SUCCESS:
             counters.stored += 1
         else:
             counters.failed += 1
-        return int(status)
+        return status
 
-    def on_association_end(self, event: Event) -> None:
-        """Log one summary line per association (released or aborted)."""
-        counters = self.stats.pop(id(event.assoc), None)
+    def on_association_end(self, association_id: str, calling_ae_title: str, called_ae_title: str,
+                           calling_host: str, outcome: str) -> None:
+        """Log one summary line per association (``outcome``: released or aborted) and audit what it stored."""
+        counters = self.stats.pop(association_id, None)
         if counters is None:
             return
-        assoc = event.assoc
         log.info(
             "association from %s@%s %s: %d stored (%.1f MB), %d failed",
-            assoc.requestor.ae_title,
-            assoc.requestor.address,
-            "aborted" if event.event.name == "EVT_ABORTED" else "released",
+            calling_ae_title,
+            calling_host,
+            outcome,
             counters.stored,
             counters.bytes / 1e6,
             counters.failed,
@@ -88,45 +96,40 @@ class StoreHandler:
         if counters.received:
             audit.association_ended(
                 self.database,
-                calling_ae_title=str(assoc.requestor.ae_title),
-                calling_host=assoc.requestor.address,
-                called_ae_title=_called_ae_title(assoc),
-                association_id=f"{assoc.native_id}-{id(assoc)}-{time.time_ns()}",
+                calling_ae_title=calling_ae_title,
+                calling_host=calling_host,
+                called_ae_title=called_ae_title,
+                association_id=association_id,
                 received=counters.received,
             )
 
-    def _store(self, event: Event) -> StoreStatus:
-        request = event.request
-        assoc = event.assoc
-        calling = assoc.requestor.ae_title
-        try:
-            stream = request.DataSet.getvalue()  # type: ignore[union-attr]
-        except AttributeError:
+    def _store(self, request: StoreRequest) -> StoreStatus:
+        calling = request.calling_ae_title
+        stream = request.stream
+        if stream is None:
             return self._fail(StoreStatus.CANNOT_PARSE, "C-STORE request without a data set", calling, None)
-        transfer_syntax = str(event.context.transfer_syntax)
+        transfer_syntax = request.transfer_syntax
         try:
             ids = read_identifiers(stream, transfer_syntax)
         except InvalidUID as exc:
             return self._fail(StoreStatus.INVALID_UID, f"rejected instance: {exc}", calling,
-                              str(request.AffectedSOPInstanceUID or ""))
+                              request.command_sop_instance_uid)
         except UnreadableDataset as exc:
             return self._fail(StoreStatus.CANNOT_PARSE, f"rejected instance: {exc}", calling,
-                              str(request.AffectedSOPInstanceUID or ""))
-        if ids.sop_class_uid != str(event.context.abstract_syntax) or ids.sop_class_uid != str(
-            request.AffectedSOPClassUID
-        ):
+                              request.command_sop_instance_uid)
+        if ids.sop_class_uid != request.context_sop_class_uid or ids.sop_class_uid != request.command_sop_class_uid:
             return self._fail(
                 StoreStatus.SOP_CLASS_MISMATCH,
                 f"rejected instance {ids.sop_instance_uid}: dataset SOP Class {ids.sop_class_uid} does not match "
-                f"the presentation context's {event.context.abstract_syntax}",
+                f"the presentation context's {request.context_sop_class_uid}",
                 calling,
                 ids.sop_instance_uid,
             )
-        if ids.sop_instance_uid != str(request.AffectedSOPInstanceUID):
+        if ids.sop_instance_uid != request.command_sop_instance_uid:
             return self._fail(
                 StoreStatus.SOP_INSTANCE_MISMATCH,
                 f"rejected instance {ids.sop_instance_uid}: the C-STORE command names "
-                f"{request.AffectedSOPInstanceUID}",
+                f"{request.command_sop_instance_uid}",
                 calling,
                 ids.sop_instance_uid,
             )
@@ -146,15 +149,15 @@ class StoreHandler:
             path=str(path),
             size_bytes=size,
             calling_ae_title=calling,
-            called_ae_title=_called_ae_title(assoc),
-            calling_host=assoc.requestor.address,
+            called_ae_title=request.called_ae_title,
+            calling_host=request.calling_host,
         )
         try:
             new = self._index(received)
         except Exception as exc:  # the database may be down; the peer must retry
             return self._fail(StoreStatus.INDEX_FAILED, f"stored {ids.sop_instance_uid} but cannot index it: "
                               f"{type(exc).__name__}: {exc}", calling, ids.sop_instance_uid, record=False)
-        counters = self.stats.setdefault(id(assoc), AssociationStats())
+        counters = self.stats.setdefault(request.association_id, AssociationStats())
         counters.bytes += size
         counters.received.append((ids.study_uid, ids.series_uid, ids.sop_instance_uid, size))
         log.debug("stored %s (%s, series %s, %d bytes, from %s)%s", ids.sop_instance_uid, ids.modality,
@@ -164,15 +167,15 @@ class StoreHandler:
     def _index(self, received: Received) -> bool:
         series_uid = received.ids.series_uid
         try:
-            with self.database.session() as session:
-                new = record_instance(session, received, self.known)
+            with self.database.engine.begin() as connection:
+                new = record_instance(connection, received, self.known)
         except Exception:
             if series_uid not in self.known:
                 raise
             # The series row may have been removed meanwhile (retention): upsert it this time.
             self.known.discard(series_uid)
-            with self.database.session() as session:
-                new = record_instance(session, received, self.known)
+            with self.database.engine.begin() as connection:
+                new = record_instance(connection, received, self.known)
         if series_uid not in self.known:
             log.info("receiving series %s (%s) of study %s from %s", series_uid, received.ids.modality,
                      received.ids.study_uid, received.calling_ae_title)

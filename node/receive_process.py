@@ -1,6 +1,6 @@
 """Receiving processes: each runs one SCP server on the shared port (SO_REUSEPORT).
 
-More processes use more cores; pynetdicom's threads in one process share one GIL.
+More processes use more cores; the association threads of one process share one GIL.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from node.db import Database
 from node.diskguard import refuse_reason
 from node.index import relax_commit_sync
 from node.logging_setup import configure_logging
-from node.receive_tuning import shorten_reactor_poll
 from node.scp import AssociationCounter, Receiver
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,6 @@ def receiver_main(settings: Settings, slots: Any, ready: Any, index: int) -> Non
     configure_logging(settings.logging)
     # Invalid values are answered with a status; pydicom's warnings would echo them into the log.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
-    shorten_reactor_poll(settings.node.reactor_poll_seconds)
     database = Database(settings.node.resolved_database_url())
     if not settings.node.index_fsync:
         relax_commit_sync(database)

@@ -1,33 +1,34 @@
-"""The DICOM SCP: pynetdicom application entity, association gate and port-sharing server.
+"""The DICOM SCP: supported contexts, the association gate and the receiving server.
 
 C-ECHO and C-STORE for every storage SOP class in the uncompressed, deflated, RLE, JPEG, JPEG-LS and
-JPEG 2000 transfer syntaxes. Several receiving processes can share the port (SO_REUSEPORT); the
-association limit is counted across all of them in shared memory.
+JPEG 2000 transfer syntaxes, served by pacsnode's upper layer (node.upper_layer). Several receiving
+processes can share the port (SO_REUSEPORT); the association limit is counted across all of them in
+shared memory.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
-import socket
-import socketserver
 import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from pydicom import uid
-from pynetdicom import AE, evt
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
 
 from node import audit
 from node.config import Settings
 from node.db import Database
-from node.receive_handler import StoreHandler
-from node.receive_tuning import dul_delay_handler
+from node.receive_handler import StoreHandler, StoreRequest
+from node.upper_layer.acse import AcceptedContext
+from node.upper_layer.association import Limits, Peer, Rejection, run_association
+from node.upper_layer.dimse import Command
+from node.upper_layer.server import AssociationServer
 
 log = logging.getLogger(__name__)
 
@@ -106,17 +107,12 @@ class AssociationGate:
     counter: AssociationCounter
     extra_checks: list[Callable[[], str | None]] = field(default_factory=list)
     database: Database | None = None  # where refusals are audited
-    _counted: set[int] = field(default_factory=set)
+    _counted: set[str] = field(default_factory=set)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def handlers(self) -> list[tuple[Any, Callable[..., Any]]]:
-        return [(evt.EVT_REQUESTED, self.on_requested), (evt.EVT_CONN_CLOSE, self.on_closed)]
-
-    def on_requested(self, event: evt.Event) -> None:
-        assoc = event.assoc
-        calling = str(assoc.requestor.primitive.calling_ae_title).strip()
-        called = str(assoc.requestor.primitive.called_ae_title).strip()
-        host = assoc.requestor.address
+    def admit(self, peer: Peer) -> Rejection | None:
+        """None when ``peer`` may associate (it is then counted until :meth:`release`), else the refusal."""
+        calling, host, called = peer.calling_ae_title, peer.host, peer.called_ae_title
         reason, rejection = self._refusal(calling, host)
         if reason is None:
             open_total = self.counter.try_acquire(self.settings.node.max_associations)
@@ -125,10 +121,10 @@ class AssociationGate:
                 rejection = REJECT_TOO_MANY
             else:
                 with self._lock:
-                    self._counted.add(id(assoc))
+                    self._counted.add(peer.association_id)
         if reason is None:
             log.debug("association from %s@%s to %s accepted", calling, host, called)
-            return
+            return None
         log.warning("rejected association from %s@%s to %s: %s", calling, host, called, reason)
         if self.database is not None:
             try:
@@ -137,9 +133,7 @@ class AssociationGate:
                 )
             except Exception:  # the refusal must still be sent
                 log.exception("cannot audit the refused association from %s@%s", calling, host)
-        assoc.acse.send_reject(*rejection)
-        evt.trigger(assoc, evt.EVT_REJECTED, {})
-        assoc.kill()
+        return Rejection(reason, *rejection)
 
     def _refusal(self, calling: str, host: str) -> tuple[str | None, tuple[int, int, int]]:
         node = self.settings.node
@@ -154,46 +148,45 @@ class AssociationGate:
                 return reason, REJECT_CONGESTION
         return None, REJECT_CONGESTION
 
-    def on_closed(self, event: evt.Event) -> None:
+    def release(self, association_id: str) -> None:
+        """An admitted association ended: it no longer counts towards the limit."""
         with self._lock:
-            if id(event.assoc) not in self._counted:
+            if association_id not in self._counted:
                 return
-            self._counted.discard(id(event.assoc))
+            self._counted.discard(association_id)
         self.counter.release()
 
 
-class ReusePortServer(ThreadedAssociationServer):
-    """An association server whose listening socket can be shared by several processes."""
+@dataclass
+class NodeAssociations:
+    """The node's decisions for the upper layer: who may associate, and how C-STORE requests are stored."""
 
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+    gate: AssociationGate
+    store: StoreHandler
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        connection, address = super().get_request()
-        if connection.family in (socket.AF_INET, socket.AF_INET6):
-            # Responses are small writes; Nagle's algorithm would hold them back waiting for ACKs.
-            connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return connection, address
+    def on_request(self, peer: Peer) -> Rejection | None:
+        return self.gate.admit(peer)
 
-    def shutdown(self) -> None:
-        # The server was not started through AE.start_server, so it is not in the AE's list.
-        socketserver.TCPServer.shutdown(self)  # AssociationServer.shutdown would look for us in the AE's list
-        self.server_close()
+    def on_store(self, peer: Peer, context: AcceptedContext, command: Command, data_set: bytearray | None) -> int:
+        request = StoreRequest(
+            stream=data_set,
+            transfer_syntax=context.transfer_syntax,
+            context_sop_class_uid=context.abstract_syntax,
+            command_sop_class_uid=command.affected_sop_class_uid,
+            command_sop_instance_uid=command.affected_sop_instance_uid,
+            calling_ae_title=peer.calling_ae_title,
+            called_ae_title=peer.called_ae_title,
+            calling_host=peer.host,
+            association_id=peer.association_id,
+        )
+        return int(self.store.store(request))
 
-
-def build_ae(settings: Settings) -> AE:
-    """The node's application entity with its timeouts, PDU size and contexts."""
-    node = settings.node
-    ae = AE(ae_title=node.ae_title)
-    ae.supported_contexts = supported_contexts()
-    ae.maximum_pdu_size = node.pdu_max_length
-    ae.acse_timeout = node.acse_timeout
-    ae.dimse_timeout = node.dimse_timeout
-    ae.network_timeout = node.network_timeout
-    # The gate enforces the limit across processes; pynetdicom's own check must not interfere first.
-    ae.maximum_associations = node.max_associations + 1
-    return ae
+    def on_end(self, peer: Peer, outcome: str) -> None:
+        try:
+            self.store.on_association_end(peer.association_id, peer.calling_ae_title, peer.called_ae_title,
+                                          peer.host, outcome)
+        finally:
+            self.gate.release(peer.association_id)
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -214,42 +207,31 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
 
 @dataclass
 class Receiver:
-    """One receiving server (thread-based) bound to the node's address."""
+    """One receiving server (a thread per association) bound to the node's address."""
 
     settings: Settings
     database: Database
     counter: AssociationCounter
     extra_checks: list[Callable[[], str | None]] = field(default_factory=list)
-    server: ReusePortServer | None = None
-    _thread: threading.Thread | None = None
+    server: AssociationServer | None = None
 
     def start(self) -> tuple[str, int]:
-        """Bind and serve in a background thread; return the bound address."""
-        ae = build_ae(self.settings)
+        """Bind and serve in background threads; return the bound address."""
+        node = self.settings.node
         gate = AssociationGate(self.settings, self.counter, self.extra_checks, database=self.database)
-        store = StoreHandler(self.settings.node.storage_dir, self.database)
-        handlers = gate.handlers() + [
-            dul_delay_handler(self.settings.node.reactor_poll_seconds),
-            (evt.EVT_C_STORE, store),
-            (evt.EVT_RELEASED, store.on_association_end),
-            (evt.EVT_ABORTED, store.on_association_end),
-        ]
-        self.server = ae.make_server(
-            (self.settings.node.host, self.settings.node.port),
-            ssl_context=tls_context(self.settings),
-            evt_handlers=handlers,
-            server_class=ReusePortServer,
-        )
-        self._thread = threading.Thread(target=self.server.serve_forever, name="pacsnode-scp", daemon=True)
-        self._thread.start()
-        host, port = self.server.server_address[:2]
-        return str(host), int(port)
+        handler = NodeAssociations(gate, StoreHandler(node.storage_dir, self.database))
+        limits = Limits(max_pdu_length=node.pdu_max_length, acse_timeout=node.acse_timeout,
+                        network_timeout=node.network_timeout)
+        serve = partial(run_association, handler=handler, supported=supported_contexts(), limits=limits)
+        self.server = AssociationServer((node.host, node.port), serve, tls=tls_context(self.settings),
+                                        handshake_timeout=node.acse_timeout)
+        self.server.start()
+        return self.server.address
 
     def stop(self) -> None:
         """Stop accepting, then wait for the associations in progress to finish (bounded)."""
         if self.server is None:
             return
-        self.server.shutdown()
-        for assoc in list(self.server.active_associations):
-            assoc.join(timeout=self.settings.node.network_timeout)
+        self.server.stop(timeout=self.settings.node.network_timeout)
         self.server = None
+
