@@ -173,8 +173,9 @@ class Heartbeat:
             self.lost = True
 
 
-def _run(settings: Settings, lease: Lease) -> tuple[list, dict[str, float]]:
+def _run(settings: Settings, database: Database, lease: Lease) -> tuple[list, dict[str, float]]:
     """Load, infer, write; returns the written results and per-stage seconds."""
+    from node.deliver.fallback import fallback_needed
     from pipelines.registry import get_pipeline
     from pipelines.volume import load_series
 
@@ -202,12 +203,16 @@ def _run(settings: Settings, lease: Lease) -> tuple[list, dict[str, float]]:
     written: list = []
     if result.segments or result.measurements or result.classifications:
         from pipelines.results import write_results
+        from pipelines.results.uids import job_key
 
         started = time.perf_counter()
         out_dir = settings.node.storage_dir / "results" / str(lease.job_id)
-        job_key = f"{lease.series_uid}/{lease.pipeline}"  # stable across re-runs: the same result UIDs
+        fallback = fallback_needed(settings, database, lease.job_id)  # else built if a destination refuses SEG
         try:
-            written = write_results(volume, result, settings.results, job_key=job_key, out_dir=out_dir)
+            written = write_results(
+                volume, result, settings.results, job_key=job_key(lease.series_uid, lease.pipeline), out_dir=out_dir,
+                fallback=fallback,
+            )
         except ValueError as exc:
             raise PermanentJobError(f"results do not fit the series: {exc}") from exc
         timings["write"] = time.perf_counter() - started
@@ -252,7 +257,7 @@ def process_job(settings: Settings, database: Database, job_id: int) -> Outcome:
     started = time.perf_counter()
     try:
         with Heartbeat(database, lease, settings.queue.heartbeat_seconds) as heartbeat:
-            written, timings = _run(settings, lease)
+            written, timings = _run(settings, database, lease)
             if heartbeat.lost or (written and not _register_results(database, lease, written)):
                 log.warning("job %s: lost its lease while running; this run's outcome is discarded", job_id)
                 return Outcome.lost

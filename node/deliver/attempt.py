@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from functools import partial
 
 from sqlalchemy import select, update
 
@@ -16,6 +17,7 @@ from node import audit
 from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
 from node.deliver.fallback import is_seg_refusal, record_refusal, replaced_note, send_fallback_instead
+from node.deliver.late_fallback import write_late_fallback
 from node.deliver.outbox import Target, resolve_target
 from node.deliver.outbox import _enqueue_groups as enqueue_all  # the outbox's own grouping, shared
 from node.deliver.policy import Verdict, decide
@@ -158,5 +160,6 @@ def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[st
             sent=sent, not_sent=not_sent, detail="; ".join(sorted({o.error for o in outcomes if o.error}))[:500] or None,
         )
     if refused:
-        enqueue_all(settings, database, send_fallback_instead(database, destination, refused))
+        build = partial(write_late_fallback, settings, database)
+        enqueue_all(settings, database, send_fallback_instead(database, destination, refused, build=build))
     return counts

@@ -5,22 +5,30 @@ Capture key slices, result kinds ``fallback-1``, ``fallback-2``...). When a dest
 class at association, the refusal is recorded (table ``destination_refusals``), the SEG delivery becomes
 ``replaced``, and the job's fallback images are sent to that destination instead, once. Later jobs send the
 fallback to it straight away. `pacsnode status` shows the replaced deliveries and the refusal event.
+
+A job builds its fallback images with its SEG and SR only when one of its destinations asks for them or is
+known to refuse SEG (``fallback_needed``); most jobs need none, and building them costs a good part of a
+second. When a destination refuses SEG for the first time and the job has none, they are built then from the
+stored series and the job's SEG (``node.deliver.late_fallback``), with the same UIDs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from node.config import Settings
 from node.db import (
     Database,
     Delivery,
     DeliveryState,
     DestinationRefusal,
+    Job,
     ResultObject,
+    Series,
     record_event,
     utcnow,
 )
@@ -87,11 +95,62 @@ def record_refusal(session: Session, destination: str, sop_class_uid: str, detai
         row.last_refused_at, row.detail = utcnow(), detail[:2000]
 
 
-def send_fallback_instead(database: Database, destination: str, refused_delivery_ids: Sequence[int]) -> list[int]:
+def fallback_needed(settings: Settings, database: Database, job_id: int) -> bool:
+    """Whether job ``job_id`` should build its fallback images with its results.
+
+    True when one of the destinations its results go to lists ``fallback`` in its outputs, or has refused a SEG
+    SOP class before (it gets the fallback instead of the SEG).
+    """
+    from node.deliver.outbox import resolve_target, sender_destination  # the outbox imports this module
+
+    with database.session() as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return False
+        series = session.get(Series, job.series_uid)
+        names = list(job.destinations or [])
+        if series is not None and series.calling_ae_title and any(
+            route.reply_to_sender for route in settings.routes if route.name in (job.routes or [])
+        ):
+            names.append(sender_destination(series.calling_ae_title))
+        for name in names:
+            target = resolve_target(settings, name, series.calling_host if series is not None else None)
+            if target is None:
+                continue
+            if FALLBACK in target.outputs or refused_classes(session, name) & SEG_SOP_CLASSES:
+                return True
+    return False
+
+
+def _jobs_without_fallback(database: Database, delivery_ids: Sequence[int]) -> list[int]:
+    with database.session() as session:
+        job_ids = set(session.scalars(
+            select(ResultObject.job_id)
+            .join(Delivery, Delivery.result_id == ResultObject.id)
+            .where(Delivery.id.in_(delivery_ids))
+        ).all())
+        kinds = session.execute(
+            select(ResultObject.job_id, ResultObject.kind).where(ResultObject.job_id.in_(job_ids))
+        ).all()
+    with_fallback = {job_id for job_id, kind in kinds if output_of(kind) == FALLBACK}
+    return sorted(job_ids - with_fallback)
+
+
+def send_fallback_instead(
+    database: Database,
+    destination: str,
+    refused_delivery_ids: Sequence[int],
+    build: Callable[[int], object] | None = None,
+) -> list[int]:
     """Create (once) the fallback deliveries of the jobs behind ``refused_delivery_ids``; their new IDs.
 
-    Existing fallback deliveries to ``destination`` are left as they are, so the fallback goes out once.
+    ``build(job_id)`` first writes and registers the fallback images of each such job that has none (see
+    ``node.deliver.late_fallback``). Existing fallback deliveries to ``destination`` are left as they are, so
+    the fallback goes out once.
     """
+    if build is not None:
+        for job_id in _jobs_without_fallback(database, refused_delivery_ids):
+            build(job_id)
     created: list[int] = []
     with database.session() as session:
         job_ids = set(session.scalars(

@@ -64,13 +64,19 @@ def _written(kind: str, dataset: Dataset, path: Path) -> WrittenResult:
 
 
 def write_results(
-    volume: Volume, result: PipelineResult, options: ResultsConfig, job_key: str, out_dir: Path
+    volume: Volume,
+    result: PipelineResult,
+    options: ResultsConfig,
+    job_key: str,
+    out_dir: Path,
+    *,
+    fallback: bool = True,
 ) -> list[WrittenResult]:
     """Write the SEG (if there are segments) and the SR (if there is anything to report) into ``out_dir``.
 
-    With segments and ``options.fallback_key_slices``, also the Secondary Capture key slices for viewers without
-    SEG (``fallback-1.dcm``...). Files are named ``seg.dcm`` and ``sr.dcm``; the same ``job_key`` always gives
-    the same UIDs.
+    With segments, ``fallback`` and ``options.fallback_key_slices``, also the Secondary Capture key slices for
+    viewers without SEG (``fallback-1.dcm``..., see ``write_fallback``). Files are named ``seg.dcm`` and
+    ``sr.dcm``; the same ``job_key`` always gives the same UIDs.
     Raises ValueError when the result does not fit the volume.
     """
     out_dir = Path(out_dir)
@@ -117,8 +123,23 @@ def write_results(
         )
         written.append(_written("sr", report, out_dir / "sr.dcm"))
         logger.info("job %s: SR %s of series %s written", job_key, report.SOPInstanceUID, series_uid)
-    if result.segments and options.fallback_key_slices:
-        images = build_fallback(volume, result, options, job_key=job_key, max_slices=options.fallback_key_slices)
-        for number, image in enumerate(images, start=1):
-            written.append(_written(f"fallback-{number}", image, out_dir / f"fallback-{number}.dcm"))
+    if fallback:
+        written.extend(write_fallback(volume, result, options, job_key, out_dir))
     return written
+
+
+def write_fallback(
+    volume: Volume, result: PipelineResult, options: ResultsConfig, job_key: str, out_dir: Path
+) -> list[WrittenResult]:
+    """Write the Secondary Capture key slices of ``result``'s segments (``fallback-1.dcm``...) into ``out_dir``.
+
+    None without segments or with ``options.fallback_key_slices`` 0. The same ``job_key`` gives the same UIDs,
+    whether the images are written with the job's SEG or later, when a destination refuses SEG.
+    """
+    if not result.segments or not options.fallback_key_slices:
+        return []
+    images = build_fallback(volume, result, options, job_key=job_key, max_slices=options.fallback_key_slices)
+    return [
+        _written(f"fallback-{number}", image, Path(out_dir) / f"fallback-{number}.dcm")
+        for number, image in enumerate(images, start=1)
+    ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
@@ -23,7 +24,7 @@ from scipy import ndimage
 from node.config import ResultsConfig
 from pipelines.results.colours import segment_colour
 from pipelines.results.uids import job_uid, result_uids
-from pipelines.types import PipelineResult, Segment, Volume
+from pipelines.types import Code, PipelineResult, Segment, Volume
 
 logger = logging.getLogger(__name__)
 
@@ -204,3 +205,40 @@ def build_fallback(
         [k.index for k in keys],
     )
     return images
+
+
+def result_from_seg(seg_path: Path, volume: Volume) -> PipelineResult:
+    """The segments of a SEG pacsnode wrote for ``volume``, as the result the fallback is drawn from.
+
+    For a job whose fallback was not built with its results (no destination asked for it) and a destination
+    that refuses SEG. The masks read back are the ones the SEG holds: the pipeline's own for BINARY SEGs; where
+    segments overlap in a LABELMAP SEG, the highest segment number's, as the SEG itself shows them.
+    """
+    seg = hd.seg.segread(seg_path)
+    numbers = [int(item.SegmentNumber) for item in seg.SegmentSequence]
+    if volume.frame_numbers is None:
+        pixels = seg.get_pixels_by_source_instance(
+            [str(ds.SOPInstanceUID) for ds in volume.datasets], segment_numbers=numbers, skip_overlap_checks=True
+        )
+    else:
+        pixels = seg.get_pixels_by_source_frame(
+            str(volume.datasets[0].SOPInstanceUID), source_frame_numbers=volume.frame_numbers,
+            segment_numbers=numbers, skip_overlap_checks=True,
+        )
+    segments = []
+    for index, item in enumerate(seg.SegmentSequence):
+        category, kind = item.SegmentedPropertyCategoryCodeSequence[0], item.SegmentedPropertyTypeCodeSequence[0]
+        segments.append(Segment(
+            number=int(item.SegmentNumber),
+            label=str(item.SegmentLabel),
+            category=Code(str(category.CodeValue), str(category.CodingSchemeDesignator), str(category.CodeMeaning)),
+            type=Code(str(kind.CodeValue), str(kind.CodingSchemeDesignator), str(kind.CodeMeaning)),
+            mask=pixels[..., index] > 0,
+        ))
+    family = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmFamilyCodeSequence[0]
+    return PipelineResult(
+        pipeline=str(seg.ManufacturerModelName),
+        version=str(seg.SoftwareVersions),
+        algorithm_family=Code(str(family.CodeValue), str(family.CodingSchemeDesignator), str(family.CodeMeaning)),
+        segments=segments,
+    )

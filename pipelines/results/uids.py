@@ -42,3 +42,8 @@ def tracking_uid(job_key: str, segment_number: int) -> UID:
 def device_uid(pipeline: str, version: str) -> UID:
     """UID of an algorithm (pipeline name and version) as the SR's device observer; the same for every job."""
     return generate_uid(PYDICOM_ROOT_UID, entropy_srcs=["pacsnode-device", pipeline, version])
+
+
+def job_key(series_uid: str, pipeline: str) -> str:
+    """The key of a pipeline's job on a series: stable across re-runs, so they give the same result UIDs."""
+    return f"{series_uid}/{pipeline}"
