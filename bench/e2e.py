@@ -94,6 +94,10 @@ def report(node: NodeProcess, series_uid: str, last_ack: dt.datetime, quiet: flo
             print(f"    {'completion detection (beyond quiet)':40} {detection:7.3f} s")
             for name, value in stages.items():
                 print(f"    {name:40} {value:7.3f} s")
+                if name == "write SEG + SR":
+                    for step in ("seg_build", "seg_write", "sr", "fallback"):
+                        if f"write_{step}" in t:
+                            print(f"      {step.replace('_', ' '):38} {float(t[f'write_{step}']):7.3f} s")
             ok = ok and overhead < GOAL_SECONDS
     return ok
 

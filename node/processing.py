@@ -208,14 +208,16 @@ def _run(settings: Settings, database: Database, lease: Lease) -> tuple[list, di
         started = time.perf_counter()
         out_dir = settings.node.storage_dir / "results" / str(lease.job_id)
         fallback = fallback_needed(settings, database, lease.job_id)  # else built if a destination refuses SEG
+        steps: dict[str, float] = {}
         try:
             written = write_results(
                 volume, result, settings.results, job_key=job_key(lease.series_uid, lease.pipeline), out_dir=out_dir,
-                fallback=fallback,
+                fallback=fallback, timings=steps,
             )
         except ValueError as exc:
             raise PermanentJobError(f"results do not fit the series: {exc}") from exc
         timings["write"] = time.perf_counter() - started
+        timings.update({f"write_{step}": seconds for step, seconds in steps.items()})
     timings.update({f"pipeline_{k}": v for k, v in result.timings.items()})
     return written, timings
 

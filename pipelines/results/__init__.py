@@ -71,14 +71,17 @@ def write_results(
     out_dir: Path,
     *,
     fallback: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> list[WrittenResult]:
     """Write the SEG (if there are segments) and the SR (if there is anything to report) into ``out_dir``.
 
     With segments, ``fallback`` and ``options.fallback_key_slices``, also the Secondary Capture key slices for
     viewers without SEG (``fallback-1.dcm``..., see ``write_fallback``). Files are named ``seg.dcm`` and
-    ``sr.dcm``; the same ``job_key`` always gives the same UIDs.
+    ``sr.dcm``; the same ``job_key`` always gives the same UIDs. ``timings``, when given, receives the seconds
+    of each step (``seg_build``, ``seg_write``, ``sr``, ``fallback``).
     Raises ValueError when the result does not fit the volume.
     """
+    steps = timings if timings is not None else {}
     out_dir = Path(out_dir)
     series_uid = volume.datasets[0].SeriesInstanceUID
     segment_tracking = [tracking_uid(job_key, s.number) for s in sorted(result.segments, key=lambda s: s.number)]
@@ -97,6 +100,7 @@ def write_results(
         )
         built = time.perf_counter()
         written.append(_written("seg", seg, out_dir / "seg.dcm"))
+        steps["seg_build"], steps["seg_write"] = built - started, time.perf_counter() - built
         logger.info(
             "job %s: SEG %s of series %s, %d segments, %d frames, built in %.2f s, written in %.2f s (%d bytes)",
             job_key,
@@ -104,11 +108,12 @@ def write_results(
             series_uid,
             len(result.segments),
             int(seg.NumberOfFrames),
-            built - started,
-            time.perf_counter() - built,
+            steps["seg_build"],
+            steps["seg_write"],
             written[-1].size_bytes,
         )
     if result.segments or result.measurements or result.classifications:
+        started = time.perf_counter()
         uids = result_uids(job_key, "sr")
         group_tracking = [job_uid(job_key, "group", index) for index in range(len(result.classifications) + 1)]
         report = build_report(
@@ -122,9 +127,12 @@ def write_results(
             seg=seg,
         )
         written.append(_written("sr", report, out_dir / "sr.dcm"))
+        steps["sr"] = time.perf_counter() - started
         logger.info("job %s: SR %s of series %s written", job_key, report.SOPInstanceUID, series_uid)
     if fallback:
+        started = time.perf_counter()
         written.extend(write_fallback(volume, result, options, job_key, out_dir))
+        steps["fallback"] = time.perf_counter() - started
     return written
 
 
