@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from node.config import Settings
 from node.db import Database, Instance, Job, JobState, ResultObject, get_or_add, utcnow
@@ -79,9 +79,51 @@ def _holder_is_dead(worker: str | None) -> bool:
     return False
 
 
+_TAKE_WAITING = (
+    update(Job)
+    .where(
+        Job.id == bindparam("job_id"),
+        or_(
+            Job.state.in_([JobState.queued, JobState.retrying]),
+            and_(
+                Job.state == JobState.running,
+                or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < bindparam("stale_before")),
+            ),
+        ),
+    )
+    .values(
+        state=JobState.running,
+        worker=bindparam("holder"),
+        attempts=Job.attempts + 1,
+        started_at=bindparam("taken_at"),
+        heartbeat_at=bindparam("taken_at"),
+        finished_at=None,
+    )
+    .returning(Job.attempts, Job.pipeline, Job.series_uid, Job.queued_at)
+)
+"""Take a waiting job, or one whose holder went silent, in one atomic statement (the common case of claim)."""
+
+_SERIES_PATHS = select(Instance.path).where(Instance.series_uid == bindparam("series_uid")).order_by(Instance.path)
+
+
 def claim(settings: Settings, database: Database, job_id: int) -> Lease | None:
     """Take the job if it is waiting, or running under a dead or silent holder; None if it is not ours."""
     stale_before = utcnow() - dt.timedelta(seconds=settings.queue.job_timeout_seconds)
+    if database.engine.dialect.update_returning:
+        worker, now = worker_identity(), utcnow()
+        with database.engine.begin() as connection:
+            row = connection.execute(
+                _TAKE_WAITING, {"job_id": job_id, "stale_before": stale_before, "holder": worker, "taken_at": now}
+            ).first()
+            if row is not None:
+                attempt, pipeline, series_uid, queued_at = row
+                paths = connection.scalars(_SERIES_PATHS, {"series_uid": series_uid}).all()
+                return Lease(job_id, worker, attempt, pipeline, series_uid, queued_at, now, tuple(Path(p) for p in paths))
+    return _claim_by_inspection(database, job_id, stale_before)
+
+
+def _claim_by_inspection(database: Database, job_id: int, stale_before: dt.datetime) -> Lease | None:
+    """Read the job, say why it is not ours, or take it (a dead holder on this host) by compare-and-set."""
     with database.session() as session:
         job = session.get(Job, job_id)
         if job is None:
@@ -108,13 +150,12 @@ def claim(settings: Settings, database: Database, job_id: int) -> Lease | None:
                 heartbeat_at=now,
                 finished_at=None,
             )
+            .execution_options(synchronize_session=False)
         ).rowcount
         if not taken:
             log.info("job %s: taken by another worker first", job_id)
             return None
-        paths = session.scalars(
-            select(Instance.path).where(Instance.series_uid == series_uid).order_by(Instance.path)
-        ).all()
+        paths = session.scalars(_SERIES_PATHS, {"series_uid": series_uid}).all()
         return Lease(job_id, worker, attempt, pipeline, series_uid, queued_at, now, tuple(Path(p) for p in paths))
 
 
@@ -163,8 +204,8 @@ class Heartbeat:
     def _beat(self) -> None:
         self._due = time.monotonic() + self._period
         try:
-            with self._database.session() as session:
-                held = session.execute(update(Job).where(*_holds(self._lease)).values(heartbeat_at=utcnow())).rowcount
+            with self._database.engine.begin() as connection:
+                held = connection.execute(update(Job).where(*_holds(self._lease)).values(heartbeat_at=utcnow())).rowcount
         except Exception:  # noqa: BLE001 - a missed beat is retried on the next period
             log.warning("job %s: heartbeat failed; retrying", self._lease.job_id, exc_info=True)
             return
@@ -237,9 +278,31 @@ def _register_results(database: Database, lease: Lease, written: list) -> bool:
 
 
 def _finish(database: Database, lease: Lease, **values: object) -> bool:
-    with database.session() as session:
-        changes = {"finished_at": utcnow(), **values}
-        return bool(session.execute(update(Job).where(*_holds(lease)).values(**changes)).rowcount)
+    """Record the run's outcome if we still hold the lease; False if we lost it."""
+    changes = {"finished_at": utcnow(), **values}
+    with database.engine.begin() as connection:
+        return bool(connection.execute(update(Job).where(*_holds(lease)).values(**changes)).rowcount)
+
+
+_SUCCEED = (
+    update(Job)
+    .where(Job.id == bindparam("lease_job"), Job.state == JobState.running, Job.worker == bindparam("lease_holder"))
+    .values(
+        state=JobState.succeeded,
+        reason=None,
+        timings=bindparam("run_timings"),
+        run_count=Job.run_count + 1,
+        finished_at=bindparam("done_at"),
+    )
+)
+"""The common outcome, built once: a worker records it for every job."""
+
+
+def _succeed(database: Database, lease: Lease, timings: dict[str, float]) -> bool:
+    """Mark the job succeeded if we still hold the lease; False if we lost it."""
+    values = {"lease_job": lease.job_id, "lease_holder": lease.worker, "run_timings": timings, "done_at": utcnow()}
+    with database.engine.begin() as connection:
+        return bool(connection.execute(_SUCCEED, values).rowcount)
 
 
 def retry_delay(settings: Settings, attempt: int) -> float:
@@ -286,7 +349,7 @@ def process_job(settings: Settings, database: Database, job_id: int) -> Outcome:
     timings["total"] = time.perf_counter() - started
     if queue_wait is not None:
         timings["queue_wait"] = queue_wait
-    if not _finish(database, lease, state=JobState.succeeded, reason=None, timings=timings, run_count=Job.run_count + 1):
+    if not _succeed(database, lease, timings):
         log.warning("job %s: lost its lease before it could be marked done", job_id)
         return Outcome.lost
     log.info("job %s: succeeded (%d result objects) in %.2f s", job_id, len(written), timings["total"])

@@ -123,6 +123,21 @@ def send(settings: Settings, task_name: str, *args: object) -> str:
     return producer_app(settings).send_task(task_name, args=list(args)).id
 
 
+def send_many(settings: Settings, task_name: str, argument_lists: list[tuple]) -> list[str]:
+    """Send ``task_name`` once per argument tuple through one producer; the Celery task ids, in order.
+
+    Transports that can batch get the messages at once (Redis: one pipelined round trip, kombu's
+    ``Producer.batch``); others publish one by one. Raises if the broker fails: whether any of the messages
+    arrived is then unknown, so callers treat none as sent (a duplicate message is harmless).
+    """
+    app = producer_app(settings)
+    task_ids: list[str] = []
+    with app.producer_or_acquire() as producer, producer.batch():
+        for args in argument_lists:
+            task_ids.append(app.send_task(task_name, args=list(args), producer=producer).id)
+    return task_ids
+
+
 def queue_depth(settings: Settings, queue: str) -> int:
     """Messages waiting in ``queue`` (not counting those a worker holds).
 

@@ -7,6 +7,7 @@ instead of adding rows. Retrying jobs are enqueued here once their backoff has p
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -14,8 +15,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from node.config import Settings
-from node.db import Database, Instance, Job, JobState, Series, SeriesState, get_or_add, record_event, utcnow
-from node.queue.celery_app import RUN_JOB_TASK, send
+from node.db import Database, Instance, Job, JobState, Series, SeriesState, record_event, utcnow
+from node.queue.celery_app import RUN_JOB_TASK, send_many
 from node.routing import RoutingDecision, route_series
 
 log = logging.getLogger(__name__)
@@ -43,79 +44,115 @@ def _first_paths(database: Database, series_uids: list[str]) -> dict[str, str]:
     return {uid: path for uid, path in rows}
 
 
-def _save_jobs(session: Session, series: Series, decision: RoutingDecision) -> list[int]:
-    now, job_ids = utcnow(), []
+JobKey = tuple[str, str]
+"""(series UID, pipeline): a job's identity."""
+
+
+def _save_jobs(session: Session, series: Series, decision: RoutingDecision, existing: dict[JobKey, Job]) -> list[Job]:
+    """The series' jobs, reset to queued (a series completed again) or added; IDs come with the next flush."""
+    now, jobs = utcnow(), []
     for pipeline, routes in decision.pipelines.items():
-        job = get_or_add(session, Job, series_uid=series.series_uid, pipeline=pipeline)
+        job = existing.get((series.series_uid, pipeline))
+        if job is None:
+            job = Job(series_uid=series.series_uid, pipeline=pipeline)
+            session.add(job)
         job.routes, job.destinations = routes, decision.destinations.get(pipeline, [])
         job.state, job.reason, job.attempts, job.worker = JobState.queued, None, 0, None
         job.queued_at, job.started_at, job.heartbeat_at, job.finished_at = now, None, None, None
         job.timings = {}
-        session.flush()
-        job_ids.append(job.id)
-    return job_ids
+        jobs.append(job)
+    return jobs
 
 
-def _leave_complete(session: Session, series_uid: str, state: SeriesState, reason: str | None) -> bool:
-    """Move a series out of `complete`, unless a late instance reopened it meanwhile (then it is routed later)."""
-    moved = session.execute(
-        update(Series)
-        .where(Series.series_uid == series_uid, Series.state == SeriesState.complete)
-        .values(state=state, state_reason=reason)
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    if not moved:
-        log.info("series %s: reopened by a late instance while routing; routing it when it completes again", series_uid)
-    return bool(moved)
+SeriesOutcome = tuple[SeriesState, "str | None", "RoutingDecision | None"]
+"""Where a complete series goes: routed (with its decision) or unrouted, and the reason recorded with it."""
 
 
-def _route(settings: Settings, session: Session, series: Series, header: pydicom.Dataset | str) -> list[int]:
-    series_uid = series.series_uid
+def _decide(settings: Settings, series: Series, header: pydicom.Dataset | str) -> SeriesOutcome:
     if isinstance(header, str):
-        decision, reason = None, f"cannot route: {header}"
-    else:
-        decision = route_series(settings.routes, header, series.called_ae_title, series.calling_ae_title)
-        reason = None if decision.pipelines else decision.unrouted_reason()
-    if decision is None or not decision.pipelines:
-        if not _leave_complete(session, series_uid, SeriesState.unrouted, reason):
-            return []
-        record_event(session, "unrouted", f"series {series_uid}: {reason}", level="info", uid=series_uid)
-        log.info("series %s: unrouted: %s", series_uid, reason)
-        return []
-    routes = "routes: " + ", ".join(v.route.name for v in decision.matched)
-    if not _leave_complete(session, series_uid, SeriesState.routed, routes):
-        return []
-    job_ids = _save_jobs(session, series, decision)
-    log.info("series %s: routed to %s (jobs %s)", series_uid, sorted(decision.pipelines), job_ids)
-    return job_ids
+        return SeriesState.unrouted, f"cannot route: {header}", None
+    decision = route_series(settings.routes, header, series.called_ae_title, series.calling_ae_title)
+    if not decision.pipelines:
+        return SeriesState.unrouted, decision.unrouted_reason(), None
+    return SeriesState.routed, "routes: " + ", ".join(v.route.name for v in decision.matched), decision
+
+
+def _leave_complete(session: Session, moves: dict[str, tuple[SeriesState, str | None]]) -> set[str]:
+    """Move series out of `complete`, each by compare-and-set; the UIDs moved.
+
+    A series a late instance reopened meanwhile stays as it is and is routed when it completes again.
+    Series with the same new state and reason move in one statement where the database returns the rows
+    it updated.
+    """
+    groups: dict[tuple[SeriesState, str | None], list[str]] = defaultdict(list)
+    for series_uid, move in moves.items():
+        groups[move].append(series_uid)
+    returning = session.get_bind().dialect.update_returning
+    moved: set[str] = set()
+    for (state, reason), uids in groups.items():
+        leave = (
+            update(Series)
+            .where(Series.state == SeriesState.complete)
+            .values(state=state, state_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
+        if returning:
+            moved.update(session.scalars(leave.where(Series.series_uid.in_(uids)).returning(Series.series_uid)))
+        else:
+            moved.update(uid for uid in uids if session.execute(leave.where(Series.series_uid == uid)).rowcount)
+    for series_uid in moves.keys() - moved:
+        log.info("series %s: reopened by a late instance while routing; routing it when it completes again", series_uid)
+    return moved
 
 
 def route_complete(settings: Settings, database: Database, series_uids: list[str]) -> list[int]:
     """Route complete series in one transaction: their jobs, or why they are unrouted; the job IDs to enqueue."""
     paths = _first_paths(database, series_uids)
     headers = {uid: _read_header(paths.get(uid)) for uid in series_uids}
-    job_ids: list[int] = []
+    routed: list[tuple[str, list[Job]]] = []
     with database.session() as session:
-        for series_uid in series_uids:
-            series = session.get(Series, series_uid)
-            if series is not None and series.state == SeriesState.complete:
-                job_ids.extend(_route(settings, session, series, headers[series_uid]))
-    return job_ids
+        complete = {
+            series.series_uid: series
+            for series in session.scalars(
+                select(Series).where(Series.series_uid.in_(series_uids), Series.state == SeriesState.complete)
+            )
+        }
+        existing = {
+            (job.series_uid, job.pipeline): job
+            for job in session.scalars(select(Job).where(Job.series_uid.in_(list(complete))))
+        }
+        outcomes = {uid: _decide(settings, complete[uid], headers[uid]) for uid in series_uids if uid in complete}
+        moved = _leave_complete(session, {uid: (state, reason) for uid, (state, reason, _) in outcomes.items()})
+        for series_uid, (_, reason, decision) in outcomes.items():
+            if series_uid not in moved:
+                continue
+            if decision is None:
+                record_event(session, "unrouted", f"series {series_uid}: {reason}", level="info", uid=series_uid)
+                log.info("series %s: unrouted: %s", series_uid, reason)
+            else:
+                routed.append((series_uid, _save_jobs(session, complete[series_uid], decision, existing)))
+        session.flush()  # one INSERT for all new jobs: their IDs
+    for series_uid, jobs in routed:
+        log.info("series %s: routed to %s (jobs %s)", series_uid, sorted(j.pipeline for j in jobs), [j.id for j in jobs])
+    return [job.id for _, jobs in routed for job in jobs]
 
 
 def enqueue_many(settings: Settings, database: Database, job_ids: list[int]) -> list[int]:
-    """Send the jobs' messages and record their task IDs; jobs the broker refused stay queued for the reconciler."""
-    sent: dict[int, str] = {}
-    for job_id in job_ids:
-        try:
-            sent[job_id] = send(settings, RUN_JOB_TASK, job_id)
-        except Exception as exc:  # noqa: BLE001 - the broker is down: the reconciler re-enqueues later
-            log.warning("job %s: could not reach the broker (%s); the reconciler will re-enqueue it", job_id, exc)
-    if sent:
-        with database.session() as session:
-            for job_id, task_id in sent.items():
-                session.execute(update(Job).where(Job.id == job_id).values(celery_task_id=task_id))
-    return list(sent)
+    """Send the jobs' messages in one batch and record their task IDs; if the broker fails, they stay queued.
+
+    A failed batch may have delivered some messages; the reconciler re-enqueues the jobs only once the
+    queue is empty, and a duplicate message finds its job taken or done.
+    """
+    if not job_ids:
+        return []
+    try:
+        task_ids = send_many(settings, RUN_JOB_TASK, [(job_id,) for job_id in job_ids])
+    except Exception as exc:  # noqa: BLE001 - the broker is down: the reconciler re-enqueues later
+        log.warning("jobs %s: could not reach the broker (%s); the reconciler will re-enqueue them", job_ids, exc)
+        return []
+    with database.session() as session:
+        session.execute(update(Job), [{"id": j, "celery_task_id": t} for j, t in zip(job_ids, task_ids)])
+    return list(job_ids)
 
 
 def enqueue(settings: Settings, database: Database, job_id: int) -> bool:
