@@ -1,32 +1,71 @@
 """Indexing received instances: idempotent upserts of study, series and instance rows.
 
 Several receiving processes write concurrently, so every insert is ``ON CONFLICT DO NOTHING``
-(SQLite and PostgreSQL) followed by targeted updates; a re-sent instance adds no row. The statements
-are built once per dialect and run on a Core connection: building them per instance through the ORM
-cost about 1.5 ms, more than the durable write of the file.
+(SQLite and PostgreSQL) followed by targeted updates; a re-sent instance adds no row. The few
+statements are plain SQL run on the driver's connection inside the caller's transaction: through
+SQLAlchemy's ORM they cost about 1.5 ms per instance, through Core 0.4 ms, on the driver 0.05 ms.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, event, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.dml import Insert, Update
 
-from node.db import Database, Instance, Series, SeriesState, Study, utcnow
+from node.db import Database, SeriesState, utcnow
 from node.receive_dataset import Identifiers
 
 log = logging.getLogger(__name__)
 
 REOPENABLE = (SeriesState.complete, SeriesState.routed, SeriesState.unrouted)
 REOPENED_REASON = "reopened by a late instance"
+_REOPENABLE_SQL = ", ".join(f"'{state.value}'" for state in REOPENABLE)
+
+# One text per statement with :name parameters (SQLite's style; PostgreSQL's %(name)s is derived).
+# RETURNING rather than rowcount tells an added row from a duplicate: psycopg reports -1 for ON CONFLICT.
+_SQL = {
+    "insert_study": "INSERT INTO studies (study_uid, accession_number, first_received_at, last_received_at) "
+                    "VALUES (:study_uid, :accession_number, :now, :now) ON CONFLICT DO NOTHING RETURNING study_uid",
+    "touch_study": "UPDATE studies SET last_received_at = :now WHERE study_uid = :study_uid",
+    "insert_series": "INSERT INTO series (series_uid, study_uid, modality, state, calling_ae_title, called_ae_title, "
+                     "calling_host, instance_count, first_received_at, last_received_at) VALUES (:series_uid, "
+                     ":study_uid, :modality, :state, :calling_ae_title, :called_ae_title, :calling_host, 0, :now, :now) "
+                     "ON CONFLICT DO NOTHING",
+    "insert_instance": "INSERT INTO instances (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, path, "
+                       "size_bytes, calling_ae_title, called_ae_title, received_at) VALUES (:sop_instance_uid, "
+                       ":series_uid, :sop_class_uid, :transfer_syntax_uid, :path, :size_bytes, :calling_ae_title, "
+                       ":called_ae_title, :now) ON CONFLICT DO NOTHING RETURNING sop_instance_uid",
+    "refresh_instance": "UPDATE instances SET size_bytes = :size_bytes, transfer_syntax_uid = :transfer_syntax_uid, "
+                        "received_at = :now WHERE sop_instance_uid = :sop_instance_uid",
+    "touch_series": "UPDATE series SET last_received_at = :now WHERE series_uid = :series_uid",
+    "reopen_series": f"UPDATE series SET state = :state, completed_at = NULL, state_reason = :reason "
+                     f"WHERE series_uid = :series_uid AND state IN ({_REOPENABLE_SQL})",
+    "count_instance": "UPDATE series SET instance_count = instance_count + 1, last_received_at = :now "
+                      "WHERE series_uid = :series_uid",
+}
+
+
+@cache
+def _statements(dialect: str) -> dict[str, str]:
+    """The statements in the driver's parameter style."""
+    if dialect == "sqlite":
+        return dict(_SQL)
+    if dialect == "postgresql":
+        return {name: re.sub(r":([a-z_]+)", r"%(\1)s", text) for name, text in _SQL.items()}
+    raise RuntimeError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
+
+
+def _timestamp(dialect: str, value: dt.datetime) -> Any:
+    """``value`` as SQLAlchemy's DateTime stores it: SQLite keeps text with microseconds."""
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f") if dialect == "sqlite" else value
 
 
 @dataclass(frozen=True)
@@ -40,54 +79,6 @@ class Received:
     calling_ae_title: str | None
     called_ae_title: str | None
     calling_host: str | None
-
-
-@dataclass(frozen=True)
-class _Statements:
-    """The index statements of one SQL dialect, with bound parameters (built once, compiled once)."""
-
-    insert_study: Insert
-    touch_study: Update
-    insert_series: Insert
-    insert_instance: Insert
-    refresh_instance: Update
-    touch_series: Update
-    reopen_series: Update
-    count_instance: Update
-
-
-def _insert_ignoring_duplicates(dialect: str, model: type) -> Insert:
-    """``INSERT ... ON CONFLICT DO NOTHING RETURNING key``: a row back means it was added.
-
-    RETURNING rather than rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
-    """
-    if dialect == "postgresql":
-        statement = postgresql.insert(model).on_conflict_do_nothing()
-    elif dialect == "sqlite":
-        statement = sqlite.insert(model).on_conflict_do_nothing()
-    else:  # pragma: no cover - other engines are not supported
-        raise RuntimeError(f"unsupported database dialect {dialect!r}: use SQLite or PostgreSQL")
-    key = model.__table__.primary_key.columns.values()[0]
-    return statement.returning(key)
-
-
-@cache
-def _statements(dialect: str) -> _Statements:
-    return _Statements(
-        insert_study=_insert_ignoring_duplicates(dialect, Study),
-        touch_study=update(Study).where(Study.study_uid == bindparam("key")).values(
-            last_received_at=bindparam("now")),
-        insert_series=_insert_ignoring_duplicates(dialect, Series),
-        insert_instance=_insert_ignoring_duplicates(dialect, Instance),
-        refresh_instance=update(Instance).where(Instance.sop_instance_uid == bindparam("key")).values(
-            size_bytes=bindparam("size"), transfer_syntax_uid=bindparam("syntax"), received_at=bindparam("now")),
-        touch_series=update(Series).where(Series.series_uid == bindparam("key")).values(
-            last_received_at=bindparam("now")),
-        reopen_series=update(Series).where(Series.series_uid == bindparam("key"), Series.state.in_(REOPENABLE))
-        .values(state=SeriesState.receiving, completed_at=None, state_reason=REOPENED_REASON),
-        count_instance=update(Series).where(Series.series_uid == bindparam("key")).values(
-            instance_count=Series.instance_count + 1, last_received_at=bindparam("now")),
-    )
 
 
 class KnownSeries:
@@ -119,58 +110,55 @@ class KnownSeries:
 def record_instance(target: Session | Connection, item: Received, known: KnownSeries | None = None) -> bool:
     """Index a stored instance; True when it is new, False for an idempotent re-send.
 
-    ``target`` is an ORM session or a Core connection inside a transaction; the caller commits.
-    A new instance for a series already complete (or routed) reopens it to ``receiving``: it completes
-    again after the quiet period and is routed again (its jobs are reset by the dispatcher).
-    ``known`` (optional) remembers series whose study and series rows exist, to skip their upserts.
+    ``target`` is an ORM session or a Core connection; the statements join its transaction and the
+    caller commits. A new instance for a series already complete (or routed) reopens it to
+    ``receiving``: it completes again after the quiet period and is routed again (its jobs are reset by
+    the dispatcher). ``known`` (optional) remembers series whose study and series rows exist, to skip
+    their upserts.
     """
     connection = target.connection() if isinstance(target, Session) else target
-    sql = _statements(connection.dialect.name)
-    now = utcnow()
+    dialect = connection.dialect.name
+    sql = _statements(dialect)
     ids = item.ids
-    if known is None or ids.series_uid not in known:
-        _upsert_study_and_series(connection, sql, item, now)
-    added = connection.execute(sql.insert_instance, {
-        "sop_instance_uid": ids.sop_instance_uid,
+    values = {
+        "now": _timestamp(dialect, utcnow()),
+        "study_uid": ids.study_uid,
         "series_uid": ids.series_uid,
+        "sop_instance_uid": ids.sop_instance_uid,
         "sop_class_uid": ids.sop_class_uid,
         "transfer_syntax_uid": item.transfer_syntax_uid,
         "path": item.path,
         "size_bytes": item.size_bytes,
         "calling_ae_title": item.calling_ae_title,
         "called_ae_title": item.called_ae_title,
-        "received_at": now,
-    }).first() is not None
-    if not added:
-        # Same SOP Instance UID again: the file was replaced in place; refresh its metadata only.
-        connection.execute(sql.refresh_instance, {"key": ids.sop_instance_uid, "size": item.size_bytes,
-                                                  "syntax": item.transfer_syntax_uid, "now": now})
-        connection.execute(sql.touch_series, {"key": ids.series_uid, "now": now})
-        return False
-    if connection.execute(sql.reopen_series, {"key": ids.series_uid}).rowcount:
-        log.info("series %s reopened by late instance %s", ids.series_uid, ids.sop_instance_uid)
-    connection.execute(sql.count_instance, {"key": ids.series_uid, "now": now})
-    return True
+    }
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if known is None or ids.series_uid not in known:
+            _upsert_study_and_series(cursor, sql, item, values)
+        cursor.execute(sql["insert_instance"], values)
+        if not cursor.fetchall():
+            # Same SOP Instance UID again: the file was replaced in place; refresh its metadata only.
+            cursor.execute(sql["refresh_instance"], values)
+            cursor.execute(sql["touch_series"], values)
+            return False
+        cursor.execute(sql["reopen_series"], {"series_uid": ids.series_uid, "state": SeriesState.receiving.value,
+                                              "reason": REOPENED_REASON})
+        if cursor.rowcount:
+            log.info("series %s reopened by late instance %s", ids.series_uid, ids.sop_instance_uid)
+        cursor.execute(sql["count_instance"], values)
+        return True
+    finally:
+        cursor.close()
 
 
-def _upsert_study_and_series(connection: Connection, sql: _Statements, item: Received, now: dt.datetime) -> None:
+def _upsert_study_and_series(cursor: Any, sql: dict[str, str], item: Received, values: dict[str, Any]) -> None:
     ids = item.ids
-    study = {"study_uid": ids.study_uid, "accession_number": ids.accession_number, "first_received_at": now,
-             "last_received_at": now}
-    if connection.execute(sql.insert_study, study).first() is None:
-        connection.execute(sql.touch_study, {"key": ids.study_uid, "now": now})
-    connection.execute(sql.insert_series, {
-        "series_uid": ids.series_uid,
-        "study_uid": ids.study_uid,
-        "modality": ids.modality,
-        "state": SeriesState.receiving,
-        "calling_ae_title": item.calling_ae_title,
-        "called_ae_title": item.called_ae_title,
-        "calling_host": item.calling_host,
-        "instance_count": 0,
-        "first_received_at": now,
-        "last_received_at": now,
-    })
+    cursor.execute(sql["insert_study"], {**values, "accession_number": ids.accession_number})
+    if not cursor.fetchall():
+        cursor.execute(sql["touch_study"], values)
+    cursor.execute(sql["insert_series"], {**values, "modality": ids.modality, "state": SeriesState.receiving.value,
+                                          "calling_host": item.calling_host})
 
 
 def relax_commit_sync(database: Database) -> None:
