@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from pipelines.gc_pause import paused_gc
 from pipelines.types import UnsupportedSeries, Volume
 
 logger = logging.getLogger(__name__)
@@ -52,13 +53,14 @@ def load_series(paths: Sequence[Path | str]) -> Volume:
     """Read the files of one series and build its volume; raises UnsupportedSeries with the reason."""
     if not paths:
         raise UnsupportedSeries("no files given for the series")
-    datasets = []
-    for path in paths:
-        try:
-            datasets.append(pydicom.dcmread(path))
-        except (InvalidDicomError, OSError, EOFError) as exc:
-            raise UnsupportedSeries(f"{Path(path).name}: not a readable DICOM file ({exc})") from exc
-    return load_datasets(datasets)
+    with paused_gc():
+        datasets = []
+        for path in paths:
+            try:
+                datasets.append(pydicom.dcmread(path))
+            except (InvalidDicomError, OSError, EOFError) as exc:
+                raise UnsupportedSeries(f"{Path(path).name}: not a readable DICOM file ({exc})") from exc
+        return load_datasets(datasets)
 
 
 def load_datasets(datasets: Iterable[Dataset]) -> Volume:

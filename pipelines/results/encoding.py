@@ -21,6 +21,8 @@ from pydicom.filewriter import correct_ambiguous_vr, write_data_element
 from pydicom.tag import BaseTag, Tag
 from pydicom.uid import UID
 
+from pipelines.gc_pause import paused_gc
+
 PER_FRAME_GROUPS = Tag(0x5200, 0x9230)
 
 _ITEM = struct.pack("<HH", 0xFFFE, 0xE000)
@@ -35,6 +37,11 @@ class _NotPlain(Exception):
 
 def save(dataset: Dataset, handle: BinaryIO) -> None:
     """Write ``dataset`` to ``handle`` as a DICOM file (preamble, file meta), byte for byte as ``save_as`` would."""
+    with paused_gc():
+        _save(dataset, handle)
+
+
+def _save(dataset: Dataset, handle: BinaryIO) -> None:
     raw = _per_frame_element(dataset)
     if raw is None:
         dataset.save_as(handle, enforce_file_format=True)

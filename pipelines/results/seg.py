@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from node.config import ResultsConfig
+from pipelines.gc_pause import paused_gc
 from pipelines.results.colours import segment_colour
 from pipelines.types import Code, PipelineResult, Segment, Volume
 
@@ -231,26 +232,27 @@ def build_segmentation(
     else:
         pixels = label_array(segments, volume.array.shape)
     pixels = to_source_frames(pixels, volume)
-    return _Segmentation(
-        source_images=source_images(volume),
-        pixel_array=pixels,
-        segmentation_type=(
-            hd.seg.SegmentationTypeValues.BINARY
-            if options.seg_type == "binary"
-            else hd.seg.SegmentationTypeValues.LABELMAP
-        ),
-        segment_descriptions=segment_descriptions(segments, result, tracking_uids),
-        series_instance_uid=series_uid,
-        series_number=options.series_number,
-        series_description=f"{options.series_description_prefix} {result.pipeline} SEG"[:64],
-        sop_instance_uid=sop_instance_uid,
-        instance_number=1,
-        manufacturer=options.manufacturer,
-        manufacturer_model_name=result.pipeline,
-        software_versions=result.version,
-        device_serial_number="0",
-        content_description=f"{result.pipeline} {result.version}"[:64],
-        content_creator_name=options.content_creator,
-        transfer_syntax_uid=transfer_syntax(options),
-        omit_empty_frames=options.omit_empty_frames,
-    )
+    with paused_gc():  # highdicom makes about ten pydicom objects per frame
+        return _Segmentation(
+            source_images=source_images(volume),
+            pixel_array=pixels,
+            segmentation_type=(
+                hd.seg.SegmentationTypeValues.BINARY
+                if options.seg_type == "binary"
+                else hd.seg.SegmentationTypeValues.LABELMAP
+            ),
+            segment_descriptions=segment_descriptions(segments, result, tracking_uids),
+            series_instance_uid=series_uid,
+            series_number=options.series_number,
+            series_description=f"{options.series_description_prefix} {result.pipeline} SEG"[:64],
+            sop_instance_uid=sop_instance_uid,
+            instance_number=1,
+            manufacturer=options.manufacturer,
+            manufacturer_model_name=result.pipeline,
+            software_versions=result.version,
+            device_serial_number="0",
+            content_description=f"{result.pipeline} {result.version}"[:64],
+            content_creator_name=options.content_creator,
+            transfer_syntax_uid=transfer_syntax(options),
+            omit_empty_frames=options.omit_empty_frames,
+        )
