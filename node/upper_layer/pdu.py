@@ -27,7 +27,7 @@ ABORT_INVALID_PARAMETER = 0x06
 
 HEADER = struct.Struct(">BxI")
 PDV_HEADER = struct.Struct(">IBB")  # item length, presentation context ID, message control header
-INITIAL_BUFFER = 4 * 1024 * 1024
+INITIAL_BUFFER = 256 * 1024  # grows to twice the largest PDU seen; zero-filled, so not larger up front
 
 
 class PeerClosed(ConnectionError):
@@ -85,9 +85,9 @@ class PduReader:
     def _compact(self, count: int) -> None:
         """Move the unread bytes to the front, growing the buffer when ``count`` bytes do not fit."""
         pending = self._end - self._start
-        if count > len(self._buffer):
+        if 2 * count > len(self._buffer):  # room for a whole PDU plus most of the next one
             self._view.release()
-            grown = bytearray(max(count, 2 * len(self._buffer)))
+            grown = bytearray(max(2 * count, 2 * len(self._buffer)))
             grown[:pending] = self._buffer[self._start : self._end]
             self._buffer = grown
             self._view = memoryview(grown)
