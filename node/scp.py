@@ -234,4 +234,3 @@ class Receiver:
             return
         self.server.stop(timeout=self.settings.node.network_timeout)
         self.server = None
-
