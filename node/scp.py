@@ -221,7 +221,7 @@ class Receiver:
         gate = AssociationGate(self.settings, self.counter, self.extra_checks, database=self.database)
         handler = NodeAssociations(gate, StoreHandler(node.storage_dir, self.database))
         limits = Limits(max_pdu_length=node.pdu_max_length, acse_timeout=node.acse_timeout,
-                        network_timeout=node.network_timeout)
+                        network_timeout=node.network_timeout, dimse_timeout=node.dimse_timeout)
         serve = partial(run_association, handler=handler, supported=supported_contexts(), limits=limits)
         self.server = AssociationServer((node.host, node.port), serve, tls=tls_context(self.settings),
                                         handshake_timeout=node.acse_timeout)

@@ -64,8 +64,13 @@ class Limits:
     """The acceptor's negotiated and timing limits (from ``node`` settings)."""
 
     max_pdu_length: int
-    acse_timeout: float
-    network_timeout: float
+    acse_timeout: float  # until the A-ASSOCIATE-RQ
+    network_timeout: float  # between messages
+    dimse_timeout: float  # between the PDUs of a message in progress
+
+
+class PeerSilent(TimeoutError):
+    """No PDU arrived in time; the message names the setting that allowed the wait."""
 
 
 class AssociationHandler(Protocol):
@@ -125,14 +130,12 @@ def _serve(sock: socket.socket, host: str, handler: AssociationHandler, supporte
         accept_pdu, accepted = acse.accept(request, supported, limits.max_pdu_length)
         sock.sendall(accept_pdu)
         reader.max_length = limits.max_pdu_length
-        sock.settimeout(limits.network_timeout)
-        outcome = _exchange(sock, reader, peer, handler, accepted, request.peer_max_pdu_length)
+        outcome = _exchange(sock, reader, peer, handler, accepted, request.peer_max_pdu_length, limits)
     except pdu.ProtocolError as exc:
         log.warning("aborting association from %s@%s: %s", peer.calling_ae_title, host, exc)
         _send_last(sock, pdu.abort(exc.reason))
-    except TimeoutError:
-        log.warning("aborting association from %s@%s: no PDU for %.0f s (node.network_timeout)",
-                    peer.calling_ae_title, host, limits.network_timeout)
+    except PeerSilent as exc:
+        log.warning("aborting association from %s@%s: %s", peer.calling_ae_title, host, exc)
         _send_last(sock, pdu.abort())
     except (ConnectionError, OSError) as exc:
         log.warning("association from %s@%s ended without release: %s", peer.calling_ae_title, host,
@@ -142,11 +145,18 @@ def _serve(sock: socket.socket, host: str, handler: AssociationHandler, supporte
 
 
 def _exchange(sock: socket.socket, reader: pdu.PduReader, peer: Peer, handler: AssociationHandler,
-              accepted: dict[int, acse.AcceptedContext], peer_max_pdu: int) -> str:
+              accepted: dict[int, acse.AcceptedContext], peer_max_pdu: int, limits: Limits) -> str:
     """Answer requests until A-RELEASE-RQ ("released") or A-ABORT ("aborted")."""
     assembler = MessageAssembler(set(accepted))
     while True:
-        pdu_type, body = reader.read()
+        waiting_inside_message = assembler.in_progress
+        sock.settimeout(limits.dimse_timeout if waiting_inside_message else limits.network_timeout)
+        try:
+            pdu_type, body = reader.read()
+        except TimeoutError as exc:
+            if waiting_inside_message:
+                raise PeerSilent(f"message incomplete after {limits.dimse_timeout:g} s (node.dimse_timeout)") from exc
+            raise PeerSilent(f"no PDU for {limits.network_timeout:g} s (node.network_timeout)") from exc
         if pdu_type == pdu.P_DATA_TF:
             for message in assembler.feed(body):
                 response = _answer(peer, handler, accepted[message.context_id], message)
@@ -199,7 +209,7 @@ def _send_last(sock: socket.socket, data: bytes) -> None:
 
 def _describe(exc: BaseException, timeout: float, setting: str) -> str:
     if isinstance(exc, TimeoutError):
-        return f"nothing received for {timeout:.0f} s ({setting})"
+        return f"nothing received for {timeout:g} s ({setting})"
     if isinstance(exc, pdu.PeerClosed):
         return "the peer closed the connection"
     return f"{type(exc).__name__}: {exc}"

@@ -23,13 +23,14 @@ from tests.support.node_process import NodeProcess, echo
 PDU_MAX = 16384
 ACSE_TIMEOUT = 1.0
 NETWORK_TIMEOUT = 2.0
+DIMSE_TIMEOUT = 1.5
 
 
 @pytest.fixture(scope="module")
 def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node with small PDUs, short timeouts and room for two associations."""
     extra = {"node": {"pdu_max_length": PDU_MAX, "acse_timeout": ACSE_TIMEOUT, "network_timeout": NETWORK_TIMEOUT,
-                      "max_associations": 2}}
+                      "dimse_timeout": DIMSE_TIMEOUT, "max_associations": 2}}
     with NodeProcess(tmp_path_factory.mktemp("strict"), extra=extra) as running:
         yield running
 
@@ -194,6 +195,17 @@ def test_silence_on_an_association_is_aborted_and_frees_its_slot(strict: NodePro
         assert peer.closed_after_abort()
     assert NETWORK_TIMEOUT <= time.monotonic() - started < NETWORK_TIMEOUT + 5
     strict.wait_for(lambda: "node.network_timeout" in strict.log(), timeout=5)
+    still_serving(strict)
+
+
+def test_silence_inside_a_message_is_aborted_after_the_dimse_timeout(strict: NodeProcess) -> None:
+    started = time.monotonic()
+    with RawPeer(strict.port) as peer:
+        peer.associate(CTImageStorage)
+        peer.send(pdu(0x04, pdv(1, 0x03, store_command(CTImageStorage, "1.2.3.4"))))  # its dataset never comes
+        assert peer.closed_after_abort()
+    assert DIMSE_TIMEOUT <= time.monotonic() - started < NETWORK_TIMEOUT
+    strict.wait_for(lambda: "message incomplete after 1.5 s (node.dimse_timeout)" in strict.log(), timeout=5)
     still_serving(strict)
 
 
