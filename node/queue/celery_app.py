@@ -16,7 +16,7 @@ from pathlib import Path
 from celery import Celery
 from kombu import Queue
 
-from node.queue import fs_transport
+from node.queue import fs_transport, redis_transport
 from node.config import Settings, load_settings
 
 RUN_JOB_TASK = "pacsnode.run_job"
@@ -42,7 +42,7 @@ def _broker(settings: Settings) -> tuple[str, dict]:
         options: dict = {"visibility_timeout": max(3600.0, 2 * settings.queue.job_timeout_seconds)}
         if settings.queue.key_prefix:
             options["global_keyprefix"] = settings.queue.key_prefix
-        return settings.queue.broker_url, options
+        return redis_transport.transport_url(settings.queue.broker_url), options
     folder = broker_dir(settings)
     messages, control = folder / "messages", folder / "control"
     messages.mkdir(parents=True, exist_ok=True)
