@@ -104,12 +104,56 @@ def stacked_array(segments: Sequence[Segment], shape: tuple[int, ...]) -> np.nda
     return np.moveaxis(stacked, 0, -1)
 
 
+MAX_BIT_SEGMENTS = 8
+"""Overlapping BINARY segments up to this many travel to highdicom as one bit each of a uint8 volume."""
+
+
+class SegmentBits(np.ndarray):
+    """Overlapping binary segments as one uint8 volume, bit ``n - 1`` set where segment ``n`` is.
+
+    A quarter of the memory of the masks stacked one byte per segment (315 MB for four segments on 300 slices
+    of 512x512), and quicker to fill; highdicom's per-frame hook takes each segment's bit out again.
+    """
+
+
+def segment_bits(segments: Sequence[Segment], shape: tuple[int, ...], slab: int = 16) -> np.ndarray:
+    """The bits of up to ``MAX_BIT_SEGMENTS`` segments numbered 1..n, filled a few slices at a time."""
+    if len(segments) > MAX_BIT_SEGMENTS:
+        raise ValueError(f"{len(segments)} segments do not fit in {MAX_BIT_SEGMENTS} bits")
+    bits = np.zeros(shape, dtype=np.uint8)
+    scratch = np.empty((min(slab, shape[0]), *shape[1:]), dtype=np.uint8)
+    for start in range(0, shape[0], slab):
+        part = bits[start : start + slab]
+        shifted = scratch[: part.shape[0]]
+        for segment in segments:
+            np.left_shift(_as_uint8(segment.mask[start : start + slab]), segment.number - 1, out=shifted)
+            np.bitwise_or(part, shifted, out=part)
+    return bits
+
+
 class _Segmentation(hd.seg.Segmentation):
-    """highdicom's Segmentation with a lighter check of stacked binary masks.
+    """highdicom's Segmentation taking overlapping segments as bits, with a lighter check of stacked masks.
 
     Why: for a 4D array highdicom sums over segments into an int64 array of the volume's size (2.5 GB and
-    seconds for 300x512x512x4); checking slice by slice gives the same answer in a fraction of both.
+    seconds for 300x512x512x4); checking slice by slice gives the same answer in a fraction of both. Segments
+    as bits (``SegmentBits``) avoid the 4D array altogether; highdicom makes the same frames from them.
     """
+
+    @staticmethod
+    def _get_segment_pixel_array(
+        pixel_array: np.ndarray,
+        segment_number: int,
+        described_segment_numbers: np.ndarray,
+        segmentation_type: hd.seg.SegmentationTypeValues,
+        max_fractional_value: int,
+        dtype: type,
+    ) -> np.ndarray:
+        if isinstance(pixel_array, SegmentBits):
+            plane = pixel_array.view(np.ndarray)
+            return np.bitwise_and(np.right_shift(plane, segment_number - 1), 1).astype(dtype, copy=False)
+        return hd.seg.Segmentation._get_segment_pixel_array(
+            pixel_array, segment_number, described_segment_numbers, segmentation_type, max_fractional_value, dtype
+        )
 
     @classmethod
     def _check_and_cast_pixel_array(
@@ -119,6 +163,10 @@ class _Segmentation(hd.seg.Segmentation):
         segmentation_type: hd.seg.SegmentationTypeValues,
         dtype: type,
     ) -> tuple[Any, hd.seg.SegmentsOverlapValues]:
+        if isinstance(pixel_array, SegmentBits):  # made by segment_bits() for segments known to overlap
+            if segmentation_type != hd.seg.SegmentationTypeValues.BINARY or len(segment_numbers) > MAX_BIT_SEGMENTS:
+                raise ValueError("segments as bits make a BINARY SEG of at most 8 segments")
+            return pixel_array, hd.seg.SegmentsOverlapValues.YES
         if not (
             isinstance(pixel_array, np.ndarray)
             and pixel_array.ndim == 4
@@ -227,11 +275,12 @@ def build_segmentation(
             volume.datasets[0].SeriesInstanceUID,
             result.pipeline,
         )
-    if overlap and options.seg_type == "binary":
-        pixels = stacked_array(segments, volume.array.shape)
+    if overlap and options.seg_type == "binary" and len(segments) <= MAX_BIT_SEGMENTS:
+        pixels = to_source_frames(segment_bits(segments, volume.array.shape), volume).view(SegmentBits)
+    elif overlap and options.seg_type == "binary":
+        pixels = to_source_frames(stacked_array(segments, volume.array.shape), volume)
     else:
-        pixels = label_array(segments, volume.array.shape)
-    pixels = to_source_frames(pixels, volume)
+        pixels = to_source_frames(label_array(segments, volume.array.shape), volume)
     with paused_gc():  # highdicom makes about ten pydicom objects per frame
         return _Segmentation(
             source_images=source_images(volume),
