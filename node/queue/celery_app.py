@@ -70,7 +70,7 @@ def make_celery(settings: Settings) -> Celery:
         accept_content=["json"],
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        worker_prefetch_multiplier=1,  # with late acks: a pool process holds only the message it runs, none waits behind it
         worker_lost_wait=2.0,  # a killed pool process: give its message back after 2 s, not 10
         task_queues=[Queue(GPU_QUEUE), Queue(DELIVERY_QUEUE)],
         task_default_queue=GPU_QUEUE,
