@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     files = series_files(args.slices)
     size = sum(f.stat().st_size for f in files) / 1e6
     print(f"ingest: {len(files)} CT slices 512x512, {size:.0f} MB, median of {args.repeats} runs, "
-          f"pacsnode with {args.processes} receiving process(es), fsync on")
+          f"pacsnode with {args.processes} receiving process(es), fsync on; "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (figures need a quiet machine)")
     rows = []
     for associations in (1, 4):
         results: dict[str, list[Run]] = {"storescp": [], "pacsnode": []}

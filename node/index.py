@@ -37,8 +37,8 @@ _SQL = {
     "touch_study": "UPDATE studies SET last_received_at = :now WHERE study_uid = :study_uid",
     "insert_series": "INSERT INTO series (series_uid, study_uid, modality, state, calling_ae_title, called_ae_title, "
                      "calling_host, instance_count, first_received_at, last_received_at) VALUES (:series_uid, "
-                     ":study_uid, :modality, :state, :calling_ae_title, :called_ae_title, :calling_host, 0, :now, :now) "
-                     "ON CONFLICT DO NOTHING",
+                     ":study_uid, :modality, :state, :calling_ae_title, :called_ae_title, :calling_host, 0, :now, "
+                     ":now) ON CONFLICT DO NOTHING",
     "insert_instance": "INSERT INTO instances (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, path, "
                        "size_bytes, calling_ae_title, called_ae_title, received_at) VALUES (:sop_instance_uid, "
                        ":series_uid, :sop_class_uid, :transfer_syntax_uid, :path, :size_bytes, :calling_ae_title, "

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.uid import CTImageStorage
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.pdu_primitives import MaximumLengthNotification
@@ -55,15 +56,14 @@ def _both_slots_free(port: int) -> bool:
 def test_accept_advertises_the_configured_maximum_pdu_length(strict: NodeProcess) -> None:
     with RawPeer(strict.port) as peer:
         accepted = peer.associate(CTImageStorage)
-        limits = [i for i in accepted.user_information.user_data if isinstance(i.to_primitive(), MaximumLengthNotification)]
+        items = [item.to_primitive() for item in accepted.user_information.user_data]
+        limits = [item for item in items if isinstance(item, MaximumLengthNotification)]
         assert limits[0].maximum_length_received == PDU_MAX
 
 
 def test_dataset_split_across_many_pdvs_and_pdus_is_stored_byte_for_byte(strict: NodeProcess, tmp_path: Path) -> None:
     path = write_series(tmp_path / "series", 1)[0]
     data = dataset_bytes_after_meta(path)
-    from pydicom import dcmread
-
     ds = dcmread(path)
     with RawPeer(strict.port) as peer:
         peer.associate(CTImageStorage)
@@ -72,8 +72,8 @@ def test_dataset_split_across_many_pdvs_and_pdus_is_stored_byte_for_byte(strict:
         for start in range(0, len(pieces), 3):  # three PDVs per P-DATA-TF
             group = pieces[start : start + 3]
             last_group = start + 3 >= len(pieces)
-            items = [pdv(1, 0x02 if last_group and n == len(group) - 1 else 0x00, piece) for n, piece in enumerate(group)]
-            peer.send(pdu(0x04, b"".join(items)))
+            last = len(group) - 1 if last_group else -1
+            peer.send(pdu(0x04, b"".join(pdv(1, 0x02 if n == last else 0x00, piece) for n, piece in enumerate(group))))
         assert peer.read_response_status() == 0x0000
         peer.send(pdu(0x05, b"\x00" * 4))
         assert peer.read_pdu() == (0x06, b"\x00" * 4)
@@ -86,8 +86,6 @@ def test_storescu_with_small_pdus_stores_everything(strict: NodeProcess, tmp_pat
     result = storescu(strict.port, files, extra=["--max-send-pdu", "4096"])
     assert result.returncode == 0, result.stderr
     for path in files:
-        from pydicom import dcmread
-
         ds = dcmread(path)
         stored = strict.storage_dir / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm"
         assert dataset_bytes_after_meta(stored) == dataset_bytes_after_meta(path)
@@ -211,8 +209,6 @@ def test_silence_inside_a_message_is_aborted_after_the_dimse_timeout(strict: Nod
 
 def test_peer_vanishing_mid_dataset_leaves_no_file_and_frees_its_slot(strict: NodeProcess, tmp_path: Path) -> None:
     path = write_series(tmp_path / "series", 1)[0]
-    from pydicom import dcmread
-
     ds = dcmread(path)
     data = dataset_bytes_after_meta(path)
     before = set(strict.storage_dir.rglob("*"))
