@@ -4,6 +4,9 @@
   worker, through the node's real dispatcher loop, a real broker and a real `pacsnode worker` process;
 * throughput: no-op jobs per second, from a batch of complete series to every job recorded succeeded.
 
+The no-op pipeline takes the path of every job: routing, a job row, a Celery message, the worker's claim, the
+series read from disk, the pipeline's run and the recorded outcome; only inference and result writing are empty.
+
 Run: ``python -m bench.dispatch [--latency-runs 20] [--jobs 300] [--pool solo] [--index postgres]`` (or
 ``python -m bench``). Redis must listen on 127.0.0.1:6379 (PostgreSQL on 5432 for ``--index postgres``).
 """
