@@ -64,7 +64,7 @@ def _save_jobs(session: Session, series: Series, decision: RoutingDecision, exis
     return jobs
 
 
-SeriesOutcome = tuple[SeriesState, "str | None", "RoutingDecision | None"]
+SeriesOutcome = tuple[SeriesState, str | None, RoutingDecision | None]
 """Where a complete series goes: routed (with its decision) or unrouted, and the reason recorded with it."""
 
 
