@@ -48,7 +48,7 @@ def write_late_fallback(settings: Settings, database: Database, job_id: int) -> 
         volume = load_series([Path(p) for p in paths])
         result = result_from_seg(Path(seg_path), volume)
         written = write_fallback(volume, result, settings.results, job_key(series_uid, pipeline), Path(seg_path).parent)
-    except (OSError, InvalidDicomError, UnsupportedSeries, ValueError) as exc:
+    except (OSError, InvalidDicomError, UnsupportedSeries, ValueError, KeyError, RuntimeError) as exc:
         message = (
             f"job {job_id}: cannot build the fallback images from series {series_uid} and its SEG "
             f"({type(exc).__name__}: {exc}); re-run the job (`pacsnode rerun {job_id}`) if its series is still stored"

@@ -99,3 +99,22 @@ def test_a_first_refusal_builds_the_fallback_the_job_would_have_written(make_nod
     assert received == {row.sop_instance_uid for row in built.values()}
     states = {r.destination + ":" + r.state.value for r in node.deliveries()}
     assert "legacy:replaced" in states and "legacy:failed" not in states
+
+
+def test_a_refusal_after_the_series_was_removed_says_why_no_fallback_was_sent(make_node, seg_less_peer: Peer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from node.db import NodeEvent
+
+    node = make_node([destination("legacy", seg_less_peer, ["seg", "sr"])])
+    job, _, _ = _stored_job(node, tmp_path / "job", ["legacy"], fallback=False)
+    for path in (tmp_path / "job" / "series").glob("*.dcm"):
+        path.unlink()
+
+    schedule_deliveries(node.settings, node.database, job)
+    _deliver_pending(node)
+
+    with node.database.session() as session:
+        events = [e.message for e in session.query(NodeEvent).filter(NodeEvent.kind == "seg_refused")]
+        kinds = [r.kind for r in session.query(ResultObject).filter(ResultObject.job_id == job)]
+    assert any("cannot build the fallback images" in message for message in events)
+    assert not any(kind.startswith("fallback") for kind in kinds)
+    assert not any(sop_class == SC_CLASS for sop_class, _ in seg_less_peer.received)
