@@ -68,10 +68,6 @@ class NodeConfig(StrictModel):
     dimse_timeout: float = Field(60, gt=0, description="Seconds to wait for the rest of a DIMSE message once it has begun.")
     network_timeout: float = Field(60, gt=0, description="Seconds of network silence before an association is aborted.")
     min_free_disk_mb: int = Field(0, ge=0, description="Refuse new associations below this much free space (0: off).")
-    reactor_poll_seconds: float = Field(
-        0.0002, gt=0, le=0.01, description="Unused: the receiver no longer polls (it reads PDUs off the socket); "
-        "still accepted so existing configuration files validate."
-    )
     index_fsync: bool = Field(
         False, description="Sync the index on every received instance. Off: the instance file itself is always "
         "fsynced before Success, and `serve` re-indexes at start any stored file the index lost in a power cut."
