@@ -30,6 +30,9 @@ POSITION_TOLERANCE_MM = 0.01
 """Slices closer than this along the normal are at the same position."""
 SPACING_TOLERANCE = 0.1
 """Largest relative deviation of one slice gap from the median gap; a larger gap means missing slices."""
+DEFER_BYTES = 64 * 1024
+"""Values larger than this (the pixel data) are read from the file only when decoded, one file at a time: the
+series' pixel bytes are never all in memory at once beside the volume (1.5x the volume's size otherwise)."""
 
 NON_IMAGE_MODALITIES = {"SEG", "SR", "RTSTRUCT", "RTPLAN", "RTDOSE", "PR", "KO", "DOC", "REG", "RWV"}
 
@@ -57,7 +60,7 @@ def load_series(paths: Sequence[Path | str]) -> Volume:
         datasets = []
         for path in paths:
             try:
-                datasets.append(pydicom.dcmread(path))
+                datasets.append(pydicom.dcmread(path, defer_size=DEFER_BYTES))
             except (InvalidDicomError, OSError, EOFError) as exc:
                 raise UnsupportedSeries(f"{Path(path).name}: not a readable DICOM file ({exc})") from exc
         return load_datasets(datasets)
