@@ -149,8 +149,8 @@ class _Segmentation(hd.seg.Segmentation):
         dtype: type,
     ) -> np.ndarray:
         if isinstance(pixel_array, SegmentBits):
-            plane = pixel_array.view(np.ndarray)
-            return np.bitwise_and(np.right_shift(plane, segment_number - 1), 1).astype(dtype, copy=False)
+            present = np.bitwise_and(pixel_array.view(np.ndarray), np.uint8(1 << (segment_number - 1))) != 0
+            return present.view(np.uint8).astype(dtype, copy=False)
         return hd.seg.Segmentation._get_segment_pixel_array(
             pixel_array, segment_number, described_segment_numbers, segmentation_type, max_fractional_value, dtype
         )
