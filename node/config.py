@@ -97,6 +97,10 @@ class QueueConfig(StrictModel):
     )
     embedded_worker: bool = Field(True, description="`serve` starts a worker itself when the broker is embedded.")
     worker_concurrency: int = Field(1, ge=1, description="Processes per worker started by `serve`.")
+    cpu_threads_per_process: int = Field(
+        0, ge=0, description="CPU threads each worker process gives a model (torch intra-op threads). 0: the host's "
+        "cores divided by the worker's processes, so concurrent jobs do not oversubscribe the cores."
+    )
     reconcile_seconds: float = Field(10, gt=0, description="How often the reconciler re-checks jobs and deliveries.")
     job_timeout_seconds: float = Field(3600, gt=0, description="A running job with no progress for this long is timed out.")
     max_job_attempts: int = Field(3, ge=1, description="Attempts before a job is failed for good.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -20,6 +21,18 @@ def select_device(preferred: str | None = None) -> torch.device:
             raise RuntimeError(f"device {preferred!r} was asked for but CUDA is not available; use 'cpu' or leave it unset")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def share_cpu_threads(processes: int, threads: int = 0) -> int:
+    """Give this process's models ``threads`` CPU threads, or (0) its share of the cores when ``processes``
+    worker processes run side by side; returns the number set.
+
+    Without this every process starts one thread per core, and two concurrent jobs on a small host spend their
+    time preempting each other (loading and writing slow down as much as inference does).
+    """
+    count = threads or max(1, (os.cpu_count() or 1) // max(1, processes))
+    torch.set_num_threads(count)
+    return count
 
 
 @contextlib.contextmanager

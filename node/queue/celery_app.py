@@ -24,6 +24,7 @@ DELIVER_TASK = "pacsnode.deliver"
 GPU_QUEUE = "gpu"
 DELIVERY_QUEUE = "delivery"
 CONFIG_ENV = "PACSNODE_CONFIG"
+PROCESSES_ENV = "PACSNODE_WORKER_PROCESSES"  # how many pool processes the worker runs (set by run_worker)
 EMBEDDED_POLL_SECONDS = 0.005  # how soon a worker sees a new message file; idle CPU stays negligible (measured)
 TASK_MODULES = ("node.queue.tasks", "node.deliver.tasks")
 

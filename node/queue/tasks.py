@@ -17,7 +17,8 @@ from sqlalchemy.exc import OperationalError
 from node.config import Settings
 from node.db import Database, open_database
 from node.processing import process_job
-from node.queue.celery_app import RUN_JOB_TASK, get_app, get_settings
+from node.queue.celery_app import PROCESSES_ENV, RUN_JOB_TASK, get_app, get_settings
+from pipelines.device import share_cpu_threads
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,13 @@ def _forget_parent_connections(**_: object) -> None:
     if _DATABASE is not None:
         _DATABASE[1].engine.dispose(close=False)
         _DATABASE = None
+
+
+@worker_process_init.connect
+def _share_cpu_threads(**_: object) -> None:
+    settings = get_settings()
+    threads = share_cpu_threads(int(os.environ.get(PROCESSES_ENV, "1")), settings.queue.cpu_threads_per_process)
+    log.debug("worker process %d: %d CPU thread(s) for models", os.getpid(), threads)
 
 
 @get_app().task(name=RUN_JOB_TASK, **TASK_OPTIONS)

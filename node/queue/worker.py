@@ -17,7 +17,7 @@ from pathlib import Path
 from celery.signals import worker_ready
 
 from node.config import Settings
-from node.queue.celery_app import CONFIG_ENV, DELIVERY_QUEUE, GPU_QUEUE, init_app
+from node.queue.celery_app import CONFIG_ENV, DELIVERY_QUEUE, GPU_QUEUE, PROCESSES_ENV, init_app
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def run_worker(
     """
     if config_path is not None:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())  # forked pool children read the same file
+    os.environ[PROCESSES_ENV] = str(concurrency)  # pool children size their CPU threads by it
     app = init_app(settings)
     log.info(
         "worker for queues %s, concurrency %d, pool %s, broker %s",

@@ -102,6 +102,19 @@ def test_pool_process_killed_mid_job_is_redelivered_and_taken_over(broker_node) 
     assert len(node.runs()) == 1
 
 
+def test_worker_processes_share_the_cores_between_them(broker_node) -> None:
+    """Each of N pool processes gives its models cores / N threads, so concurrent jobs do not oversubscribe."""
+    node: Node = broker_node()
+    node.start_worker(concurrency=2)
+    node.start_loops()
+    series_uid = node.add_series()
+
+    node.wait_job(series_uid, {"succeeded"})
+
+    (run,) = node.runs()
+    assert int(run.split()[4]) == max(1, (os.cpu_count() or 1) // 2)
+
+
 def test_two_workers_share_a_queue(broker_node) -> None:
     node: Node = broker_node(routes=[{"name": "slow", "match": {}, "pipelines": ["sleep"]}])
     node.start_worker(sleep=0.5)

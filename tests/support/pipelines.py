@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from pydicom.dataset import Dataset
 
 from pipelines.types import Code, PipelineResult, Segment, UnsupportedSeries, Volume
@@ -43,7 +44,8 @@ def _record(event: str, volume: Volume) -> None:
     if path:
         series = volume.datasets[0].SeriesInstanceUID
         with open(path, "a") as handle:
-            handle.write(f"{event} {series} {os.getpid()} {time.time():.4f}\n")  # survives kill -9 (page cache)
+            # survives kill -9 (page cache); the last field is the CPU threads the process gives models
+            handle.write(f"{event} {series} {os.getpid()} {time.time():.4f} {torch.get_num_threads()}\n")
 
 
 class NoopPipeline(_Base):
