@@ -14,7 +14,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutting_down
 
 from node.config import Settings
 from node.queue.celery_app import CONFIG_ENV, DELIVERY_QUEUE, GPU_QUEUE, PROCESSES_ENV, init_app
@@ -70,6 +70,9 @@ def run_worker(
         "embedded (filesystem)" if settings.embedded_broker else settings.queue.broker_url.split("@")[-1],
     )
     child = _start_delivery_worker(config_path) if delivery_worker else None
+    if child is not None:
+        # Both workers finish their tasks in hand at the same time rather than one after the other.
+        worker_shutting_down.connect(lambda **_: child.poll() is None and child.terminate(), weak=False)
     try:
         app.worker_main(argv=worker_argv(queues, concurrency, pool, name, settings.logging.level))
     finally:
