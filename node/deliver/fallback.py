@@ -122,13 +122,18 @@ def fallback_needed(settings: Settings, database: Database, job_id: int) -> bool
     return False
 
 
+def _jobs_of(session: Session, delivery_ids: Sequence[int]) -> set[int]:
+    """The jobs whose result objects these deliveries carry."""
+    return set(session.scalars(
+        select(ResultObject.job_id)
+        .join(Delivery, Delivery.result_id == ResultObject.id)
+        .where(Delivery.id.in_(delivery_ids))
+    ).all())
+
+
 def _jobs_without_fallback(database: Database, delivery_ids: Sequence[int]) -> list[int]:
     with database.session() as session:
-        job_ids = set(session.scalars(
-            select(ResultObject.job_id)
-            .join(Delivery, Delivery.result_id == ResultObject.id)
-            .where(Delivery.id.in_(delivery_ids))
-        ).all())
+        job_ids = _jobs_of(session, delivery_ids)
         kinds = session.execute(
             select(ResultObject.job_id, ResultObject.kind).where(ResultObject.job_id.in_(job_ids))
         ).all()
@@ -153,11 +158,7 @@ def send_fallback_instead(
             build(job_id)
     created: list[int] = []
     with database.session() as session:
-        job_ids = set(session.scalars(
-            select(ResultObject.job_id)
-            .join(Delivery, Delivery.result_id == ResultObject.id)
-            .where(Delivery.id.in_(refused_delivery_ids))
-        ).all())
+        job_ids = _jobs_of(session, refused_delivery_ids)
         for job_id in sorted(job_ids):
             results = session.scalars(select(ResultObject).where(ResultObject.job_id == job_id)).all()
             fallback = [r for r in results if output_of(r.kind) == FALLBACK]
