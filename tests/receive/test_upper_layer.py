@@ -99,6 +99,14 @@ def test_unknown_pdu_type_is_aborted(strict: NodeProcess) -> None:
     still_serving(strict)
 
 
+def assert_aborted_on_association(node: NodeProcess, data: bytes) -> None:
+    """Open an association for CT Image Storage, send ``data`` on it, and check the node aborts it."""
+    with RawPeer(node.port) as peer:
+        peer.associate(CTImageStorage)
+        peer.send(data)
+        assert peer.closed_after_abort()
+
+
 def test_malformed_associate_request_is_aborted(strict: NodeProcess) -> None:
     with RawPeer(strict.port) as peer:
         peer.send(pdu(0x01, b"\x00\x01" + b"\xff" * 40))
@@ -115,49 +123,33 @@ def test_p_data_before_association_is_aborted(strict: NodeProcess) -> None:
 
 
 def test_p_data_for_an_unaccepted_context_is_aborted(strict: NodeProcess) -> None:
-    with RawPeer(strict.port) as peer:
-        peer.associate(CTImageStorage)
-        peer.send(pdu(0x04, pdv(3, 0x03, store_command(CTImageStorage, "1.2.3.4"))))
-        assert peer.closed_after_abort()
+    assert_aborted_on_association(strict, pdu(0x04, pdv(3, 0x03, store_command(CTImageStorage, "1.2.3.4"))))
     strict.wait_for(lambda: "presentation context 3, which was not accepted" in strict.log(), timeout=5)
     still_serving(strict)
 
 
 def test_malformed_pdv_and_command_are_aborted(strict: NodeProcess) -> None:
-    with RawPeer(strict.port) as peer:
-        peer.associate(CTImageStorage)
-        peer.send(pdu(0x04, struct.pack(">IBB", 5000, 1, 0x03) + b"\x00" * 10))  # item longer than its PDU
-        assert peer.closed_after_abort()
-    with RawPeer(strict.port) as peer:
-        peer.associate(CTImageStorage)
-        peer.send(pdu(0x04, pdv(1, 0x03, b"\x00\x00\x00\x01\xff\xff\xff\x7f")))  # element longer than the set
-        assert peer.closed_after_abort()
+    item_longer_than_its_pdu = struct.pack(">IBB", 5000, 1, 0x03) + b"\x00" * 10
+    assert_aborted_on_association(strict, pdu(0x04, item_longer_than_its_pdu))
+    element_longer_than_the_set = b"\x00\x00\x00\x01\xff\xff\xff\x7f"
+    assert_aborted_on_association(strict, pdu(0x04, pdv(1, 0x03, element_longer_than_the_set)))
     strict.wait_for(lambda: "malformed command set element" in strict.log(), timeout=5)
     still_serving(strict)
 
 
 def test_dataset_fragment_before_its_command_is_aborted(strict: NodeProcess) -> None:
-    with RawPeer(strict.port) as peer:
-        peer.associate(CTImageStorage)
-        peer.send(pdu(0x04, pdv(1, 0x02, b"\x08\x00\x16\x00")))
-        assert peer.closed_after_abort()
+    assert_aborted_on_association(strict, pdu(0x04, pdv(1, 0x02, b"\x08\x00\x16\x00")))
     strict.wait_for(lambda: "data set fragment before its command" in strict.log(), timeout=5)
 
 
 def test_pdu_longer_than_the_negotiated_maximum_is_aborted(strict: NodeProcess) -> None:
-    with RawPeer(strict.port) as peer:
-        peer.associate(CTImageStorage)
-        peer.send(pdu(0x04, pdv(1, 0x00, b"\x00" * (PDU_MAX + 100))))
-        assert peer.closed_after_abort()
+    assert_aborted_on_association(strict, pdu(0x04, pdv(1, 0x00, b"\x00" * (PDU_MAX + 100))))
     strict.wait_for(lambda: f"exceeds the limit of {PDU_MAX}" in strict.log(), timeout=5)
     still_serving(strict)
 
 
 def test_unexpected_pdu_on_an_established_association_is_aborted(strict: NodeProcess) -> None:
-    with RawPeer(strict.port) as peer:
-        peer.associate(CTImageStorage)
-        peer.send(associate_rq(CTImageStorage))
-        assert peer.closed_after_abort()
+    assert_aborted_on_association(strict, associate_rq(CTImageStorage))
     still_serving(strict)
 
 
@@ -198,10 +190,7 @@ def test_silence_on_an_association_is_aborted_and_frees_its_slot(strict: NodePro
 
 def test_silence_inside_a_message_is_aborted_after_the_dimse_timeout(strict: NodeProcess) -> None:
     started = time.monotonic()
-    with RawPeer(strict.port) as peer:
-        peer.associate(CTImageStorage)
-        peer.send(pdu(0x04, pdv(1, 0x03, store_command(CTImageStorage, "1.2.3.4"))))  # its dataset never comes
-        assert peer.closed_after_abort()
+    assert_aborted_on_association(strict, pdu(0x04, pdv(1, 0x03, store_command(CTImageStorage, "1.2.3.4"))))  # its dataset never comes
     assert DIMSE_TIMEOUT <= time.monotonic() - started < NETWORK_TIMEOUT
     strict.wait_for(lambda: "message incomplete after 1.5 s (node.dimse_timeout)" in strict.log(), timeout=5)
     still_serving(strict)
