@@ -207,6 +207,11 @@ def build_fallback(
     return images
 
 
+def _code(item: Dataset) -> Code:
+    """A code sequence item as a :class:`Code`."""
+    return Code(str(item.CodeValue), str(item.CodingSchemeDesignator), str(item.CodeMeaning))
+
+
 def result_from_seg(seg_path: Path, volume: Volume) -> PipelineResult:
     """The segments of a SEG pacsnode wrote for ``volume``, as the result the fallback is drawn from.
 
@@ -231,14 +236,14 @@ def result_from_seg(seg_path: Path, volume: Volume) -> PipelineResult:
         segments.append(Segment(
             number=int(item.SegmentNumber),
             label=str(item.SegmentLabel),
-            category=Code(str(category.CodeValue), str(category.CodingSchemeDesignator), str(category.CodeMeaning)),
-            type=Code(str(kind.CodeValue), str(kind.CodingSchemeDesignator), str(kind.CodeMeaning)),
+            category=_code(category),
+            type=_code(kind),
             mask=pixels[..., index] > 0,
         ))
     family = seg.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0].AlgorithmFamilyCodeSequence[0]
     return PipelineResult(
         pipeline=str(seg.ManufacturerModelName),
         version=str(seg.SoftwareVersions),
-        algorithm_family=Code(str(family.CodeValue), str(family.CodingSchemeDesignator), str(family.CodeMeaning)),
+        algorithm_family=_code(family),
         segments=segments,
     )
