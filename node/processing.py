@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import and_, bindparam, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, update
+from sqlalchemy.orm import Session
 
 from node.config import Settings
 from node.db import Database, Instance, Job, JobState, ResultObject, get_or_add, utcnow
@@ -106,6 +107,11 @@ _TAKE_WAITING = (
 _SERIES_PATHS = select(Instance.path).where(Instance.series_uid == bindparam("series_uid")).order_by(Instance.path)
 
 
+def series_paths(session: Session | Connection, series_uid: str) -> tuple[Path, ...]:
+    """The stored files of a series, in path order."""
+    return tuple(Path(p) for p in session.scalars(_SERIES_PATHS, {"series_uid": series_uid}).all())
+
+
 def claim(settings: Settings, database: Database, job_id: int) -> Lease | None:
     """Take the job if it is waiting, or running under a dead or silent holder; None if it is not ours."""
     stale_before = utcnow() - dt.timedelta(seconds=settings.queue.job_timeout_seconds)
@@ -117,8 +123,8 @@ def claim(settings: Settings, database: Database, job_id: int) -> Lease | None:
             ).first()
             if row is not None:
                 attempt, pipeline, series_uid, queued_at = row
-                paths = connection.scalars(_SERIES_PATHS, {"series_uid": series_uid}).all()
-                return Lease(job_id, worker, attempt, pipeline, series_uid, queued_at, now, tuple(Path(p) for p in paths))
+                return Lease(job_id, worker, attempt, pipeline, series_uid, queued_at, now,
+                             series_paths(connection, series_uid))
     return _claim_by_inspection(database, job_id, stale_before)
 
 
@@ -155,8 +161,7 @@ def _claim_by_inspection(database: Database, job_id: int, stale_before: dt.datet
         if not taken:
             log.info("job %s: taken by another worker first", job_id)
             return None
-        paths = session.scalars(_SERIES_PATHS, {"series_uid": series_uid}).all()
-        return Lease(job_id, worker, attempt, pipeline, series_uid, queued_at, now, tuple(Path(p) for p in paths))
+        return Lease(job_id, worker, attempt, pipeline, series_uid, queued_at, now, series_paths(session, series_uid))
 
 
 def _holds(lease: Lease):  # type: ignore[no-untyped-def]
@@ -269,12 +274,17 @@ def _register_results(database: Database, lease: Lease, written: list) -> bool:
         job = session.scalars(select(Job).where(*_holds(lease)).with_for_update()).first()
         if job is None:
             return False
-        for item in written:
-            row = get_or_add(session, ResultObject, job_id=lease.job_id, kind=item.kind)
-            row.sop_class_uid, row.sop_instance_uid = item.sop_class_uid, item.sop_instance_uid
-            row.series_uid, row.study_uid = item.series_uid, item.study_uid
-            row.path, row.size_bytes, row.created_at = str(item.path), item.size_bytes, utcnow()
+        record_results(session, lease.job_id, written)
     return True
+
+
+def record_results(session: Session, job_id: int, written: list) -> None:
+    """Upsert job ``job_id``'s ResultObject rows, keyed (job, kind), for the written result files."""
+    for item in written:
+        row = get_or_add(session, ResultObject, job_id=job_id, kind=item.kind)
+        row.sop_class_uid, row.sop_instance_uid = item.sop_class_uid, item.sop_instance_uid
+        row.series_uid, row.study_uid = item.series_uid, item.study_uid
+        row.path, row.size_bytes, row.created_at = str(item.path), item.size_bytes, utcnow()
 
 
 def _finish(database: Database, lease: Lease, **values: object) -> bool:

@@ -14,7 +14,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from node.config import Settings
-from node.db import Database, Instance, Job, ResultObject, get_or_add, record_event, utcnow
+from node.db import Database, Job, ResultObject, record_event
+from node.processing import record_results, series_paths
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +42,9 @@ def write_late_fallback(settings: Settings, database: Database, job_id: int) -> 
         if job is None or seg_path is None:
             return 0
         series_uid, pipeline = job.series_uid, job.pipeline
-        paths = session.scalars(
-            select(Instance.path).where(Instance.series_uid == series_uid).order_by(Instance.path)
-        ).all()
+        paths = series_paths(session, series_uid)
     try:
-        volume = load_series([Path(p) for p in paths])
+        volume = load_series(list(paths))
         result = result_from_seg(Path(seg_path), volume)
         written = write_fallback(volume, result, settings.results, job_key(series_uid, pipeline), Path(seg_path).parent)
     except (OSError, InvalidDicomError, UnsupportedSeries, ValueError, KeyError, RuntimeError) as exc:
@@ -58,10 +57,6 @@ def write_late_fallback(settings: Settings, database: Database, job_id: int) -> 
             record_event(session, "seg_refused", message[:2000], uid=series_uid)
         return 0
     with database.session() as session:
-        for item in written:
-            row = get_or_add(session, ResultObject, job_id=job_id, kind=item.kind)
-            row.sop_class_uid, row.sop_instance_uid = item.sop_class_uid, item.sop_instance_uid
-            row.series_uid, row.study_uid = item.series_uid, item.study_uid
-            row.path, row.size_bytes, row.created_at = str(item.path), item.size_bytes, utcnow()
+        record_results(session, job_id, written)
     log.info("job %s: %d fallback image(s) built after a destination refused its SEG", job_id, len(written))
     return len(written)
