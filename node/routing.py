@@ -222,8 +222,8 @@ def _condition_problems(keyword: str, expected: Any) -> list[str]:
 
 def check_routes(settings: Settings) -> None:
     """Validate the routes at start; raise RouteError listing every bad rule."""
-    from pipelines.registry import available
+    from pipelines.registry import names
 
-    problems = route_problems(settings, available(settings))
+    problems = route_problems(settings, names(settings))
     if problems:
         raise RouteError("invalid routes in the configuration:\n  " + "\n  ".join(problems))

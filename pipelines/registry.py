@@ -34,6 +34,13 @@ class Pipeline(Protocol):
 
 PipelineFactory = Callable[..., Pipeline]
 
+BUILTIN_MODULES = {
+    "ct-tissue": "pipelines.builtin.ct_tissue",
+    "ct-lungs": "pipelines.builtin.ct_lungs",
+}
+"""Each built-in pipeline's module, imported (with torch and MONAI, about 2 s) only when the pipeline is
+created or described: a node checking its routes or receiving images never needs them."""
+
 _BUILTIN: dict[str, tuple[PipelineFactory, str]] = {}
 _INSTANCES: dict[tuple[str, int], Pipeline] = {}
 _LOCK = threading.Lock()
@@ -49,8 +56,10 @@ def register_builtin(name: str, description: str) -> Callable[[PipelineFactory],
     return decorate
 
 
-def _load_builtins() -> None:
-    importlib.import_module("pipelines.builtin")
+def _load_builtin(name: str) -> None:
+    importlib.import_module(BUILTIN_MODULES[name])
+    if name not in _BUILTIN:
+        raise RuntimeError(f"{BUILTIN_MODULES[name]} does not register the pipeline {name!r}")
 
 
 def _configured(settings: Any, name: str) -> Any | None:
@@ -60,16 +69,24 @@ def _configured(settings: Any, name: str) -> Any | None:
     return None
 
 
+def names(settings: Any = None) -> set[str]:
+    """The name of every pipeline this configuration can run, without importing any of them."""
+    entries = getattr(settings, "pipelines", None) or []
+    return set(BUILTIN_MODULES) | {entry.name for entry in entries if entry.bundle_dir is not None or entry.factory}
+
+
 def available(settings: Any = None) -> dict[str, str]:
-    """Names and descriptions of every pipeline this configuration can run."""
-    _load_builtins()
-    names = {name: description for name, (_, description) in _BUILTIN.items()}
+    """Names and descriptions of every pipeline this configuration can run (imports the built-in ones)."""
+    described = {}
+    for name in BUILTIN_MODULES:
+        _load_builtin(name)
+        described[name] = _BUILTIN[name][1]
     for entry in getattr(settings, "pipelines", None) or []:
         if entry.bundle_dir is not None:
-            names[entry.name] = f"MONAI bundle {entry.bundle_dir} ({entry.task})"
+            described[entry.name] = f"MONAI bundle {entry.bundle_dir} ({entry.task})"
         elif entry.factory:
-            names[entry.name] = f"custom pipeline {entry.factory}"
-    return names
+            described[entry.name] = f"custom pipeline {entry.factory}"
+    return described
 
 
 def _import_factory(spec: str) -> PipelineFactory:
@@ -88,9 +105,9 @@ def create_pipeline(name: str, settings: Any = None) -> Pipeline:
         return BundlePipeline.from_settings(entry)
     if entry is not None and entry.factory:
         return _import_factory(entry.factory)(entry)
-    _load_builtins()
-    if name not in _BUILTIN:
-        raise KeyError(f"unknown pipeline {name!r}; known: {sorted(available(settings))}")
+    if name not in BUILTIN_MODULES:
+        raise KeyError(f"unknown pipeline {name!r}; known: {sorted(names(settings))}")
+    _load_builtin(name)
     factory, _ = _BUILTIN[name]
     return factory(entry) if entry is not None else factory()
 

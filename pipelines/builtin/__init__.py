@@ -1,3 +1,1 @@
-"""Built-in pipelines (no downloaded weights); importing this package registers them."""
-
-from pipelines.builtin import ct_lungs, ct_tissue  # noqa: F401
+"""Built-in pipelines (no downloaded weights); `pipelines.registry.BUILTIN_MODULES` names their modules."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -27,8 +29,25 @@ def segments_by_label(result):
 
 
 def test_builtins_are_registered():
-    names = available()
-    assert {"ct-tissue", "ct-lungs"} <= set(names)
+    described = available()
+    assert {"ct-tissue", "ct-lungs"} <= set(described)
+    assert all(described[name] for name in ("ct-tissue", "ct-lungs"))
+
+
+def test_checking_routes_imports_no_pipeline():
+    """`serve` checks its routes at start; that must not pull in torch and MONAI (seconds of start-up)."""
+    script = (
+        "import sys\n"
+        "from node.config import Settings\n"
+        "from node.routing import check_routes\n"
+        "settings = Settings.model_validate({'destinations': [{'name': 'pacs', 'ae_title': 'PACS', 'host': "
+        "'127.0.0.1', 'port': 104}], 'routes': [{'name': 'ct', 'match': {'Modality': 'CT'}, "
+        "'pipelines': ['ct-tissue', 'ct-lungs'], 'destinations': ['pacs']}]})\n"
+        "check_routes(settings)\n"
+        "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_ct_tissue_reaches_dice_on_the_phantom(sample_volume, sample_truth):
