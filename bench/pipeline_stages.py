@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from node.config import ResultsConfig
+from node.config import QueueConfig, ResultsConfig
+from pipelines.hugepages import use_hugepages
 from pipelines.registry import create_pipeline
 from pipelines.results import write_dataset
 from pipelines.results.seg import build_segmentation
@@ -263,6 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--forms", nargs="*", default=list(SEG_FORMS), choices=list(SEG_FORMS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    use_hugepages(QueueConfig().numpy_hugepages)  # as a worker process does
     report = run(args.data, args.pipelines, args.forms)
     print_report(report)
     if args.json:

@@ -101,6 +101,10 @@ class QueueConfig(StrictModel):
         0, ge=0, description="CPU threads each worker process gives a model (torch intra-op threads). 0: the host's "
         "cores divided by the worker's processes, so concurrent jobs do not oversubscribe the cores."
     )
+    numpy_hugepages: bool = Field(
+        False, description="Let worker processes ask for transparent huge pages for large arrays (numpy's default). "
+        "Off: where the kernel compacts memory for them, volumes load faster and more evenly without."
+    )
     reconcile_seconds: float = Field(10, gt=0, description="How often the reconciler re-checks jobs and deliveries.")
     job_timeout_seconds: float = Field(3600, gt=0, description="A running job with no progress for this long is timed out.")
     max_job_attempts: int = Field(3, ge=1, description="Attempts before a job is failed for good.")

@@ -334,14 +334,17 @@ def _pixels(images: list[Dataset], slices: list[_Slice]) -> np.ndarray:
     frames = _decode(images[0]) if slices[0].frame is not None else None
     for k, item in enumerate(slices):
         if frames is not None:
-            array[k] = frames[item.frame - 1]  # type: ignore[operator]
+            stored = frames[item.frame - 1]  # type: ignore[operator]
         else:
-            array[k] = _decode(images[item.source])
+            stored = _decode(images[item.source])
             del images[item.source].PixelData  # keep the peak near one volume, not volume plus all files
+        # One pass per slice where the slope is 1 (CT): the conversion to float32 and the rescale together.
         if item.slope != 1.0:
-            array[k] *= np.float32(item.slope)
-        if item.intercept != 0.0:
-            array[k] += np.float32(item.intercept)
+            np.multiply(stored, np.float32(item.slope), out=array[k], dtype=np.float32)
+            if item.intercept != 0.0:
+                np.add(array[k], np.float32(item.intercept), out=array[k])
+        else:
+            np.add(stored, np.float32(item.intercept), out=array[k], dtype=np.float32)
     return array
 
 

@@ -19,6 +19,7 @@ from node.db import Database, open_database
 from node.processing import process_job
 from node.queue.celery_app import PROCESSES_ENV, RUN_JOB_TASK, get_app, get_settings
 from pipelines.device import share_cpu_threads
+from pipelines.hugepages import use_hugepages
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,11 @@ def _forget_parent_connections(**_: object) -> None:
 
 
 @worker_process_init.connect
-def _share_cpu_threads(**_: object) -> None:
+def _prepare_pool_process(**_: object) -> None:
+    """Each pool process: its share of the CPU threads, and numpy's huge page requests as configured."""
     settings = get_settings()
     threads = share_cpu_threads(int(os.environ.get(PROCESSES_ENV, "1")), settings.queue.cpu_threads_per_process)
+    use_hugepages(settings.queue.numpy_hugepages)
     log.debug("worker process %d: %d CPU thread(s) for models", os.getpid(), threads)
 
 

@@ -24,3 +24,16 @@ def test_sliding_window_equals_whole_image_for_a_pointwise_network():
     windowed = infer(network, image, torch.device("cpu"), roi_size=[16, 16, 8], sw_batch_size=3)
     assert windowed.dtype == torch.float32 and windowed.shape == (1, 2, 40, 36, 20)
     torch.testing.assert_close(windowed, whole, rtol=1e-4, atol=1e-4)
+
+
+def test_huge_page_requests_follow_the_setting():
+    from numpy._core import multiarray
+
+    from pipelines.hugepages import use_hugepages
+
+    before = multiarray._get_madvise_hugepage()
+    try:
+        assert use_hugepages(False) and multiarray._get_madvise_hugepage() is False
+        assert use_hugepages(True) and multiarray._get_madvise_hugepage() is True
+    finally:
+        multiarray._set_madvise_hugepage(before)
