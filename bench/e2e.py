@@ -152,6 +152,7 @@ def run(quiet: float, concurrency: int, warm_up: bool = True) -> int:
             sent = time.monotonic() - started
             if not all(o.stored for o in outcomes):
                 print(f"the node refused instances: {next(o for o in outcomes if not o.stored).describe()}")
+                print(node.log()[-3000:])
                 return 1
             print(f"sent {len(files)} instances in {sent:.2f} s ({len(files) / sent:.0f}/s) with pacsnode's SCU")
             node.wait_for(lambda: _settled(node, series_uid), timeout=300, interval=0.05)

@@ -135,6 +135,10 @@ class DeliveryConfig(StrictModel):
     requeue_after_seconds: float = Field(
         30, gt=0, description="A pending delivery whose task message was lost is enqueued again after this long."
     )
+    worker_concurrency: int = Field(
+        2, ge=1, description="Processes of the delivery worker `serve` starts: the results of different jobs go out "
+        "side by side, so one job's large SEG does not hold up the next job's results."
+    )
 
 
 class SenderConfig(StrictModel):

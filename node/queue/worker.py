@@ -69,7 +69,7 @@ def run_worker(
         pool,
         "embedded (filesystem)" if settings.embedded_broker else settings.queue.broker_url.split("@")[-1],
     )
-    child = _start_delivery_worker(config_path) if delivery_worker else None
+    child = _start_delivery_worker(config_path, settings.delivery.worker_concurrency) if delivery_worker else None
     if child is not None:
         # Both workers finish their tasks in hand at the same time rather than one after the other.
         worker_shutting_down.connect(lambda **_: child.poll() is None and child.terminate(), weak=False)
@@ -94,10 +94,11 @@ def _exit_without_teardown(code: int) -> None:
     os._exit(code)
 
 
-def _start_delivery_worker(config_path: Path | None) -> subprocess.Popen:
+def _start_delivery_worker(config_path: Path | None, concurrency: int) -> subprocess.Popen:
     if config_path is None:
         raise ValueError("a separate delivery worker needs the configuration file's path")
-    command = [sys.executable, "-m", "node.queue", "--config", str(Path(config_path).resolve()), "--queues", DELIVERY_QUEUE]
+    command = [sys.executable, "-m", "node.queue", "--config", str(Path(config_path).resolve()), "--queues", DELIVERY_QUEUE,
+               "--concurrency", str(concurrency)]
     process = subprocess.Popen(command)
     log.info("delivery worker started (pid %d)", process.pid)
     return process
