@@ -215,6 +215,7 @@ def _send_batch(
 
 
 def _store_one(assoc: Association, item: _Item, where: str) -> StoreOutcome:
+    started = time.monotonic()
     try:
         status = assoc.send_c_store(item.payload)
     except (AttributeError, ValueError, OSError) as exc:
@@ -223,8 +224,12 @@ def _store_one(assoc: Association, item: _Item, where: str) -> StoreOutcome:
         code = int(status.Status)
         comment = str(status.get("ErrorComment", "") or "")
         return StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, status=code, error=comment)
-    if assoc.is_aborted:
-        failure, message = Failure.aborted, f"association aborted by {where} or the network"
+    waited = time.monotonic() - started
+    timeout = assoc.dimse_timeout
+    if timeout is not None and waited >= timeout:  # pynetdicom aborts the association itself on a DIMSE timeout
+        failure, message = Failure.timeout, f"no C-STORE response from {where} in {timeout:g} s (DIMSE timeout)"
+    elif assoc.is_aborted:
+        failure, message = Failure.aborted, f"association aborted by {where} or the network after {waited:.1f} s"
     else:
         failure, message = Failure.timeout, f"no C-STORE response from {where} (DIMSE timeout)"
     return StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, failure=failure, error=message)
