@@ -27,6 +27,8 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 
+from node import reactor_checkpoint
+
 log = logging.getLogger(__name__)
 
 # Files go out as their stored bytes, without decoding them; the contexts we propose match exactly.
@@ -194,6 +196,7 @@ def _send_batch(
         for item in batch:
             emit(StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, failure=failure, error=message))
         return
+    reactor_checkpoint.install(assoc)
     accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
     try:
         for position, item in enumerate(batch):

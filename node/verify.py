@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from node import reactor_checkpoint
+
 
 @dataclass(frozen=True)
 class EchoResult:
@@ -26,7 +28,7 @@ def c_echo(host: str, port: int, called_ae_title: str, calling_ae_title: str = "
     if not assoc.is_established:
         state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "unreachable"
         return EchoResult(False, f"association {state}")
-    status = assoc.send_c_echo()
+    status = reactor_checkpoint.install(assoc).send_c_echo()
     assoc.release()
     code = getattr(status, "Status", None)
     if code != 0x0000:

@@ -1,0 +1,58 @@
+"""A race-free pause switch for the reactor of a pynetdicom association this node opens.
+
+``install(assoc)`` right after an association is established; every request on it (C-STORE, C-ECHO) then
+waits for its own response, however quickly the peer answers.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from pynetdicom.association import Association
+
+
+class ReactorCheckpoint:
+    """pynetdicom's switch that pauses an association's reactor while a request waits for its response,
+    without the race of the ``threading.Event`` it replaces.
+
+    Before each request pynetdicom clears the switch and waits until the reactor says it is paused
+    (``_is_paused``); after the response it sets the switch again. But ``_is_paused`` is still True from the
+    reactor's previous wait when the next request begins, so the request goes out while the reactor wakes
+    up, and the reactor can take the new C-STORE-RSP off the queue as an "unexpected" message: the sender
+    then waits a whole DIMSE timeout and the association is aborted (measured: 3 of 11 runs of 3,000 small
+    C-STOREs to storescp lost a response, after 221 to 2,758; none of 11 with this switch). Here clearing the switch marks the reactor unpaused, and the reactor
+    marks itself paused each time it blocks on the switch, so a request goes out only once it really waits.
+    """
+
+    def __init__(self, assoc: Association) -> None:
+        self._assoc = assoc
+        self._changed = threading.Condition()
+        self._open = True
+
+    def set(self) -> None:
+        with self._changed:
+            self._open = True
+            self._changed.notify_all()
+
+    def clear(self) -> None:
+        with self._changed:
+            self._open = False
+            if threading.current_thread() is not self._assoc:  # the reactor may pause itself (network timeout)
+                self._assoc._is_paused = False
+
+    def is_set(self) -> bool:
+        return self._open
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._changed:
+            while not self._open:
+                self._assoc._is_paused = True
+                if not self._changed.wait(timeout):
+                    return self._open
+            return True
+
+
+def install(assoc: Association) -> Association:
+    """Give ``assoc`` the race-free switch (an established association's reactor is not blocked on it)."""
+    assoc._reactor_checkpoint = ReactorCheckpoint(assoc)  # type: ignore[assignment]
+    return assoc
