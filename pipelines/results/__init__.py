@@ -15,6 +15,7 @@ from pathlib import Path
 from pydicom.dataset import Dataset
 
 from node.config import ResultsConfig
+from node.storage import fsync_directory
 from pipelines.results import encoding
 from pipelines.results.fallback import build_fallback
 from pipelines.results.seg import build_segmentation
@@ -39,7 +40,10 @@ class WrittenResult:
 
 
 def write_dataset(dataset: Dataset, path: Path) -> int:
-    """Write ``dataset`` as a DICOM file (preamble and file meta), fsynced via a temporary name; its size."""
+    """Write ``dataset`` as a DICOM file (preamble and file meta) via a temporary name; its size.
+
+    The file and then its folder are fsynced, so a result the index records survives a crash of the node.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     with open(partial, "wb") as handle:
@@ -47,6 +51,7 @@ def write_dataset(dataset: Dataset, path: Path) -> int:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(partial, path)
+    fsync_directory(path.parent)
     return path.stat().st_size
 
 
