@@ -28,6 +28,13 @@ def echoscu(port: int, *, calling: str = "SCANNER", called: str = "PACSNODE") ->
     return subprocess.run(command, env=DCMTK_ENV, capture_output=True, text=True, timeout=30)
 
 
+LIMIT_REFUSAL = "Result: Rejected Transient, Source: Service Provider (Presentation Related)\nF: Reason: Local Limit Exceeded"
+"""How echoscu reports the refusal of an association beyond node.max_associations (PS3.8 9.3.4: 2, 3, 2).
+
+Refusals are checked with DCMTK rather than pynetdicom: pynetdicom as the requestor can miss an A-ASSOCIATE-RJ
+that comes back very quickly (its reader closes the connection before the caller looks) and report an abort."""
+
+
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """One node per test module, SQLite index, 2 s quiet period."""
