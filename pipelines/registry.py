@@ -69,10 +69,20 @@ def _configured(settings: Any, name: str) -> Any | None:
     return None
 
 
+def _configured_pipelines(settings: Any) -> dict[str, str]:
+    """The pipelines the configuration itself defines (MONAI bundles, custom factories), each described."""
+    described = {}
+    for entry in getattr(settings, "pipelines", None) or []:
+        if entry.bundle_dir is not None:
+            described[entry.name] = f"MONAI bundle {entry.bundle_dir} ({entry.task})"
+        elif entry.factory:
+            described[entry.name] = f"custom pipeline {entry.factory}"
+    return described
+
+
 def names(settings: Any = None) -> set[str]:
     """The name of every pipeline this configuration can run, without importing any of them."""
-    entries = getattr(settings, "pipelines", None) or []
-    return set(BUILTIN_MODULES) | {entry.name for entry in entries if entry.bundle_dir is not None or entry.factory}
+    return set(BUILTIN_MODULES) | set(_configured_pipelines(settings))
 
 
 def available(settings: Any = None) -> dict[str, str]:
@@ -81,12 +91,7 @@ def available(settings: Any = None) -> dict[str, str]:
     for name in BUILTIN_MODULES:
         _load_builtin(name)
         described[name] = _BUILTIN[name][1]
-    for entry in getattr(settings, "pipelines", None) or []:
-        if entry.bundle_dir is not None:
-            described[entry.name] = f"MONAI bundle {entry.bundle_dir} ({entry.task})"
-        elif entry.factory:
-            described[entry.name] = f"custom pipeline {entry.factory}"
-    return described
+    return described | _configured_pipelines(settings)
 
 
 def _import_factory(spec: str) -> PipelineFactory:
