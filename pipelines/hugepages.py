@@ -17,8 +17,8 @@ log = logging.getLogger(__name__)
 
 def use_hugepages(enabled: bool) -> bool:
     """Set whether this process's new large numpy arrays ask for huge pages; False if numpy cannot say."""
-    setter = getattr(getattr(np, "_core", None), "multiarray", None)
-    setter = getattr(setter, "_set_madvise_hugepage", None)
+    multiarray = getattr(getattr(np, "_core", None), "multiarray", None)
+    setter = getattr(multiarray, "_set_madvise_hugepage", None)
     if setter is None:
         log.debug("this numpy cannot switch its huge page requests; left as they are")
         return False

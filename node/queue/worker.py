@@ -13,6 +13,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import NoReturn
 
 from celery.signals import worker_ready, worker_shutting_down
 
@@ -52,8 +53,9 @@ def run_worker(
     name: str | None = None,
     config_path: Path | None = None,
     delivery_worker: bool = False,
-) -> None:
-    """Run a worker in this process until it is stopped (SIGTERM finishes the task in hand first).
+) -> NoReturn:
+    """Run a worker in this process until it is stopped (SIGTERM finishes the task in hand first), then end
+    the process with the worker's exit status (see ``_exit_without_teardown``); it does not return.
 
     ``delivery_worker`` also runs a worker for the delivery queue in a child process, so that sending
     never waits behind a running model (the embedded set-up of `pacsnode serve`).
@@ -84,7 +86,7 @@ def run_worker(
     _exit_without_teardown(exit_code)
 
 
-def _exit_without_teardown(code: int) -> None:
+def _exit_without_teardown(code: int) -> NoReturn:
     """Leave once Celery has stopped: its tasks in hand are finished and acknowledged, and the database
     commits are durable. Tearing down the interpreter (torch, MONAI, thousands of modules) only adds seconds
     to every stop of the node."""
