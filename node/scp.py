@@ -25,7 +25,7 @@ from node import audit
 from node.config import Settings
 from node.db import Database
 from node.receive_handler import StoreHandler, StoreRequest
-from node.upper_layer.acse import AcceptedContext
+from node.upper_layer.acse import AcceptedContext, Negotiator
 from node.upper_layer.association import Limits, Peer, Rejection, run_association
 from node.upper_layer.dimse import Command
 from node.upper_layer.server import AssociationServer
@@ -222,7 +222,8 @@ class Receiver:
         handler = NodeAssociations(gate, StoreHandler(node.storage_dir, self.database))
         limits = Limits(max_pdu_length=node.pdu_max_length, acse_timeout=node.acse_timeout,
                         network_timeout=node.network_timeout, dimse_timeout=node.dimse_timeout)
-        serve = partial(run_association, handler=handler, supported=supported_contexts(), limits=limits)
+        negotiator = Negotiator(supported_contexts(), node.pdu_max_length)
+        serve = partial(run_association, handler=handler, negotiator=negotiator, limits=limits)
         self.server = AssociationServer((node.host, node.port), serve, tls=tls_context(self.settings),
                                         handshake_timeout=node.acse_timeout)
         self.server.start()

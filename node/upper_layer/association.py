@@ -15,8 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from pynetdicom.presentation import PresentationContext
-
 from node.upper_layer import acse, pdu
 from node.upper_layer.dimse import (
     C_CANCEL_RQ,
@@ -90,19 +88,19 @@ def run_association(
     sock: socket.socket,
     host: str,
     handler: AssociationHandler,
-    supported: list[PresentationContext],
+    negotiator: acse.Negotiator,
     limits: Limits,
 ) -> None:
     """Serve one connection until it is released, aborted, times out or closes; always closes ``sock``."""
     try:
-        _serve(sock, host, handler, supported, limits)
+        _serve(sock, host, handler, negotiator, limits)
     except Exception:  # a defect here must not take the receiving process down
         log.exception("association from %s failed; closing the connection", host)
     finally:
         sock.close()
 
 
-def _serve(sock: socket.socket, host: str, handler: AssociationHandler, supported: list[PresentationContext],
+def _serve(sock: socket.socket, host: str, handler: AssociationHandler, negotiator: acse.Negotiator,
            limits: Limits) -> None:
     sock.settimeout(limits.acse_timeout)
     reader = pdu.PduReader(sock, ASSOCIATE_RQ_LIMIT)
@@ -110,7 +108,7 @@ def _serve(sock: socket.socket, host: str, handler: AssociationHandler, supporte
         pdu_type, body = reader.read()
         if pdu_type != pdu.A_ASSOCIATE_RQ:
             raise pdu.ProtocolError(f"PDU type 0x{pdu_type:02X} before A-ASSOCIATE-RQ", pdu.ABORT_UNEXPECTED_PDU)
-        request = acse.decode_request(body)
+        request = negotiator.decode(body)
     except pdu.ProtocolError as exc:
         log.warning("aborting connection from %s: %s", host, exc)
         _send_last(sock, pdu.abort(exc.reason))
@@ -127,10 +125,10 @@ def _serve(sock: socket.socket, host: str, handler: AssociationHandler, supporte
         return
     outcome = "aborted"
     try:
-        accept_pdu, accepted = acse.accept(request, supported, limits.max_pdu_length)
+        accept_pdu, negotiated = negotiator.accept(request)
         sock.sendall(accept_pdu)
         reader.max_length = limits.max_pdu_length
-        outcome = _exchange(sock, reader, peer, handler, accepted, request.peer_max_pdu_length, limits)
+        outcome = _exchange(sock, reader, peer, handler, negotiated.accepted, negotiated.peer_max_pdu_length, limits)
     except pdu.ProtocolError as exc:
         log.warning("aborting association from %s@%s: %s", peer.calling_ae_title, host, exc)
         _send_last(sock, pdu.abort(exc.reason))
