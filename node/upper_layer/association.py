@@ -146,9 +146,12 @@ def _exchange(sock: socket.socket, reader: pdu.PduReader, peer: Peer, handler: A
               accepted: dict[int, acse.AcceptedContext], peer_max_pdu: int, limits: Limits) -> str:
     """Answer requests until A-RELEASE-RQ ("released") or A-ABORT ("aborted")."""
     assembler = MessageAssembler(set(accepted))
+    timeout = None
     while True:
         waiting_inside_message = assembler.in_progress
-        sock.settimeout(limits.dimse_timeout if waiting_inside_message else limits.network_timeout)
+        if timeout != (wanted := limits.dimse_timeout if waiting_inside_message else limits.network_timeout):
+            sock.settimeout(wanted)  # only on a change: each call is a system call (FIONBIO)
+            timeout = wanted
         try:
             pdu_type, body = reader.read()
         except TimeoutError as exc:
