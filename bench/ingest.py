@@ -1,8 +1,12 @@
 """Ingest benchmark: a 300-slice 512x512 CT series sent with DCMTK storescu to pacsnode and to storescp.
 
-Both receivers run in the same invocation, on 1 and on 4 associations (storescp with ``--fork`` for 4);
-each figure is the median of ``--repeats`` runs. pacsnode fsyncs every file and its directory and
-indexes every instance before answering; storescp does neither.
+The receivers run in the same invocation, on 1 and on 4 associations (storescp with ``--fork`` for 4),
+and with one association per instance for the first 40 slices ("1/inst": a storescu run per file, as
+some modalities and PACS send); each figure is the median of ``--repeats`` runs. pacsnode fsyncs every file and its directory and
+indexes every instance before answering; storescp does neither. A second DCMTK reference,
+"storescp+fsync", runs storescp with bench/fsync_on_close.c preloaded (built with ``cc`` when there is
+one), which fsyncs each received file and its directory before storescp answers: DCMTK held to the
+same durability as pacsnode.
 
     python -m bench.ingest [--slices 300] [--repeats 3] [--processes 2]
 """
@@ -17,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +34,9 @@ from tests.support.node_process import NodeProcess, free_port  # noqa: E402
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # without it DCMTK stalls ~45 ms per instance (Nagle)
 CACHE = REPO / "bench" / "out"
+PER_INSTANCE = 0  # one association per instance, as some modalities and PACS send
+PER_INSTANCE_FILES = 40
+FSYNC_SHIM_SOURCE = REPO / "bench" / "fsync_on_close.c"
 
 
 @dataclass(frozen=True)
@@ -67,30 +75,51 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
 
 
 def send(port: int, called: str, files: list[Path], associations: int) -> float:
-    """storescu ``files`` split over ``associations`` concurrent processes; return the wall time."""
-    chunks = [files[i::associations] for i in range(associations)]
+    """storescu ``files`` split over ``associations`` concurrent processes; return the wall time.
+
+    ``associations`` 0 (PER_INSTANCE): one storescu run, so one association, per file, one after another.
+    """
+    chunks = [[file] for file in files] if associations == PER_INSTANCE else \
+        [files[i::associations] for i in range(associations)]
+    waves = [[chunk] for chunk in chunks] if associations == PER_INSTANCE else [chunks]
     start = time.perf_counter()
-    senders = [
-        subprocess.Popen(["storescu", "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port), *map(str, chunk)],
-                         env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for chunk in chunks
-    ]
-    errors = [s.communicate()[1] for s in senders]
-    elapsed = time.perf_counter() - start
-    failed = [e.decode(errors="replace")[-300:] for s, e in zip(senders, errors) if s.returncode != 0]
-    if failed:
-        raise RuntimeError(f"storescu failed: {failed[0]}")
-    return elapsed
+    for wave in waves:
+        senders = [
+            subprocess.Popen(["storescu", "-aet", "BENCH", "-aec", called, "127.0.0.1", str(port), *map(str, chunk)],
+                             env=DCMTK_ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for chunk in wave
+        ]
+        errors = [s.communicate()[1] for s in senders]
+        failed = [e.decode(errors="replace")[-300:] for s, e in zip(senders, errors) if s.returncode != 0]
+        if failed:
+            raise RuntimeError(f"storescu failed: {failed[0]}")
+    return time.perf_counter() - start
 
 
-def run_storescp(files: list[Path], associations: int, workdir: Path) -> Run:
+def fsync_shim() -> Path | None:
+    """The durability shim for storescp, built once into bench/out; None without a C compiler."""
+    library = CACHE / "fsync_on_close.so"
+    if library.exists() and library.stat().st_mtime >= FSYNC_SHIM_SOURCE.stat().st_mtime:
+        return library
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    CACHE.mkdir(parents=True, exist_ok=True)
+    subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(library), str(FSYNC_SHIM_SOURCE), "-ldl"],
+                   check=True)
+    return library
+
+
+def run_storescp(files: list[Path], associations: int, workdir: Path, preload: Path | None = None) -> Run:
+    """storescp receives ``files``; with ``preload`` (the fsync shim) it syncs each file before answering."""
     port = free_port()
     out = workdir / "storescp"
     out.mkdir()
     command = ["storescp", "-aet", "STORESCP", "-od", str(out)]
     if associations > 1:
         command.append("--fork")
-    process = subprocess.Popen([*command, str(port)], env=DCMTK_ENV, stdout=subprocess.DEVNULL,
+    env = DCMTK_ENV if preload is None else {**DCMTK_ENV, "LD_PRELOAD": str(preload)}
+    process = subprocess.Popen([*command, str(port)], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port)
@@ -131,24 +160,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     files = series_files(args.slices)
     size = sum(f.stat().st_size for f in files) / 1e6
+    shim = fsync_shim()
     print(f"ingest: {len(files)} CT slices 512x512, {size:.0f} MB, median of {args.repeats} runs, "
           f"pacsnode with {args.processes} receiving process(es), fsync on; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (figures need a quiet machine)")
-    rows = []
-    for associations in (1, 4):
-        results: dict[str, list[Run]] = {"storescp": [], "pacsnode": []}
-        for _ in range(args.repeats):
-            with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-                results["storescp"].append(run_storescp(files, associations, Path(tmp)))
-            with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-                results["pacsnode"].append(run_pacsnode(files, associations, Path(tmp), args.processes))
-        reference, ours = median(results["storescp"]), median(results["pacsnode"])
-        label = "storescp --fork" if associations > 1 else "storescp"
-        rows.append((associations, label, reference, ours))
-    print(f"{'assoc':>5}  {'reference':<16}{'inst/s':>8}{'MB/s':>8}   {'pacsnode inst/s':>15}{'MB/s':>8}   ratio")
-    for associations, label, reference, ours in rows:
-        print(f"{associations:>5}  {label:<16}{reference.rate:>8.0f}{reference.throughput:>8.0f}   "
-              f"{ours.rate:>15.0f}{ours.throughput:>8.0f}   {ours.rate / reference.rate:.2f}x")
+    if shim is None:
+        print("no C compiler (cc): the storescp+fsync reference is left out")
+    def sent(associations: int) -> list[Path]:
+        return files[:PER_INSTANCE_FILES] if associations == PER_INSTANCE else files
+
+    receivers: dict[str, Callable[[int, Path], Run]] = {
+        "storescp": lambda associations, tmp: run_storescp(sent(associations), associations, tmp),
+    }
+    if shim is not None:
+        receivers["storescp+fsync"] = lambda associations, tmp: run_storescp(sent(associations), associations, tmp,
+                                                                             shim)
+    receivers["pacsnode"] = lambda associations, tmp: run_pacsnode(sent(associations), associations, tmp,
+                                                                   args.processes)
+    table: dict[int, dict[str, Run]] = {}
+    for associations in (1, 4, PER_INSTANCE):
+        results: dict[str, list[Run]] = {name: [] for name in receivers}
+        for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every receiver
+            for name, receive in receivers.items():
+                with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+                    results[name].append(receive(associations, Path(tmp)))
+        table[associations] = {name: median(runs) for name, runs in results.items()}
+    references = [name for name in receivers if name != "pacsnode"]
+    print(f"{'assoc':>6}  {'receiver':<22}{'inst/s':>8}{'MB/s':>8}   " + "   ".join(f"vs {n}" for n in references))
+    for associations, medians in table.items():
+        for name, run in medians.items():
+            label = f"{name} --fork" if associations > 1 and name != "pacsnode" else name
+            ratios = "   ".join(f"{run.rate / medians[n].rate:>{len(n) + 2}.2f}x" for n in references)
+            shown = "1/inst" if associations == PER_INSTANCE else associations
+            print(f"{shown:>6}  {label:<22}{run.rate:>8.0f}{run.throughput:>8.0f}   {ratios}")
     return 0
 
 
