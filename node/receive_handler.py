@@ -15,6 +15,7 @@ from pathlib import Path
 from node import audit
 from node.db import Database, record_event
 from node.index import KnownSeries, Received, record_instance
+from node.receive_commit import GroupCommit, NotDurable
 from node.receive_dataset import UnreadableDataset, file_meta_header, read_identifiers
 from node.storage import InvalidUID, StorageFull, instance_path, write_durably
 
@@ -67,6 +68,10 @@ class StoreHandler:
     database: Database
     stats: dict[str, AssociationStats] = field(default_factory=dict)
     known: KnownSeries = field(default_factory=KnownSeries)
+    commits: GroupCommit = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.commits = GroupCommit(self._index_group, self._index)
 
     def store(self, request: StoreRequest) -> StoreStatus:
         """Store one instance durably and index it; the status to answer."""
@@ -136,7 +141,7 @@ class StoreHandler:
         path = instance_path(self.storage_dir, ids.study_uid, ids.series_uid, ids.sop_instance_uid)
         header = file_meta_header(ids.sop_class_uid, ids.sop_instance_uid, transfer_syntax, calling)
         try:
-            size = write_durably(path, (header, stream))
+            size = write_durably(path, (header, stream), sync_directory=False)  # the folder: in commits
         except StorageFull as exc:
             return self._fail(StoreStatus.OUT_OF_RESOURCES, f"out of disk space storing {ids.sop_instance_uid}: "
                               f"{exc.strerror}; free space under {self.storage_dir}", calling, ids.sop_instance_uid)
@@ -153,7 +158,10 @@ class StoreHandler:
             calling_host=request.calling_host,
         )
         try:
-            new = self._index(received)
+            new = self.commits.commit(path.parent, received)
+        except NotDurable as exc:
+            return self._fail(StoreStatus.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} durably: {exc}",
+                              calling, ids.sop_instance_uid)
         except Exception as exc:  # the database may be down; the peer must retry
             return self._fail(StoreStatus.INDEX_FAILED, f"stored {ids.sop_instance_uid} but cannot index it: "
                               f"{type(exc).__name__}: {exc}", calling, ids.sop_instance_uid, record=False)
@@ -163,6 +171,14 @@ class StoreHandler:
         log.debug("stored %s (%s, series %s, %d bytes, from %s)%s", ids.sop_instance_uid, ids.modality,
                   ids.series_uid, size, calling, "" if new else " again")
         return StoreStatus.SUCCESS
+
+    def _index_group(self, group: list[Received]) -> list[bool]:
+        """Index several instances in one transaction (see GroupCommit)."""
+        with self.database.engine.begin() as connection:
+            new = [record_instance(connection, received, self.known) for received in group]
+        for received in {received.ids.series_uid: received for received in group}.values():
+            self._remember_series(received)
+        return new
 
     def _index(self, received: Received) -> bool:
         series_uid = received.ids.series_uid
@@ -176,11 +192,16 @@ class StoreHandler:
             self.known.discard(series_uid)
             with self.database.engine.begin() as connection:
                 new = record_instance(connection, received, self.known)
+        self._remember_series(received)
+        return new
+
+    def _remember_series(self, received: Received) -> None:
+        """Log a series' first instance in this process; later ones skip the study and series upserts."""
+        series_uid = received.ids.series_uid
         if series_uid not in self.known:
             log.info("receiving series %s (%s) of study %s from %s", series_uid, received.ids.modality,
                      received.ids.study_uid, received.calling_ae_title)
         self.known.add(series_uid)
-        return new
 
     def _fail(
         self, status: StoreStatus, message: str, calling: str, uid: str | None, *, record: bool = True

@@ -74,11 +74,12 @@ def _ensure_directory(directory: Path) -> None:
         fsync_directory(path.parent)
 
 
-def write_durably(path: Path, chunks: Iterable[bytes]) -> int:
+def write_durably(path: Path, chunks: Iterable[bytes], *, sync_directory: bool = True) -> int:
     """Write ``chunks`` to ``path`` atomically and durably; return the size in bytes.
 
     Raises :class:`StorageFull` on ENOSPC/EDQUOT (after removing the temporary file) and ``OSError``
-    for other I/O failures, also without leaving a partial file.
+    for other I/O failures, also without leaving a partial file. With ``sync_directory`` False the
+    rename is not yet durable: the caller fsyncs ``path.parent`` before relying on it.
     """
     directory = path.parent
     try:
@@ -102,7 +103,8 @@ def write_durably(path: Path, chunks: Iterable[bytes]) -> int:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        fsync_directory(directory)
+        if sync_directory:
+            fsync_directory(directory)
     except OSError as exc:
         _remove_quietly(tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
