@@ -26,7 +26,7 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
-from node.upper_layer.pdu import A_ASSOCIATE_AC as AC_TYPE
+from node.upper_layer import pdu
 from node.upper_layer.pdu import ABORT_INVALID_PARAMETER, HEADER, ProtocolError
 
 APPLICATION_CONTEXT_NAME = UID("1.2.840.10008.3.1.1.1")
@@ -92,7 +92,7 @@ class Negotiator:
                                 ABORT_INVALID_PARAMETER) from exc
         request = AssociationRequest(titles.calling_ae_title.strip(), titles.called_ae_title.strip(),
                                      body[FIXED_FIELDS.size:])
-        self.negotiate(request, body)  # a malformed proposal is refused before the node decides anything
+        self.negotiate(request)  # a malformed proposal is refused before the node decides anything
         return request
 
     def accept(self, request: AssociationRequest) -> tuple[bytes, Negotiated]:
@@ -100,30 +100,29 @@ class Negotiator:
         outcome = self.negotiate(request)
         fixed = FIXED_FIELDS.pack(PROTOCOL_VERSION, 0, _ae_field(request.called_ae_title),
                                   _ae_field(request.calling_ae_title))
-        body = fixed + outcome.answer_items
-        return HEADER.pack(AC_TYPE, len(body)) + body, outcome
+        return pdu.encode_pdu(pdu.A_ASSOCIATE_AC, fixed + outcome.answer_items), outcome
 
-    def negotiate(self, request: AssociationRequest, body: bytes | None = None) -> Negotiated:
-        """The outcome for ``request``'s proposal: remembered, or worked out by pynetdicom from ``body``."""
+    def negotiate(self, request: AssociationRequest) -> Negotiated:
+        """The outcome for ``request``'s proposal: remembered, or worked out by pynetdicom."""
         with self._lock:
             outcome = self._outcomes.get(request.proposal)
             if outcome is not None:
                 self._outcomes.move_to_end(request.proposal)
                 return outcome
-        outcome = self._negotiate(body if body is not None else bytes(FIXED_FIELDS.size) + request.proposal)
+        outcome = self._negotiate(request.proposal)
         with self._lock:
             self._outcomes[request.proposal] = outcome
             while len(self._outcomes) > self.remembered:
                 self._outcomes.popitem(last=False)
         return outcome
 
-    def _negotiate(self, body: bytes) -> Negotiated:
-        pdu = AssociateRequestPdu()
+    def _negotiate(self, proposal: bytes) -> Negotiated:
+        request = AssociateRequestPdu()
         try:
-            # The AE titles do not affect the outcome; placeholders keep a blank-title body decodable.
-            pdu.decode(b"\x01\x00" + len(body).to_bytes(4, "big") + FIXED_FIELDS.pack(
-                PROTOCOL_VERSION, 0, b"PACSNODE".ljust(16), b"PEER".ljust(16)) + body[FIXED_FIELDS.size:])
-            primitive = pdu.to_primitive()
+            # The AE titles do not affect the outcome (accept() fills in the real ones): placeholders here.
+            request.decode(pdu.encode_pdu(pdu.A_ASSOCIATE_RQ, FIXED_FIELDS.pack(
+                PROTOCOL_VERSION, 0, b"PACSNODE".ljust(16), b"PEER".ljust(16)) + proposal))
+            primitive = request.to_primitive()
             peer_max = int(primitive.maximum_length_received or 0)
         except Exception as exc:  # pynetdicom raises many types for malformed items
             raise ProtocolError(f"malformed A-ASSOCIATE-RQ: {type(exc).__name__}: {exc}",
