@@ -15,7 +15,7 @@ from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification, SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import build_context
 
 HEADER = struct.Struct(">BxI")
@@ -30,19 +30,31 @@ def pdv(context_id: int, control: int, payload: bytes) -> bytes:
     return struct.pack(">IBB", len(payload) + 2, context_id, control) + payload
 
 
-def associate_rq(abstract_syntax: str, *, calling: str = "RAWPEER", called: str = "PACSNODE",
-                 max_pdu: int = 16384) -> bytes:
-    """An A-ASSOCIATE-RQ PDU proposing ``abstract_syntax`` as context 1 in explicit VR little endian."""
+def associate_rq(*abstract_syntaxes: str, calling: str = "RAWPEER", called: str = "PACSNODE", max_pdu: int = 16384,
+                 transfer_syntaxes: tuple[str, ...] = (ExplicitVRLittleEndian,), roles: bool = False) -> bytes:
+    """An A-ASSOCIATE-RQ PDU proposing each abstract syntax (contexts 1, 3, 5...) in ``transfer_syntaxes``.
+
+    ``roles`` adds an SCP/SCU role selection item (both roles) for the first abstract syntax.
+    """
     primitive = A_ASSOCIATE()
     primitive.application_context_name = "1.2.840.10008.3.1.1.1"
     primitive.calling_ae_title = calling
     primitive.called_ae_title = called
-    context = build_context(abstract_syntax, [ExplicitVRLittleEndian])
-    context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
+    contexts = []
+    for number, abstract_syntax in enumerate(abstract_syntaxes):
+        context = build_context(abstract_syntax, list(transfer_syntaxes))
+        context.context_id = 2 * number + 1
+        contexts.append(context)
+    primitive.presentation_context_definition_list = contexts
     max_length = MaximumLengthNotification()
     max_length.maximum_length_received = max_pdu
-    primitive.user_information = [max_length]
+    items: list[object] = [max_length]
+    if roles:
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid = abstract_syntaxes[0]
+        role.scu_role, role.scp_role = True, True
+        items.append(role)
+    primitive.user_information = items
     return A_ASSOCIATE_RQ(primitive).encode()
 
 

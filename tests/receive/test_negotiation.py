@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian, MRImageStorage
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification, SCP_SCU_RoleSelectionNegotiation
-from pynetdicom.presentation import build_context, negotiate_as_acceptor
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
+from pynetdicom.presentation import negotiate_as_acceptor
 
 from node.scp import supported_contexts
 from node.upper_layer.acse import Negotiator
 from node.upper_layer.pdu import HEADER, ProtocolError
+from tests.receive.raw_peer import associate_rq
 
 MAX_PDU = 65536
 
@@ -18,26 +19,8 @@ MAX_PDU = 65536
 def request_body(calling: str, called: str = "PACSNODE", *, syntaxes: tuple[str, ...] = (CTImageStorage,),
                  max_pdu: int = 16384, roles: bool = False) -> bytes:
     """An A-ASSOCIATE-RQ body (after the PDU header) built by pynetdicom."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title = calling
-    primitive.called_ae_title = called
-    contexts = []
-    for number, syntax in enumerate(syntaxes):
-        context = build_context(syntax, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
-        context.context_id = 2 * number + 1
-        contexts.append(context)
-    primitive.presentation_context_definition_list = contexts
-    max_length = MaximumLengthNotification()
-    max_length.maximum_length_received = max_pdu
-    items: list[object] = [max_length]
-    if roles:
-        role = SCP_SCU_RoleSelectionNegotiation()
-        role.sop_class_uid = syntaxes[0]
-        role.scu_role, role.scp_role = True, True
-        items.append(role)
-    primitive.user_information = items
-    return A_ASSOCIATE_RQ(primitive).encode()[HEADER.size:]
+    return associate_rq(*syntaxes, calling=calling, called=called, max_pdu=max_pdu, roles=roles,
+                        transfer_syntaxes=(ExplicitVRLittleEndian, ImplicitVRLittleEndian))[HEADER.size:]
 
 
 class CountingNegotiator(Negotiator):
