@@ -25,11 +25,14 @@ class NotDurable(OSError):
 
 @dataclass(eq=False)
 class _Waiting:
-    directory: Path
     received: Received
     new: bool = False
     error: BaseException | None = None
     done: bool = False
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.received.path).parent
 
 
 class GroupCommit:
@@ -48,12 +51,12 @@ class GroupCommit:
         self._queue: list[_Waiting] = []
         self._leading = False
 
-    def commit(self, directory: Path, received: Received) -> bool:
-        """Make ``received`` durable in ``directory`` and indexed; True when the instance is new.
+    def commit(self, received: Received) -> bool:
+        """Make ``received`` durable in its folder and indexed; True when the instance is new.
 
         Raises :class:`NotDurable` when the folder cannot be fsynced, or what indexing raised.
         """
-        waiting = _Waiting(directory, received)
+        waiting = _Waiting(received)
         with self._condition:
             self._queue.append(waiting)
             while not waiting.done:

@@ -158,7 +158,7 @@ class StoreHandler:
             calling_host=request.calling_host,
         )
         try:
-            new = self.commits.commit(path.parent, received)
+            new = self.commits.commit(received)
         except NotDurable as exc:
             return self._fail(StoreStatus.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} durably: {exc}",
                               calling, ids.sop_instance_uid)

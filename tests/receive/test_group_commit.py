@@ -20,9 +20,10 @@ from node.receive_handler import StoreHandler, StoreRequest, StoreStatus
 from tests.support.dicom_factory import dataset_bytes_after_meta, write_series
 
 
-def received(number: int, series: str = "1.2.3.4") -> Received:
+def received(number: int, folder: Path = Path("/storage"), series: str = "1.2.3.4") -> Received:
     ids = Identifiers("1.2.840.10008.5.1.4.1.1.2", f"1.2.3.4.5.{number}", "1.2.3", series, "CT", None)
-    return Received(ids, "1.2.840.10008.1.2.1", f"/storage/{number}.dcm", 100, "SENDER", "PACSNODE", "127.0.0.1")
+    return Received(ids, "1.2.840.10008.1.2.1", str(folder / f"{number}.dcm"), 100, "SENDER", "PACSNODE",
+                    "127.0.0.1")
 
 
 class Index:
@@ -54,19 +55,19 @@ class Index:
         return True
 
 
-def commit_together(commits: GroupCommit, items: list[tuple[Path, Received]]) -> dict[str, object]:
+def commit_together(commits: GroupCommit, items: list[Received]) -> dict[str, object]:
     """Commit every item from its own thread, all at once; the outcome (True or the error) by UID."""
     outcomes: dict[str, object] = {}
     start = threading.Barrier(len(items))
 
-    def run(directory: Path, item: Received) -> None:
+    def run(item: Received) -> None:
         start.wait()
         try:
-            outcomes[item.ids.sop_instance_uid] = commits.commit(directory, item)
+            outcomes[item.ids.sop_instance_uid] = commits.commit(item)
         except Exception as exc:
             outcomes[item.ids.sop_instance_uid] = exc
 
-    threads = [threading.Thread(target=run, args=pair) for pair in items]
+    threads = [threading.Thread(target=run, args=(item,)) for item in items]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -78,12 +79,12 @@ def commit_together(commits: GroupCommit, items: list[tuple[Path, Received]]) ->
 def test_threads_arriving_together_share_a_transaction(tmp_path: Path) -> None:
     index = Index()
     commits = GroupCommit(index.index_group, index.index_one)
-    items = [(tmp_path, received(number)) for number in range(8)]
+    items = [received(number, tmp_path) for number in range(8)]
 
     outcomes = commit_together(commits, items)
 
-    assert outcomes == {item.ids.sop_instance_uid: True for _, item in items}
-    assert sorted(index.rows) == sorted(item.ids.sop_instance_uid for _, item in items)
+    assert outcomes == {item.ids.sop_instance_uid: True for item in items}
+    assert sorted(index.rows) == sorted(item.ids.sop_instance_uid for item in items)
     assert len(index.groups) < len(items)  # the first thread committed alone, the others together
     assert max(len(group) for group in index.groups) > 1
 
@@ -91,7 +92,7 @@ def test_threads_arriving_together_share_a_transaction(tmp_path: Path) -> None:
 def test_a_lone_thread_commits_alone(tmp_path: Path) -> None:
     index = Index(seconds=0)
     commits = GroupCommit(index.index_group, index.index_one)
-    assert commits.commit(tmp_path, received(1)) is True
+    assert commits.commit(received(1, tmp_path)) is True
     assert index.rows == [received(1).ids.sop_instance_uid] and index.groups == []
 
 
@@ -99,7 +100,7 @@ def test_a_bad_row_fails_only_its_own_instance(tmp_path: Path) -> None:
     bad = received(3).ids.sop_instance_uid
     index = Index(failing={bad})
     commits = GroupCommit(index.index_group, index.index_one)
-    items = [(tmp_path, received(number)) for number in range(6)]
+    items = [received(number, tmp_path) for number in range(6)]
 
     outcomes = commit_together(commits, items)
 
@@ -113,17 +114,17 @@ def test_a_folder_that_cannot_be_synced_fails_its_instances_only(tmp_path: Path)
     kept.mkdir()
     index = Index()
     commits = GroupCommit(index.index_group, index.index_one)
-    items = [(kept if number % 2 else vanished, received(number)) for number in range(6)]
+    items = [received(number, kept if number % 2 else vanished) for number in range(6)]
 
     outcomes = commit_together(commits, items)
 
-    for directory, item in items:
+    for item in items:
         outcome = outcomes[item.ids.sop_instance_uid]
-        if directory == vanished:
+        if Path(item.path).parent == vanished:
             assert isinstance(outcome, NotDurable) and "cannot fsync" in str(outcome)
         else:
             assert outcome is True
-    assert sorted(index.rows) == sorted(item.ids.sop_instance_uid for directory, item in items if directory == kept)
+    assert sorted(index.rows) == sorted(item.ids.sop_instance_uid for item in items if Path(item.path).parent == kept)
 
 
 def test_an_index_that_is_down_fails_every_waiting_instance(tmp_path: Path) -> None:
@@ -131,10 +132,10 @@ def test_an_index_that_is_down_fails_every_waiting_instance(tmp_path: Path) -> N
         raise ConnectionError("index unreachable")
 
     commits = GroupCommit(down, down)
-    outcomes = commit_together(commits, [(tmp_path, received(number)) for number in range(4)])
+    outcomes = commit_together(commits, [received(number, tmp_path) for number in range(4)])
     assert all(isinstance(outcome, ConnectionError) for outcome in outcomes.values())
     with pytest.raises(ConnectionError):
-        commits.commit(tmp_path, received(9))
+        commits.commit(received(9, tmp_path))
 
 
 def test_an_instance_is_renamed_then_its_folder_synced_then_indexed(tmp_path: Path,
