@@ -166,24 +166,18 @@ def main(argv: list[str] | None = None) -> int:
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (figures need a quiet machine)")
     if shim is None:
         print("no C compiler (cc): the storescp+fsync reference is left out")
-    def sent(associations: int) -> list[Path]:
-        return files[:PER_INSTANCE_FILES] if associations == PER_INSTANCE else files
-
-    receivers: dict[str, Callable[[int, Path], Run]] = {
-        "storescp": lambda associations, tmp: run_storescp(sent(associations), associations, tmp),
-    }
+    receivers: dict[str, Callable[[list[Path], int, Path], Run]] = {"storescp": run_storescp}
     if shim is not None:
-        receivers["storescp+fsync"] = lambda associations, tmp: run_storescp(sent(associations), associations, tmp,
-                                                                             shim)
-    receivers["pacsnode"] = lambda associations, tmp: run_pacsnode(sent(associations), associations, tmp,
-                                                                   args.processes)
+        receivers["storescp+fsync"] = lambda batch, associations, tmp: run_storescp(batch, associations, tmp, shim)
+    receivers["pacsnode"] = lambda batch, associations, tmp: run_pacsnode(batch, associations, tmp, args.processes)
     table: dict[int, dict[str, Run]] = {}
     for associations in (1, 4, PER_INSTANCE):
+        batch = files[:PER_INSTANCE_FILES] if associations == PER_INSTANCE else files
         results: dict[str, list[Run]] = {name: [] for name in receivers}
         for _ in range(args.repeats):  # interleaved, so a slow spell of the machine hits every receiver
             for name, receive in receivers.items():
                 with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-                    results[name].append(receive(associations, Path(tmp)))
+                    results[name].append(receive(batch, associations, Path(tmp)))
         table[associations] = {name: median(runs) for name, runs in results.items()}
     references = [name for name in receivers if name != "pacsnode"]
     print(f"{'assoc':>6}  {'receiver':<22}{'inst/s':>8}{'MB/s':>8}   " + "   ".join(f"vs {n}" for n in references))
