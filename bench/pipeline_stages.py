@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from node.config import QueueConfig, ResultsConfig
+from node.config import QueueConfig
+from pipelines.settings import ResultOptions
 from pipelines.hugepages import use_hugepages
 from pipelines.registry import create_pipeline
 from pipelines.results import write_dataset
@@ -103,7 +104,7 @@ def phantom(data_dir: Path) -> list[Path]:
 
 
 def write_stages(
-    stages: list[Stage], volume: Volume, result: PipelineResult, options: ResultsConfig, job_key: str, out: Path
+    stages: list[Stage], volume: Volume, result: PipelineResult, options: ResultOptions, job_key: str, out: Path
 ) -> None:
     """SEG build, SEG write, SR build, SR write of one result, each measured."""
     numbers = [s.number for s in sorted(result.segments, key=lambda s: s.number)]
@@ -141,7 +142,7 @@ def seg_forms(volume: Volume, result: PipelineResult, out: Path, forms: list[str
     """Build and write the SEG of ``result`` in each form: size, seconds, frames."""
     rows = []
     for form in forms:
-        options = ResultsConfig(**SEG_FORMS[form])
+        options = ResultOptions(**SEG_FORMS[form])
         uids = result_uids(f"bench-{form}", "seg")
         started = time.perf_counter()
         seg = build_segmentation(
@@ -182,14 +183,14 @@ def warm_up(volume: Volume, result: PipelineResult, out: Path) -> None:
         [Segment(s.number, s.label, s.category, s.type, s.mask[:2]) for s in result.segments],
         result.measurements, result.classifications,
     )
-    write_stages([], small, small_result, ResultsConfig(), "bench/warm-up", out)
+    write_stages([], small, small_result, ResultOptions(), "bench/warm-up", out)
 
 
 def run(data_dir: Path, pipelines: list[str], forms: list[str]) -> dict[str, Any]:
     """Measure every stage; the report as a dict."""
     paths = phantom(data_dir)
     stages: list[Stage] = []
-    options = ResultsConfig()
+    options = ResultOptions()
     with tempfile.TemporaryDirectory(prefix="pacsnode-bench-") as scratch:
         out = Path(scratch)
         load_series(SAMPLE_SERIES)  # a worker's first job loads pydicom's and numpy's lazy parts; not counted

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from node.config import ResultsConfig
+from pipelines.settings import ResultOptions
 from node.scu import send_objects
 from pipelines.registry import create_pipeline
 from pipelines.results import write_results
@@ -81,12 +81,12 @@ def run(options: list[str], out: Path) -> list[dict[str, object]]:
         work = Path(tmp)
         written = {}
         for name in options:
-            config = ResultsConfig(series_description_prefix=f"bench {name}", fallback_key_slices=0, **OPTIONS[name])
+            config = ResultOptions(series_description_prefix=f"bench {name}", fallback_key_slices=0, **OPTIONS[name])
             began = time.perf_counter()
             files = write_results(volume, result, config, job_key=f"bench-viewer/{name}", out_dir=work / name)
             seg = next(w for w in files if w.kind == "seg")
             written[name] = (seg, time.perf_counter() - began)
-        fallback = write_results(volume, result, ResultsConfig(), job_key="bench-viewer/fallback", out_dir=work / "fb")
+        fallback = write_results(volume, result, ResultOptions(), job_key="bench-viewer/fallback", out_dir=work / "fb")
         fallback_bytes = sum(w.size_bytes for w in fallback if w.kind.startswith("fallback"))
         with orthanc_with_dicomweb(work / "orthanc") as orthanc, ohif_server(ohif_dist(), orthanc.http_port) as url:
             sent = send_objects(ct_paths, orthanc.ae_title, "127.0.0.1", orthanc.dicom_port)

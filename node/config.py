@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from pipelines.settings import PipelineSettings, ResultOptions
+
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
 
 
@@ -191,38 +193,6 @@ class RouteConfig(StrictModel):
     reply_to_sender: bool = Field(False, description="Also send results back to the calling AE's known address.")
 
 
-class PipelineSettings(StrictModel):
-    """Per-pipeline settings and MONAI bundle pipelines."""
-
-    name: str = Field(description="Pipeline name routes refer to (built-in or defined here).")
-    factory: str = Field("", description="'package.module:callable' returning a Pipeline (custom pipelines).")
-    bundle_dir: Path | None = Field(None, description="A MONAI bundle directory (Model Zoo layout).")
-    task: Literal["segmentation", "classification"] = Field("segmentation", description="What a bundle pipeline produces.")
-    labels: dict[int, dict[str, Any]] = Field(default_factory=dict, description="Label value -> coded segment.")
-    modalities: list[str] = Field(default_factory=lambda: ["CT"], description="Modalities the pipeline accepts.")
-    roi_size: list[int] | None = Field(None, description="Sliding-window ROI size; empty: the bundle's own.")
-    sw_batch_size: int = Field(4, description="Sliding-window batch size.")
-    device: str = Field("", description="'cuda', 'cuda:1' or 'cpu'; empty: CUDA when available, else the CPU.")
-    amp: bool = Field(True, description="Automatic mixed precision (float16) on CUDA.")
-
-
-class ResultsConfig(StrictModel):
-    """How SEG and SR are written."""
-
-    seg_type: Literal["binary", "labelmap"] = Field("binary", description="SEG type: binary (widest viewer support) or labelmap.")
-    omit_empty_frames: bool = Field(False, description="Leave out SEG frames with no segmented pixel.")
-    compress: bool = Field(False, description="Lossless compression of SEG pixel data.")
-    series_number: int = Field(9100, description="Series Number of result series.")
-    series_description_prefix: str = Field("pacsnode", description="Start of result series descriptions.")
-    manufacturer: str = Field("pacsnode", description="Manufacturer written into results.")
-    content_creator: str = Field("pacsnode^AI", description="Content Creator's Name written into results.")
-    fallback_key_slices: int = Field(
-        6, ge=0, le=64,
-        description="Secondary Capture key slices with segment outlines, for viewers without SEG (0: none). "
-        "Sent to destinations whose outputs include fallback, and instead of the SEG to one that refuses SEG.",
-    )
-
-
 class LoggingConfig(StrictModel):
     level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING, ERROR.")
     json_format: bool = Field(False, alias="json", description="One JSON object per log line (with job and series UIDs).")
@@ -265,7 +235,7 @@ class Settings(BaseSettings):
     node: NodeConfig = Field(default_factory=NodeConfig)
     queue: QueueConfig = Field(default_factory=QueueConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
-    results: ResultsConfig = Field(default_factory=ResultsConfig)
+    results: ResultOptions = Field(default_factory=ResultOptions)
     destinations: list[DestinationConfig] = Field(default_factory=list)
     senders: list[SenderConfig] = Field(
         default_factory=list, description="Known calling AEs (AE title, host, port) for routes with reply_to_sender."

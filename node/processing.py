@@ -227,7 +227,7 @@ def _run(settings: Settings, database: Database, lease: Lease) -> tuple[list, di
 
     timings: dict[str, float] = {}
     try:
-        pipeline = get_pipeline(lease.pipeline, settings)
+        pipeline = get_pipeline(lease.pipeline, settings.pipelines)
     except KeyError as exc:
         raise PermanentJobError(str(exc.args[0])) from exc
     paths = list(lease.paths)

@@ -224,6 +224,6 @@ def check_routes(settings: Settings) -> None:
     """Validate the routes at start; raise RouteError listing every bad rule."""
     from pipelines.registry import names
 
-    problems = route_problems(settings, names(settings))
+    problems = route_problems(settings, names(settings.pipelines))
     if problems:
         raise RouteError("invalid routes in the configuration:\n  " + "\n  ".join(problems))

@@ -41,6 +41,7 @@ from pydicom.dataset import Dataset
 from pipelines import codes
 from pipelines.codes import code_from_config
 from pipelines.device import infer, select_device
+from pipelines.settings import PipelineSettings
 from pipelines.types import Classification, Code, Measurement, PipelineResult, Segment, UnsupportedSeries, Volume
 
 logger = logging.getLogger(__name__)
@@ -131,8 +132,8 @@ class BundlePipeline:
         logger.info("bundle pipeline %s loaded from %s on %s", name, self.bundle_dir, self.device)
 
     @classmethod
-    def from_settings(cls, entry: Any) -> "BundlePipeline":
-        """From a ``pipelines:`` entry of the configuration (node.config.PipelineSettings)."""
+    def from_settings(cls, entry: PipelineSettings) -> "BundlePipeline":
+        """From a ``pipelines:`` entry of the configuration."""
         if entry.bundle_dir is None:
             raise BundleError(f"pipelines[{entry.name}]: bundle_dir is not set")
         return cls(
@@ -143,8 +144,8 @@ class BundlePipeline:
             modalities=entry.modalities,
             roi_size=entry.roi_size,
             sw_batch_size=entry.sw_batch_size,
-            device=getattr(entry, "device", None) or None,
-            amp=getattr(entry, "amp", True),
+            device=entry.device or None,
+            amp=entry.amp,
         )
 
     def _segment_labels(self, labels: dict[int, dict[str, Any]]) -> dict[int, tuple[str, Code, Code]]:

@@ -1,19 +1,21 @@
 """The pipeline registry: names to pipeline factories.
 
 Built-in pipelines register themselves here; MONAI bundle pipelines and custom ones come from the
-configuration (``pipelines:`` entries with ``bundle_dir`` or ``factory``). A pipeline is created once per
-process and reused, so its model is loaded once per worker.
+configuration (``pipelines:`` entries, :class:`pipelines.settings.PipelineSettings`, with ``bundle_dir`` or
+``factory``). Every function takes those entries, not the node's whole configuration. A pipeline is created
+once per process and reused, so its model is loaded once per worker.
 """
 
 from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Callable
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
 
 from pydicom.dataset import Dataset
 
+from pipelines.settings import PipelineSettings
 from pipelines.types import PipelineResult, Volume
 
 
@@ -62,17 +64,21 @@ def _load_builtin(name: str) -> None:
         raise RuntimeError(f"{BUILTIN_MODULES[name]} does not register the pipeline {name!r}")
 
 
-def _configured(settings: Any, name: str) -> Any | None:
-    for entry in getattr(settings, "pipelines", None) or []:
+Entries = Sequence[PipelineSettings]
+"""The configuration's ``pipelines:`` entries."""
+
+
+def _configured(entries: Entries | None, name: str) -> PipelineSettings | None:
+    for entry in entries or ():
         if entry.name == name:
             return entry
     return None
 
 
-def _configured_pipelines(settings: Any) -> dict[str, str]:
+def _configured_pipelines(entries: Entries | None) -> dict[str, str]:
     """The pipelines the configuration itself defines (MONAI bundles, custom factories), each described."""
     described = {}
-    for entry in getattr(settings, "pipelines", None) or []:
+    for entry in entries or ():
         if entry.bundle_dir is not None:
             described[entry.name] = f"MONAI bundle {entry.bundle_dir} ({entry.task})"
         elif entry.factory:
@@ -80,18 +86,18 @@ def _configured_pipelines(settings: Any) -> dict[str, str]:
     return described
 
 
-def names(settings: Any = None) -> set[str]:
+def names(entries: Entries | None = None) -> set[str]:
     """The name of every pipeline this configuration can run, without importing any of them."""
-    return set(BUILTIN_MODULES) | set(_configured_pipelines(settings))
+    return set(BUILTIN_MODULES) | set(_configured_pipelines(entries))
 
 
-def available(settings: Any = None) -> dict[str, str]:
+def available(entries: Entries | None = None) -> dict[str, str]:
     """Names and descriptions of every pipeline this configuration can run (imports the built-in ones)."""
     described = {}
     for name in BUILTIN_MODULES:
         _load_builtin(name)
         described[name] = _BUILTIN[name][1]
-    return described | _configured_pipelines(settings)
+    return described | _configured_pipelines(entries)
 
 
 def _import_factory(spec: str) -> PipelineFactory:
@@ -101,9 +107,9 @@ def _import_factory(spec: str) -> PipelineFactory:
     return getattr(importlib.import_module(module_name), attribute)
 
 
-def create_pipeline(name: str, settings: Any = None) -> Pipeline:
+def create_pipeline(name: str, entries: Entries | None = None) -> Pipeline:
     """A new pipeline object for ``name``; raises KeyError naming the known pipelines if unknown."""
-    entry = _configured(settings, name)
+    entry = _configured(entries, name)
     if entry is not None and entry.bundle_dir is not None:
         from pipelines.bundle import BundlePipeline
 
@@ -111,16 +117,16 @@ def create_pipeline(name: str, settings: Any = None) -> Pipeline:
     if entry is not None and entry.factory:
         return _import_factory(entry.factory)(entry)
     if name not in BUILTIN_MODULES:
-        raise KeyError(f"unknown pipeline {name!r}; known: {sorted(names(settings))}")
+        raise KeyError(f"unknown pipeline {name!r}; known: {sorted(names(entries))}")
     _load_builtin(name)
     factory, _ = _BUILTIN[name]
     return factory(entry) if entry is not None else factory()
 
 
-def get_pipeline(name: str, settings: Any = None) -> Pipeline:
+def get_pipeline(name: str, entries: Entries | None = None) -> Pipeline:
     """The process-wide pipeline object for ``name`` (created and its model loaded on first use)."""
-    key = (name, id(settings))
+    key = (name, id(entries))
     with _LOCK:
         if key not in _INSTANCES:
-            _INSTANCES[key] = create_pipeline(name, settings)
+            _INSTANCES[key] = create_pipeline(name, entries)
         return _INSTANCES[key]

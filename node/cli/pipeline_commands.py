@@ -36,7 +36,7 @@ def list_pipelines(
     table.add_column("name")
     table.add_column("kind")
     table.add_column("description")
-    for name, description in sorted(available(settings).items()):
+    for name, description in sorted(available(settings.pipelines).items()):
         entry = configured.get(name)
         kind = "bundle" if entry is not None and entry.bundle_dir else "custom" if entry is not None and entry.factory else "built-in"
         table.add_row(name, kind, description)
@@ -59,7 +59,7 @@ def infer_folder(
     settings = _settings(config)
     logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        pipeline = get_pipeline(name, settings)
+        pipeline = get_pipeline(name, settings.pipelines)
         volume = load_series(sorted(p for p in folder.rglob("*") if p.is_file() and is_dicom(p)))
         reason = pipeline.accepts(volume.datasets[0])
         if reason:

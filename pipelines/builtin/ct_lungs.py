@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ from pipelines.builtin import ops
 from pipelines.builtin.ct_tissue import accepts_ct, body_mask, hu_tensor, volume_and_mean
 from pipelines.device import inference_mode, select_device
 from pipelines.registry import register_builtin
+from pipelines.settings import PipelineSettings
 from pipelines.types import Classification, Code, Measurement, PipelineResult, Segment, UnsupportedSeries, Volume
 
 logger = logging.getLogger(__name__)
@@ -127,8 +128,8 @@ class CtLungsPipeline:
     version = VERSION
     description = "chest CT: right and left lung (airway removed), volumes, LAA-950, mean lung density, emphysema grade"
 
-    def __init__(self, settings: Any = None) -> None:
-        self.device = select_device(getattr(settings, "device", None))
+    def __init__(self, settings: PipelineSettings | None = None) -> None:
+        self.device = select_device(settings.device if settings is not None else None)
 
     def accepts(self, header: Dataset) -> str | None:
         reason = accepts_ct(header)
@@ -181,5 +182,5 @@ def _laa(hu: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 @register_builtin(NAME, CtLungsPipeline.description)
-def create(settings: Any = None) -> CtLungsPipeline:
+def create(settings: PipelineSettings | None = None) -> CtLungsPipeline:
     return CtLungsPipeline(settings)

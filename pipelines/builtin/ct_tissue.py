@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+
 
 import numpy as np
 import torch
@@ -18,6 +18,7 @@ from pipelines import codes
 from pipelines.builtin import ops
 from pipelines.device import inference_mode, select_device
 from pipelines.registry import register_builtin
+from pipelines.settings import PipelineSettings
 from pipelines.types import Measurement, PipelineResult, Segment, UnsupportedSeries, Volume
 
 logger = logging.getLogger(__name__)
@@ -77,8 +78,8 @@ class CtTissuePipeline:
     version = VERSION
     description = "CT: body outline (table removed, holes filled), bone, adipose tissue, air inside the body"
 
-    def __init__(self, settings: Any = None) -> None:
-        self.device = select_device(getattr(settings, "device", None))
+    def __init__(self, settings: PipelineSettings | None = None) -> None:
+        self.device = select_device(settings.device if settings is not None else None)
 
     def accepts(self, header: Dataset) -> str | None:
         return accepts_ct(header)
@@ -120,5 +121,5 @@ class CtTissuePipeline:
 
 
 @register_builtin(NAME, CtTissuePipeline.description)
-def create(settings: Any = None) -> CtTissuePipeline:
+def create(settings: PipelineSettings | None = None) -> CtTissuePipeline:
     return CtTissuePipeline(settings)

@@ -7,20 +7,19 @@ job key, so a re-run writes objects that replace the earlier ones in PACS.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from node.config import ResultsConfig
-from node.storage import fsync_directory
+from pipelines.durable import atomic_file
 from pipelines.results import encoding
 from pipelines.results.fallback import build_fallback
 from pipelines.results.seg import build_segmentation
 from pipelines.results.sr import build_report
 from pipelines.results.uids import job_uid, result_uids, tracking_uid
+from pipelines.settings import ResultOptions
 from pipelines.types import PipelineResult, Volume
 
 logger = logging.getLogger(__name__)
@@ -40,18 +39,12 @@ class WrittenResult:
 
 
 def write_dataset(dataset: Dataset, path: Path) -> int:
-    """Write ``dataset`` as a DICOM file (preamble and file meta) via a temporary name; its size.
+    """Write ``dataset`` as a DICOM file (preamble and file meta) atomically and durably; its size.
 
     The file and then its folder are fsynced, so a result the index records survives a crash of the node.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
+    with atomic_file(path) as handle:
         encoding.save(dataset, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-    fsync_directory(path.parent)
     return path.stat().st_size
 
 
@@ -71,7 +64,7 @@ def _written(kind: str, dataset: Dataset, path: Path) -> WrittenResult:
 def write_results(
     volume: Volume,
     result: PipelineResult,
-    options: ResultsConfig,
+    options: ResultOptions,
     job_key: str,
     out_dir: Path,
     *,
@@ -142,7 +135,7 @@ def write_results(
 
 
 def write_fallback(
-    volume: Volume, result: PipelineResult, options: ResultsConfig, job_key: str, out_dir: Path
+    volume: Volume, result: PipelineResult, options: ResultOptions, job_key: str, out_dir: Path
 ) -> list[WrittenResult]:
     """Write the Secondary Capture key slices of ``result``'s segments (``fallback-1.dcm``...) into ``out_dir``.
 

@@ -21,7 +21,7 @@ from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian
 from scipy import ndimage
 
-from node.config import ResultsConfig
+from pipelines.settings import ResultOptions
 from pipelines.results.colours import segment_colour
 from pipelines.results.uids import job_uid, result_uids
 from pipelines.types import Code, PipelineResult, Segment, Volume
@@ -149,7 +149,7 @@ def _source_reference(volume: Volume, index: int) -> Dataset:
 
 
 def build_fallback(
-    volume: Volume, result: PipelineResult, options: ResultsConfig, *, job_key: str, max_slices: int = 6
+    volume: Volume, result: PipelineResult, options: ResultOptions, *, job_key: str, max_slices: int = 6
 ) -> list[Dataset]:
     """Secondary Capture images of the key slices of ``result``'s segments; empty when no segment has voxels.
 

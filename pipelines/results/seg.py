@@ -16,7 +16,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
-from node.config import ResultsConfig
+from pipelines.settings import ResultOptions
 from pipelines.gc_pause import paused_gc
 from pipelines.results import iod_lookup
 from pipelines.results.colours import segment_colour
@@ -268,7 +268,7 @@ def segment_descriptions(
     ]
 
 
-def transfer_syntax(options: ResultsConfig) -> str:
+def transfer_syntax(options: ResultOptions) -> str:
     """Lossless compression highdicom supports for the chosen type: JPEG 2000 for 1-bit BINARY, RLE for LABELMAP."""
     if not options.compress:
         return ExplicitVRLittleEndian
@@ -278,7 +278,7 @@ def transfer_syntax(options: ResultsConfig) -> str:
 def build_segmentation(
     volume: Volume,
     result: PipelineResult,
-    options: ResultsConfig,
+    options: ResultOptions,
     *,
     series_uid: str,
     sop_instance_uid: str,

@@ -16,7 +16,7 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from node.config import ResultsConfig
+from pipelines.settings import ResultOptions
 from pipelines.results.seg import coded, source_images
 from pipelines.results.uids import device_uid
 from pipelines.types import Classification, Measurement, PipelineResult, Segment, Volume
@@ -45,7 +45,7 @@ def _measurement(measurement: Measurement, algorithm: hd.sr.AlgorithmIdentificat
     )
 
 
-def observation_context(result: PipelineResult, options: ResultsConfig) -> hd.sr.ObservationContext:
+def observation_context(result: PipelineResult, options: ResultOptions) -> hd.sr.ObservationContext:
     """The algorithm as the observing device."""
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=device_uid(result.pipeline, result.version),
@@ -132,7 +132,7 @@ def _finite_only(result: PipelineResult, series_uid: str) -> PipelineResult:
 def build_report(
     volume: Volume,
     result: PipelineResult,
-    options: ResultsConfig,
+    options: ResultOptions,
     *,
     series_uid: str,
     sop_instance_uid: str,

@@ -17,7 +17,6 @@ import pydicom
 from sqlalchemy import select
 
 from node.db import Delivery, DeliveryState, Job, JobState
-from node.config import Settings
 from pipelines.registry import create_pipeline
 from pipelines.volume import load_series
 from tests.e2e.conftest import PIPELINES, SAMPLE_SERIES
@@ -98,7 +97,7 @@ def test_orthanc_sends_study_and_gets_seg_and_sr_back(pacs_and_node) -> None:
         name = seg.SeriesDescription
         pipeline = next(p for p in PIPELINES if p in name) if any(p in name for p in PIPELINES) else None
         assert pipeline is not None, f"cannot tell the pipeline of SEG {name!r}"
-        expected_segments = create_pipeline(pipeline, Settings()).run(volume).segments
+        expected_segments = create_pipeline(pipeline).run(volume).segments
         assert [s.number for s in expected_segments] == list(seg.segment_numbers)
         pixels = seg.get_pixels_by_source_instance(
             source_sop_instance_uids=source_uids, segment_numbers=[s.number for s in expected_segments],

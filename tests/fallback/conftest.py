@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, ALL_TRANSFER_SYNTAXES, evt
 
-from node.config import ResultsConfig
+from pipelines.settings import ResultOptions
 from node.deliver.fallback import SEG_SOP_CLASSES
 from pipelines.results.fallback import build_fallback
 from pipelines.types import Code, PipelineResult, Segment
@@ -92,7 +92,7 @@ def result_files(tmp_path: Path) -> Iterator:
         mask[:, 76:, 76:] = False
         result = PipelineResult("test", "1", AI, segments=[Segment(1, "target", TISSUE, TISSUE, mask)])
         files = {"seg": write_seg(series, folder / "seg", omit_empty_frames=True, volume=volume)}
-        for number, image in enumerate(build_fallback(volume, result, ResultsConfig(), job_key=str(folder)), 1):
+        for number, image in enumerate(build_fallback(volume, result, ResultOptions(), job_key=str(folder)), 1):
             files[f"fallback-{number}"] = folder / f"fallback-{number}.dcm"
             image.save_as(files[f"fallback-{number}"], enforce_file_format=True)
         return files

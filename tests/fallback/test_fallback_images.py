@@ -10,7 +10,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from node.config import ResultsConfig
+from pipelines.settings import ResultOptions
 from pipelines.results.colours import segment_colour
 from pipelines.results.fallback import NOT_FOR_DIAGNOSIS, build_fallback, key_slices
 from pipelines.types import Code, PipelineResult, Segment
@@ -49,7 +49,7 @@ def test_key_slices_are_each_segments_largest_cross_section(volume) -> None:  # 
 
 
 def test_fallback_images_are_labelled_derived_and_reference_their_source(volume, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    images = build_fallback(volume, _result(volume), ResultsConfig(), job_key="series-x/test-pipeline")
+    images = build_fallback(volume, _result(volume), ResultOptions(), job_key="series-x/test-pipeline")
     assert len(images) == 2
     source_uids = {str(ds.SOPInstanceUID) for ds in volume.datasets}
     for image in images:
@@ -69,7 +69,7 @@ def test_fallback_images_are_labelled_derived_and_reference_their_source(volume,
 
 
 def test_outline_is_drawn_around_the_segment_in_its_colour(volume) -> None:  # type: ignore[no-untyped-def]
-    image = build_fallback(volume, _result(volume, second_segment=False), ResultsConfig(), job_key="k")[0]
+    image = build_fallback(volume, _result(volume, second_segment=False), ResultOptions(), job_key="k")[0]
     pixels = image.pixel_array
     scale = pixels.shape[1] // volume.array.shape[2]
     colour = np.all(pixels == segment_colour(1), axis=2)
@@ -86,24 +86,24 @@ def test_outline_is_drawn_around_the_segment_in_its_colour(volume) -> None:  # t
 
 
 def test_same_job_key_gives_same_uids_and_empty_result_gives_nothing(volume) -> None:  # type: ignore[no-untyped-def]
-    first = build_fallback(volume, _result(volume), ResultsConfig(), job_key="same")
-    second = build_fallback(volume, _result(volume), ResultsConfig(), job_key="same")
+    first = build_fallback(volume, _result(volume), ResultOptions(), job_key="same")
+    second = build_fallback(volume, _result(volume), ResultOptions(), job_key="same")
     assert [d.SOPInstanceUID for d in first] == [d.SOPInstanceUID for d in second]
     assert first[0].SeriesInstanceUID == second[0].SeriesInstanceUID
     empty = _result(volume, second_segment=False)
     empty.segments[0].mask[:] = False
-    assert build_fallback(volume, empty, ResultsConfig(), job_key="same") == []
+    assert build_fallback(volume, empty, ResultOptions(), job_key="same") == []
 
 
 def test_mask_of_the_wrong_shape_is_refused(volume) -> None:  # type: ignore[no-untyped-def]
     bad = PipelineResult("p", "1", AI, segments=[Segment(1, "x", TISSUE, TISSUE, np.ones((2, 2, 2), bool))])
     with pytest.raises(ValueError, match="mask shape"):
-        build_fallback(volume, bad, ResultsConfig(), job_key="k")
+        build_fallback(volume, bad, ResultOptions(), job_key="k")
 
 
 def test_fallback_passes_dciodvfy(volume, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     dciodvfy = shutil.which("dciodvfy") or str(Path(__file__).resolve().parents[2] / ".venv/bin/dciodvfy")
-    image = build_fallback(volume, _result(volume), ResultsConfig(), job_key="k")[0]
+    image = build_fallback(volume, _result(volume), ResultOptions(), job_key="k")[0]
     path = tmp_path / "sc.dcm"
     image.save_as(path, enforce_file_format=True)
     run = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
@@ -114,5 +114,5 @@ def test_fallback_passes_dciodvfy(volume, tmp_path: Path) -> None:  # type: igno
 def test_oblique_and_flipped_series_get_a_fallback(tmp_path: Path) -> None:
     oblique = load_datasets(make_ct(orientation=(0.866025, 0.5, 0.0, -0.482963, 0.836516, 0.258819)).datasets)
     flipped = load_datasets(make_ct(orientation=(1.0, 0.0, 0.0, 0.0, -1.0, 0.0), reverse_order=True).datasets)
-    assert build_fallback(oblique, _result(oblique), ResultsConfig(), job_key="o")[0].PatientOrientation == ["L", "P"]
-    assert build_fallback(flipped, _result(flipped), ResultsConfig(), job_key="f")[0].PatientOrientation == ["L", "A"]
+    assert build_fallback(oblique, _result(oblique), ResultOptions(), job_key="o")[0].PatientOrientation == ["L", "P"]
+    assert build_fallback(flipped, _result(flipped), ResultOptions(), job_key="f")[0].PatientOrientation == ["L", "A"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from node.config import ResultsConfig
+from pipelines.settings import ResultOptions
 from node.db import DeliveryState, DestinationRefusal, Instance, Job, JobState, ResultObject, Series, SeriesState, Study
 from node.deliver.attempt import deliver
 from node.deliver.fallback import fallback_needed
@@ -34,8 +34,8 @@ def _stored_job(node, tmp_path: Path, destinations: list[str], *, fallback: bool
     volume = load_series(paths)
     series_uid = str(volume.datasets[0].SeriesInstanceUID)
     result, key = make_result(volume, overlapping=overlapping), job_key(series_uid, PIPELINE)
-    written = write_results(volume, result, ResultsConfig(), key, tmp_path / "results", fallback=fallback)
-    reference = write_results(volume, result, ResultsConfig(), key, tmp_path / "reference", fallback=True)
+    written = write_results(volume, result, ResultOptions(), key, tmp_path / "results", fallback=fallback)
+    reference = write_results(volume, result, ResultOptions(), key, tmp_path / "reference", fallback=True)
     with node.database.session() as session:
         study_uid = str(volume.datasets[0].StudyInstanceUID)
         session.add(Study(study_uid=study_uid))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from node.config import PipelineSettings, Settings
+from node.config import Settings
+from pipelines.settings import PipelineSettings
 from pipelines import codes
 from pipelines.bundle import BundleError, BundlePipeline
 from pipelines.registry import available, create_pipeline
@@ -95,8 +96,8 @@ def test_classification_bundle_gives_the_known_probability(tmp_path, phantom):
 def test_registry_creates_bundle_pipelines_from_the_configuration(tmp_path, phantom):
     bundle_dir = bundles.segmentation_bundle(tmp_path / "b")
     settings = Settings(pipelines=[settings_for(bundle_dir).model_dump()])
-    assert "dense" in available(settings)
-    pipeline = create_pipeline("dense", settings)
+    assert "dense" in available(settings.pipelines)
+    pipeline = create_pipeline("dense", settings.pipelines)
     assert pipeline.accepts(phantom[0].datasets[0]) is None
 
 

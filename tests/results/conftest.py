@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy.spatial.transform import Rotation
 
-from node.config import ResultsConfig
+from pipelines.settings import ResultOptions
 from pipelines.types import Classification, Code, Measurement, PipelineResult, Segment, Volume
 from pipelines.volume import load_series
 
@@ -145,15 +145,15 @@ def series_volume(tmp_path: Path) -> Callable[..., Volume]:
     return build
 
 
-def seg_sr_options(**values: object) -> ResultsConfig:
+def seg_sr_options(**values: object) -> ResultOptions:
     """Results options that write the SEG and SR only (the Secondary Capture fallback has its own tests)."""
-    if "fallback_key_slices" in ResultsConfig.model_fields:
+    if "fallback_key_slices" in ResultOptions.model_fields:
         values.setdefault("fallback_key_slices", 0)
-    return ResultsConfig(**values)  # type: ignore[arg-type]
+    return ResultOptions(**values)  # type: ignore[arg-type]
 
 
 @pytest.fixture
-def options() -> ResultsConfig:
+def options() -> ResultOptions:
     return seg_sr_options()
 
 

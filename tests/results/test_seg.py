@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from pydicom.uid import JPEG2000Lossless, RLELossless
 
-from node.config import ResultsConfig
+from pipelines.settings import ResultOptions
 from pipelines.results import write_results
 from pipelines.types import Segment, Volume
 from tests.results.conftest import SLICES, dciodvfy_errors, make_result, seg_sr_options
@@ -18,7 +18,7 @@ BINARY_SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 LABELMAP_SEG = "1.2.840.10008.5.1.4.1.1.66.7"
 
 
-def write_seg(volume: Volume, result, options: ResultsConfig, out: Path) -> Path:
+def write_seg(volume: Volume, result, options: ResultOptions, out: Path) -> Path:
     written = write_results(volume, result, options, "job-seg", out)
     assert [w.kind for w in written if not w.kind.startswith("fallback")] == ["seg", "sr"]
     return written[0].path

@@ -15,7 +15,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from node.config import ResultsConfig
+from pipelines.settings import ResultOptions
 from pipelines.results import write_results
 from pipelines.types import Code, PipelineResult, Segment, Volume
 from pipelines.volume import load_datasets
@@ -144,6 +144,6 @@ def write_seg(
     Pass ``volume`` when the series was loaded already: loading keeps only the headers of its datasets.
     """
     volume = volume or load_datasets(series.datasets)
-    options = ResultsConfig(omit_empty_frames=omit_empty_frames, fallback_key_slices=0)
+    options = ResultOptions(omit_empty_frames=omit_empty_frames, fallback_key_slices=0)
     written = write_results(volume, phantom_result(volume, misplaced), options, job_key=str(folder), out_dir=folder)
     return next(w.path for w in written if w.kind == "seg")

@@ -1,0 +1,48 @@
+"""Settings of the pipelines and of the result writers, as the node's configuration file holds them.
+
+They live here, not in ``node.config``, so that pipelines and result writers take their own small typed
+options and never import the node; ``node.config`` embeds them in its ``Settings``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PipelineSettings(StrictModel):
+    """Per-pipeline settings and MONAI bundle pipelines."""
+
+    name: str = Field(description="Pipeline name routes refer to (built-in or defined here).")
+    factory: str = Field("", description="'package.module:callable' returning a Pipeline (custom pipelines).")
+    bundle_dir: Path | None = Field(None, description="A MONAI bundle directory (Model Zoo layout).")
+    task: Literal["segmentation", "classification"] = Field("segmentation", description="What a bundle pipeline produces.")
+    labels: dict[int, dict[str, Any]] = Field(default_factory=dict, description="Label value -> coded segment.")
+    modalities: list[str] = Field(default_factory=lambda: ["CT"], description="Modalities the pipeline accepts.")
+    roi_size: list[int] | None = Field(None, description="Sliding-window ROI size; empty: the bundle's own.")
+    sw_batch_size: int = Field(4, description="Sliding-window batch size.")
+    device: str = Field("", description="'cuda', 'cuda:1' or 'cpu'; empty: CUDA when available, else the CPU.")
+    amp: bool = Field(True, description="Automatic mixed precision (float16) on CUDA.")
+
+
+class ResultOptions(StrictModel):
+    """How the result writers make SEG, SR and the fallback images (the ``results:`` section)."""
+
+    seg_type: Literal["binary", "labelmap"] = Field("binary", description="SEG type: binary (widest viewer support) or labelmap.")
+    omit_empty_frames: bool = Field(False, description="Leave out SEG frames with no segmented pixel.")
+    compress: bool = Field(False, description="Lossless compression of SEG pixel data.")
+    series_number: int = Field(9100, description="Series Number of result series.")
+    series_description_prefix: str = Field("pacsnode", description="Start of result series descriptions.")
+    manufacturer: str = Field("pacsnode", description="Manufacturer written into results.")
+    content_creator: str = Field("pacsnode^AI", description="Content Creator's Name written into results.")
+    fallback_key_slices: int = Field(
+        6, ge=0, le=64,
+        description="Secondary Capture key slices with segment outlines, for viewers without SEG (0: none). "
+        "Sent to destinations whose outputs include fallback, and instead of the SEG to one that refuses SEG.",
+    )
