@@ -170,7 +170,7 @@ def truth_result(volume: Volume, data_dir: Path) -> PipelineResult:
     masks = [("Body", codes.ENTIRE_BODY, body), ("Bone", codes.BONE, labels == BONE),
              ("Adipose tissue", codes.ADIPOSE_TISSUE, labels == FAT), ("Air inside the body", codes.GAS, air)]
     segments = [Segment(n, label, codes.ANATOMICAL_STRUCTURE, kind, mask) for n, (label, kind, mask) in enumerate(masks, 1)]
-    measurements = [Measurement(codes.VOLUME, float(s.mask.sum()) * volume.voxel_volume_ml, codes.MILLILITER, s.number)
+    measurements = [Measurement(codes.VOLUME, s.voxel_count * volume.voxel_volume_ml, codes.MILLILITER, s.number)
                     for s in segments]
     return PipelineResult("phantom-truth", "1", codes.ARTIFICIAL_INTELLIGENCE, segments, measurements)
 

@@ -261,19 +261,21 @@ class BundlePipeline:
             raise UnsupportedSeries(
                 f"pipeline {self.name}: prediction shape {label_map.shape} differs from the volume's {volume.array.shape}"
             )
-        return np.rint(label_map).astype(np.int32)
+        return np.rint(label_map).astype(np.uint8 if label_map.max(initial=0) < 256 else np.uint16)
 
     def _segmentation(self, volume: Volume, prediction: torch.Tensor) -> PipelineResult:
         label_map = self._label_map(volume, prediction)
-        segments, measurements = [], []
-        for number, (value, (label, category, kind)) in enumerate(sorted(self.segment_labels.items()), start=1):
-            mask = label_map == value
-            segments.append(Segment(number, label, category, kind, mask))
-            measurements.append(Measurement(codes.VOLUME, float(mask.sum()) * volume.voxel_volume_ml, codes.MILLILITER, number))
-            if str(getattr(volume.datasets[0], "Modality", "")) == "CT" and mask.any():
-                measurements.append(
-                    Measurement(codes.MEAN_ATTENUATION, float(volume.array[mask].mean()), codes.HOUNSFIELD_UNIT, number)
-                )
+        labels = {value: self.segment_labels[value] for value in sorted(self.segment_labels)}
+        segments = Segment.from_label_map(label_map, labels)
+        measurements = []
+        ct = str(getattr(volume.datasets[0], "Modality", "")) == "CT"
+        for segment in segments:
+            measurements.append(Measurement(codes.VOLUME, segment.voxel_count * volume.voxel_volume_ml, codes.MILLILITER,
+                                            segment.number))
+            if ct and not segment.empty:
+                hu = volume.array[segment.box][segment.cropped]
+                measurements.append(Measurement(codes.MEAN_ATTENUATION, float(hu.mean()), codes.HOUNSFIELD_UNIT,
+                                                segment.number))
         return PipelineResult(self.name, self.version, codes.ARTIFICIAL_INTELLIGENCE, segments, measurements)
 
     def _classification(self, prediction: torch.Tensor) -> PipelineResult:

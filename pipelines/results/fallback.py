@@ -46,16 +46,16 @@ def key_slices(segments: list[Segment], max_slices: int) -> list[KeySlice]:
     if max_slices < 1:
         raise ValueError(f"max_slices must be at least 1, got {max_slices}")
     chosen: list[int] = []
-    by_size = sorted(segments, key=lambda s: -int(np.count_nonzero(s.mask)))
+    by_size = sorted(segments, key=lambda s: -s.voxel_count)
     for segment in by_size:
-        areas = np.count_nonzero(segment.mask.reshape(segment.mask.shape[0], -1), axis=1)
+        areas = segment.slice_areas()
         if areas.max(initial=0) == 0:
             continue
         index = int(np.argmax(areas))
         if index not in chosen and len(chosen) < max_slices:
             chosen.append(index)
     return [
-        KeySlice(index, tuple(s.number for s in segments if s.mask[index].any())) for index in sorted(chosen)
+        KeySlice(index, tuple(s.number for s in segments if s.slice_areas()[index])) for index in sorted(chosen)
     ]
 
 
@@ -103,7 +103,7 @@ def render_key_slice(volume: Volume, key: KeySlice, segments: list[Segment], res
     image = _greyscale(volume, key.index, scale)
     for segment in segments:
         if segment.number in key.segment_numbers:
-            image[_outline(segment.mask[key.index], scale)] = segment_colour(segment.number)
+            image[_outline(segment.on_slice(key.index), scale)] = segment_colour(segment.number)
     width = image.shape[1]
     line = 20
     legend = Image.new("RGB", (width, line * (len(segments) + 2) + 8), (0, 0, 0))
@@ -158,9 +158,9 @@ def build_fallback(
     """
     segments = sorted(result.segments, key=lambda s: s.number)
     for segment in segments:
-        if segment.mask.shape != volume.array.shape:
+        if segment.shape != volume.array.shape:
             raise ValueError(
-                f"segment {segment.number} ({segment.label}): mask shape {segment.mask.shape} differs from "
+                f"segment {segment.number} ({segment.label}): mask shape {segment.shape} differs from "
                 f"the volume's {volume.array.shape}"
             )
     keys = key_slices(segments, max_slices) if segments else []

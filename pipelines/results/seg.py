@@ -60,9 +60,9 @@ def check_segments(volume: Volume, segments: Sequence[Segment]) -> list[Segment]
     if numbers != list(range(1, len(ordered) + 1)):
         raise ValueError(f"segment numbers must be 1..{len(ordered)} without gaps, got {numbers}")
     for segment in ordered:
-        if segment.mask.shape != volume.array.shape:
+        if segment.shape != volume.array.shape:
             raise ValueError(
-                f"segment {segment.number} ({segment.label}): mask shape {segment.mask.shape} "
+                f"segment {segment.number} ({segment.label}): mask shape {segment.shape} "
                 f"differs from the volume's {volume.array.shape}"
             )
     return ordered
@@ -73,14 +73,28 @@ def _as_uint8(mask: np.ndarray) -> np.ndarray:
     return mask.view(np.uint8) if mask.dtype == np.bool_ else (mask != 0).view(np.uint8)
 
 
+def _boxes_meet(a: Segment, b: Segment) -> bool:
+    return not (a.empty or b.empty) and all(x.start < y.stop and y.start < x.stop for x, y in zip(a.box, b.box))
+
+
 def segments_overlap(segments: Sequence[Segment], shape: tuple[int, ...], slab: int = 8) -> bool:
-    """Whether any voxel belongs to more than one segment, counted a few slices at a time (little memory)."""
+    """Whether any voxel belongs to more than one segment.
+
+    Only segments whose bounding boxes meet can overlap; their masks are counted a few slices at a time, so
+    the check needs little memory whatever the number of segments.
+    """
+    meeting = [s for s in segments if any(_boxes_meet(s, other) for other in segments if other is not s)]
+    if not meeting:
+        return False
     count = np.empty((slab, *shape[1:]), dtype=np.uint8)
     for start in range(0, shape[0], slab):
         part = count[: min(slab, shape[0] - start)]
         part.fill(0)
-        for segment in segments:
-            np.add(part, _as_uint8(segment.mask[start : start + slab]), out=part)
+        for segment in meeting:
+            piece = segment.in_slab(start, start + part.shape[0])
+            if piece is not None:
+                box, cropped = piece
+                np.add(part[box], _as_uint8(cropped), out=part[box])
         if part.max(initial=0) > 1:
             return True
     return False
@@ -93,15 +107,17 @@ def label_array(segments: Sequence[Segment], shape: tuple[int, ...]) -> np.ndarr
     """
     labels = np.zeros(shape, dtype=np.uint8 if len(segments) < 256 else np.uint16)
     for segment in segments:
-        np.putmask(labels, np.asarray(segment.mask, dtype=bool), segment.number)
+        if not segment.empty:
+            np.putmask(labels[segment.box], segment.cropped, segment.number)
     return labels
 
 
 def stacked_array(segments: Sequence[Segment], shape: tuple[int, ...]) -> np.ndarray:
     """Masks stacked along a last axis (highdicom's form for overlapping segments), one byte per voxel."""
-    stacked = np.empty((len(segments), *shape), dtype=np.uint8)
+    stacked = np.zeros((len(segments), *shape), dtype=np.uint8)
     for index, segment in enumerate(segments):
-        stacked[index] = _as_uint8(segment.mask)
+        if not segment.empty:
+            stacked[index][segment.box] = _as_uint8(segment.cropped)
     # A view with segments last; each frame's mask for one segment stays contiguous in memory.
     return np.moveaxis(stacked, 0, -1)
 
@@ -123,13 +139,14 @@ def segment_bits(segments: Sequence[Segment], shape: tuple[int, ...], slab: int 
     if len(segments) > MAX_BIT_SEGMENTS:
         raise ValueError(f"{len(segments)} segments do not fit in {MAX_BIT_SEGMENTS} bits")
     bits = np.zeros(shape, dtype=np.uint8)
-    scratch = np.empty((min(slab, shape[0]), *shape[1:]), dtype=np.uint8)
-    for start in range(0, shape[0], slab):
-        part = bits[start : start + slab]
-        shifted = scratch[: part.shape[0]]
-        for segment in segments:
-            np.left_shift(_as_uint8(segment.mask[start : start + slab]), segment.number - 1, out=shifted)
-            np.bitwise_or(part, shifted, out=part)
+    for segment in segments:
+        for start in range(segment.box[0].start, segment.box[0].stop, slab):
+            piece = segment.in_slab(start, start + slab)
+            if piece is None:
+                continue
+            box, cropped = piece
+            part = bits[start : start + slab][box]
+            np.bitwise_or(part, np.left_shift(_as_uint8(cropped), segment.number - 1), out=part)
     return bits
 
 

@@ -91,7 +91,7 @@ def test_same_job_key_gives_same_uids_and_empty_result_gives_nothing(volume) -> 
     assert [d.SOPInstanceUID for d in first] == [d.SOPInstanceUID for d in second]
     assert first[0].SeriesInstanceUID == second[0].SeriesInstanceUID
     empty = _result(volume, second_segment=False)
-    empty.segments[0].mask[:] = False
+    empty.segments[0].mask = np.zeros_like(empty.segments[0].mask)
     assert build_fallback(volume, empty, ResultOptions(), job_key="same") == []
 
 
