@@ -268,7 +268,7 @@ def segment_descriptions(
 ) -> list[hd.seg.SegmentDescription]:
     """Coded descriptions of ``segments`` with algorithm identification and tracking identifiers."""
     algorithm = algorithm_identification(result)
-    return [
+    descriptions = [
         hd.seg.SegmentDescription(
             segment_number=segment.number,
             segment_label=segment.label,
@@ -283,6 +283,12 @@ def segment_descriptions(
         )
         for segment, tracking in zip(segments, tracking_uids, strict=True)
     ]
+    for description, segment in zip(descriptions, segments):
+        if segment.modifier is not None:  # highdicom takes no modifier; it sits in the type's code item
+            description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+                coded(segment.modifier)
+            ]
+    return descriptions
 
 
 def transfer_syntax(options: ResultOptions) -> str:

@@ -1,0 +1,130 @@
+"""Boxes from a detection bundle (the Model Zoo's RetinaNet layout) on the volume's voxel grid.
+
+The bundle's own inferer (``RetinaNetInferer`` around a ``RetinaNetDetector``, with the box selection its
+evaluator's ``_requires_`` set) gives, per image, boxes, labels and scores under the detector's keys. Its
+postprocessing then runs as published on ``{box, label, label_scores, image}``: clipping to the image,
+``AffineBoxToWorldCoordinated`` (world coordinates, LPS when it says ``affine_lps_to_ras``), ``ConvertBoxModed``
+(centre and size, say). pacsnode reads what those transforms did and brings every box back to corner form on
+the volume's grid: continuous voxel coordinates ``(i, j, k)``, integers at voxel centres, so a box maps to
+patient coordinates through the volume's affine whatever grid the model worked on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from monai.apps.detection.transforms.dictionary import AffineBoxToWorldCoordinated, ConvertBoxModed
+from monai.data.box_utils import StandardMode, convert_box_mode
+from monai.transforms import Compose
+
+from pipelines import codes
+from pipelines.bundle.errors import BundleRunError
+from pipelines.bundle.output import LPS_TO_RAS
+from pipelines.types import PipelineResult, Volume
+
+BOX_KEY, LABEL_KEY = "box", "label"
+
+
+@dataclass(frozen=True)
+class DetectedBox:
+    """One detection: a box on the volume's voxel grid (lowest and highest continuous ``(i, j, k)``), the
+    bundle's class index and its score (0..1)."""
+
+    low: tuple[float, float, float]
+    high: tuple[float, float, float]
+    label: int
+    score: float
+
+    def patient_box(self, volume: Volume) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+        """The smallest box along the patient axes (LPS mm) holding this one: (lowest, highest corner)."""
+        corners = np.array([[a, b, c, 1.0] for a in (self.low[0], self.high[0]) for b in (self.low[1], self.high[1])
+                            for c in (self.low[2], self.high[2])])
+        world = (volume.affine @ corners.T)[:3]
+        low, high = world.min(axis=1), world.max(axis=1)
+        return (float(low[0]), float(low[1]), float(low[2])), (float(high[0]), float(high[1]), float(high[2]))
+
+
+@dataclass
+class DetectionResult(PipelineResult):
+    """A pipeline result that also carries detected boxes."""
+
+    detections: list[DetectedBox] = field(default_factory=list)
+
+
+@dataclass
+class BoxSpace:
+    """Where the postprocessing left the boxes: their mode and whether they are in world coordinates."""
+
+    mode: Any = StandardMode
+    world: bool = False
+    lps: bool = False
+
+
+def box_space(postprocessing: Any) -> BoxSpace:
+    """What the bundle's box transforms did, read from its instantiated postprocessing."""
+    space = BoxSpace()
+    transforms = postprocessing.transforms if isinstance(postprocessing, Compose) else []
+    for transform in transforms:
+        if isinstance(transform, AffineBoxToWorldCoordinated) and BOX_KEY in transform.keys:
+            space.world, space.lps = True, bool(transform.affine_lps_to_ras)
+        elif isinstance(transform, ConvertBoxModed) and BOX_KEY in transform.keys:
+            space.mode = transform.converter.dst_mode
+    return space
+
+
+def _keys(inferer: Any) -> tuple[str, str, str]:
+    detector = getattr(inferer, "detector", None)
+    box = getattr(detector, "target_box_key", BOX_KEY)
+    label = getattr(detector, "target_label_key", LABEL_KEY)
+    return box, label, getattr(detector, "pred_score_key", f"{label}_scores")
+
+
+def postprocess(output: Any, image: torch.Tensor, data: dict[str, Any], postprocessing: Any, inferer: Any,
+                image_key: str) -> list[DetectedBox]:
+    """The detector's output for one image, through the bundle's postprocessing, as boxes on the image grid
+    the volume came on (``image`` is the preprocessed image; its affine leads back)."""
+    predictions = output[0] if isinstance(output, (list, tuple)) else output
+    if not isinstance(predictions, dict):
+        raise BundleRunError(f"a detection bundle's inferer returns boxes per image (a dict), got {type(predictions).__name__}")
+    box_key, label_key, score_key = _keys(inferer)
+    item = {**predictions, image_key: image}
+    if postprocessing is not None:
+        item = postprocessing(item)
+    space = box_space(postprocessing)
+    boxes = torch.as_tensor(item[box_key]).detach().float().cpu().reshape(-1, 6)
+    corners = convert_box_mode(boxes, src_mode=space.mode, dst_mode=StandardMode).numpy().astype(np.float64)
+    labels = torch.as_tensor(item[label_key]).detach().cpu().reshape(-1).tolist()
+    scores = torch.as_tensor(item[score_key]).detach().float().cpu().reshape(-1).tolist()
+    to_world = np.eye(4) if space.world else np.asarray(torch.as_tensor(image.affine).cpu(), dtype=np.float64)
+    to_lps = np.eye(4) if space.world and space.lps else LPS_TO_RAS  # LPS_TO_RAS is its own inverse
+    return [_box(corner, to_lps @ to_world, int(label), float(score)) for corner, label, score in
+            zip(corners, labels, scores, strict=True)]
+
+
+def _box(corner: np.ndarray, to_lps: np.ndarray, label: int, score: float) -> DetectedBox:
+    """A box given by corners in some space, with the matrix from that space to patient LPS (the volume's voxel
+    grid is applied later, with the volume's own affine)."""
+    points = np.array([[a, b, c, 1.0] for a in (corner[0], corner[3]) for b in (corner[1], corner[4])
+                       for c in (corner[2], corner[5])])
+    mapped = (to_lps @ points.T)[:3]
+    low, high = mapped.min(axis=1), mapped.max(axis=1)
+    return DetectedBox((float(low[0]), float(low[1]), float(low[2])), (float(high[0]), float(high[1]), float(high[2])),
+                       label, score)
+
+
+def on_volume(found: list[DetectedBox], volume: Volume) -> list[DetectedBox]:
+    """Boxes given in patient LPS (as :func:`postprocess` leaves them) as boxes on the volume's voxel grid."""
+    inverse = np.linalg.inv(volume.affine)
+    placed = []
+    for box in found:
+        placed.append(_box(np.array([*box.low, *box.high]), inverse, box.label, box.score))
+    return placed
+
+
+def result(pipeline: str, version: str, volume: Volume, found: list[DetectedBox]) -> DetectionResult:
+    """The detections of one run, on the volume's grid, highest score first."""
+    boxes = sorted(on_volume(found, volume), key=lambda box: -box.score)
+    return DetectionResult(pipeline, version, codes.ARTIFICIAL_INTELLIGENCE, detections=boxes)
