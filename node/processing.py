@@ -2,8 +2,9 @@
 
 A job is taken under a lease (``Job.worker`` plus a heartbeat) with an atomic compare-and-set, so two
 workers never run the same job at once; a stale run that lost its lease cannot mark the job done. Permanent
-problems (unreadable series, unsupported data, a pipeline that declines the series) fail the job at once;
-other errors are retried with backoff until ``queue.max_job_attempts``.
+problems (unreadable series, unsupported data, a pipeline that declines the series, a bundle that cannot run
+it: :class:`pipelines.types.PipelineFailure`) fail the job at once with the reason; other errors are retried
+with backoff until ``queue.max_job_attempts``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from node.config import Settings
 from node.db import Database, Instance, Job, JobState, ResultObject, get_or_add, utcnow
-from pipelines.types import UnsupportedSeries
+from pipelines.types import PipelineFailure
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +337,7 @@ def process_job(settings: Settings, database: Database, job_id: int) -> Outcome:
             if heartbeat.lost or (written and not _register_results(database, lease, written)):
                 log.warning("job %s: lost its lease while running; this run's outcome is discarded", job_id)
                 return Outcome.lost
-    except (PermanentJobError, UnsupportedSeries) as exc:
+    except (PermanentJobError, PipelineFailure) as exc:
         log.error("job %s: failed permanently: %s", job_id, exc)
         _finish(database, lease, state=JobState.failed, reason=str(exc), heartbeat_at=None)
         return Outcome.failed

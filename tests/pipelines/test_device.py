@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pipelines.device import infer, select_device
-from tests.pipelines.bundles import threshold_conv
+from tests.pipelines.zoo import threshold_conv
 
 
 def test_cpu_when_no_cuda_and_refuses_missing_cuda():

@@ -155,6 +155,15 @@ def threshold_unet_state(threshold: float) -> dict[str, torch.Tensor]:
     return state
 
 
+def expected_unet(hu: np.ndarray, threshold_hu: float) -> np.ndarray:
+    """What ``threshold_unet_state`` marks on a ``[k, j, i]`` grid of an axial LPS series (even sizes), run on
+    the same grid in RAS: the threshold taken at every other voxel of the RAS grid, repeated to its neighbour."""
+    ras = (hu > threshold_hu)[:, ::-1, ::-1]
+    sampled = ras[::2, ::2, ::2]
+    repeated = sampled.repeat(2, axis=0).repeat(2, axis=1).repeat(2, axis=2)[: hu.shape[0], : hu.shape[1], : hu.shape[2]]
+    return repeated[:, ::-1, ::-1]
+
+
 UNET_DEF = {"_target_": "UNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 2, "channels": [4, 8],
             "strides": [2], "num_res_units": 0, "norm": "batch"}
 SPLEEN_WINDOW = (-57.0, 164.0)
@@ -166,7 +175,7 @@ def spleen(bundle_dir: Path, *, threshold_hu: float = 0.0, pixdim: list[float] |
     a_min, a_max = SPLEEN_WINDOW
     inferer = {"_target_": "SlidingWindowInferer", "roi_size": roi_size or [32, 32, 16], "sw_batch_size": 4,
                "overlap": 0.5}
-    config = inference_config(UNET_DEF, ct_preprocessing(pixdim or [7.5, 7.5, 15.0], a_min, a_max),
+    config = inference_config(UNET_DEF, ct_preprocessing(pixdim or [5.0, 5.0, 10.0], a_min, a_max),
                               softmax_invert_argmax(), inferer)
     meta = metadata("Spleen CT segmentation", {"num_channels": 2, "channel_def": {"0": "background", "1": "spleen"}})
     state = threshold_unet_state((threshold_hu - a_min) / (a_max - a_min))
@@ -232,12 +241,14 @@ def expected_bands(hu: np.ndarray, channels: int, step: float, window: tuple[flo
     return np.clip(np.where(bands > 0, bands + shift, 0), 0, channels - 1)
 
 
+WHOLEBODY_STEP = 0.2473
+"""Width of an intensity band (of 0..1); no integer HU falls on the edge between two."""
 WHOLEBODY_NAMES = ["background", "spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "aorta",
                    "inferior_vena_cava", "portal_vein_and_splenic_vein", "pancreas", "adrenal_gland_right",
                    "adrenal_gland_left", "lung_upper_lobe_left", "lung_lower_lobe_left"]
 
 
-def wholebody(bundle_dir: Path, *, names: list[str] | None = None, step: float = 0.25) -> Path:
+def wholebody(bundle_dir: Path, *, names: list[str] | None = None, step: float = WHOLEBODY_STEP) -> Path:
     """wholeBody_ct_segmentation's layout: ``displayable_configs#highres`` picks pixdim and the weights file
     (``model.pt`` or ``model_lowres.pt``); SegResNet; argmax before a nearest-neighbour Invertd; a sliding
     window with replicate padding, Gaussian blending and the batch size of ``displayable_configs``. The
@@ -255,13 +266,13 @@ def wholebody(bundle_dir: Path, *, names: list[str] | None = None, step: float =
     postprocessing = [transform("Activationsd", keys="pred", softmax=True), transform("AsDiscreted", keys="pred", argmax=True),
                       transform("Invertd", keys="pred", transform="@preprocessing", orig_keys="@image_key",
                                 nearest_interp=True, to_tensor=True)]
-    inferer = {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 16],
+    inferer = {"_target_": "SlidingWindowInferer", "roi_size": [64, 64, 32],
                "sw_batch_size": "@displayable_configs#sw_batch_size", "overlap": "@displayable_configs#sw_overlap",
                "padding_mode": "replicate", "mode": "gaussian",
                "device": "$torch.device('cuda:0' if torch.cuda.is_available() else 'cpu')"}
     config = inference_config(network_def, preprocessing, postprocessing, inferer,
                               displayable_configs={"highres": True, "sw_overlap": 0.25, "sw_batch_size": 1},
-                              pixdim="$[7.5, 7.5, 15.0] if @displayable_configs#highres else [10.0, 10.0, 20.0]",
+                              pixdim="$[5.0, 5.0, 10.0] if @displayable_configs#highres else [10.0, 10.0, 20.0]",
                               modelname="$'model.pt' if @displayable_configs#highres else 'model_lowres.pt'")
     config["checkpointloader"]["load_path"] = "$@bundle_root + '/models/' + @modelname"
     meta = metadata("Whole body CT segmentation", {"num_channels": len(names),
@@ -269,6 +280,13 @@ def wholebody(bundle_dir: Path, *, names: list[str] | None = None, step: float =
     weights = {"model.pt": band_segresnet_state(len(names), step),
                "model_lowres.pt": band_segresnet_state(len(names), step, shift=1)}
     return write(bundle_dir, meta, config, weights=weights)
+
+
+def labels_pretty(name: str) -> str:
+    """The segment label pacsnode makes of a channel name."""
+    from pipelines.bundle.labels import pretty
+
+    return pretty(name)
 
 
 def as_json(value: Any) -> Any:

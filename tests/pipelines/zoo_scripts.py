@@ -37,12 +37,12 @@ class UNesT(torch.nn.Module):
 RENAL_NAMES = {"0": "background", "1": "kidney cortex", "2": "medulla", "3": "pelvicalyceal system"}
 
 
-def band_conv_state(channels: int, step: float, sign: float = 1.0) -> dict[str, torch.Tensor]:
-    """A 1x1x1 convolution labelling ``round(sign * x / step)`` (clipped to the channels)."""
+def band_conv_state(channels: int, step: float) -> dict[str, torch.Tensor]:
+    """A 1x1x1 convolution labelling ``round(x / step)`` (clipped to the channels)."""
     weight = torch.zeros(channels, 1, 1, 1, 1)
     bias = torch.zeros(channels)
     for channel in range(channels):
-        weight[channel] = sign * channel / step
+        weight[channel] = channel / step
         bias[channel] = -(channel**2) / 2.0
     return {"conv.weight": weight, "conv.bias": bias}
 
@@ -52,7 +52,7 @@ def renal_unest(bundle_dir: Path, *, negate: bool = False, step: float = 0.25) -
     ``bundle_root`` from its authors' machine, CheckpointLoader among the handlers with ``strict: "True"``, an
     ``evaluating`` list instead of ``run``, EnsureChannelFirstd with ``channel_dim: no_channel``. ``negate``
     makes this bundle's own UNesT class band the negated intensity (two bundles, one class path, two codes)."""
-    sign, sign_op = (-1.0, "-") if negate else (1.0, "")
+    sign_op = "-" if negate else ""
     preprocessing = ct_preprocessing([5.0, 5.0, 10.0], -175, 250)
     preprocessing[0] = transform("EnsureChannelFirstd", keys="image", channel_dim="no_channel")
     config = inference_config({"_target_": "scripts.networks.unest.UNesT", "in_channels": 1, "out_channels": 4},
@@ -75,7 +75,7 @@ def renal_unest(bundle_dir: Path, *, negate: bool = False, step: float = 0.25) -
     scripts = {"scripts/__init__.py": "", "scripts/networks/__init__.py": "",
                "scripts/networks/unest.py": UNEST_SOURCE.replace("{sign}", "negated" if negate else "plain")
                .replace("{sign_op}", sign_op)}
-    return write(bundle_dir, meta, config, weights={"model.pt": band_conv_state(4, step, sign)}, scripts=scripts)
+    return write(bundle_dir, meta, config, weights={"model.pt": band_conv_state(4, step)}, scripts=scripts)
 
 
 PEDIATRIC_SCRIPTS = {
@@ -99,10 +99,10 @@ def pediatric(bundle_dir: Path, *, constant_label: int = 1) -> Path:
     preprocessing.append(transform("CastToTyped", keys="@image_key", dtype="$torch.float32"))
     network_def = {"_target_": "monai.networks.nets.DynUNet", "spatial_dims": 3, "in_channels": "@input_channels",
                    "out_channels": "@output_channels", "kernel_size": [3, 3, 3], "strides": [1, 2, [2, 2, 1]],
-                   "upsample_kernel_size": [2, [2, 2, 1]], "norm_name": "instance", "deep_supervision": False,
-                   "res_block": True}
+                   "upsample_kernel_size": [2, [2, 2, 1]], "filters": [8, 16, 16], "norm_name": "instance",
+                   "deep_supervision": False, "res_block": True}
     config = inference_config(network_def, preprocessing, softmax_invert_argmax(),
-                              {"_target_": "SlidingWindowInferer", "roi_size": [32, 32, 16], "sw_batch_size": 4,
+                              {"_target_": "SlidingWindowInferer", "roi_size": [64, 64, 32], "sw_batch_size": 4,
                                "overlap": 0.75},
                               workflow_type="inference", input_channels=1, output_classes=4, output_channels=4,
                               labels={"background": 0, "liver": 1, "spleen": 2, "pancreas": 3})
@@ -114,7 +114,8 @@ def pediatric(bundle_dir: Path, *, constant_label: int = 1) -> Path:
     meta = metadata("CT-Ped-Abdominal-Seg", {"num_channels": 4, "label_def": {
         "0": "background", "1": "liver", "2": "spleen", "3": "pancreas"}})
     net = DynUNet(spatial_dims=3, in_channels=1, out_channels=4, kernel_size=[3, 3, 3], strides=[1, 2, [2, 2, 1]],
-                  upsample_kernel_size=[2, [2, 2, 1]], norm_name="instance", deep_supervision=False, res_block=True)
+                  upsample_kernel_size=[2, [2, 2, 1]], filters=[8, 16, 16], norm_name="instance", deep_supervision=False,
+                  res_block=True)
     state = known_state(net)
     state["output_block.conv.conv.bias"][constant_label] = 5.0
     return write(bundle_dir, meta, config, fmt="yaml", weights={"dynunet_FT.pt": state}, scripts=PEDIATRIC_SCRIPTS)
