@@ -30,9 +30,9 @@ class Requirements:
     notes: list[str] = field(default_factory=list)
     """What is only worth knowing (optional packages, mostly for training, not installed)."""
 
-    def install_hint(self) -> str:
-        """``pip install a==1 b==2`` for the missing packages, or ''."""
-        wanted = {**self.missing_optional, **self.missing_required}
+    def install_hint(self, required_only: bool = False) -> str:
+        """``pip install a==1 b==2`` for the missing packages (or only the required ones), or ''."""
+        wanted = dict(self.missing_required) if required_only else {**self.missing_optional, **self.missing_required}
         return "pip install " + " ".join(f"{name}=={version}" if version else name for name, version in wanted.items()) \
             if wanted else ""
 
@@ -65,7 +65,7 @@ def check(metadata: dict[str, Any], where: str) -> Requirements:
                 target[str(name)] = str(version or "")
     if found.missing_required:
         raise BundleError(f"{where}: the bundle requires packages that are not installed "
-                          f"({', '.join(found.missing_required)}); install them: {found.install_hint()}")
+                          f"({', '.join(found.missing_required)}); install them: {found.install_hint(required_only=True)}")
     if found.missing_optional:
         found.notes.append(f"optional packages the bundle lists are not installed: {', '.join(found.missing_optional)}")
     if found.monai_declared and _older(monai.__version__, found.monai_declared):
