@@ -23,6 +23,7 @@ from monai.transforms import Compose
 from pipelines import codes
 from pipelines.bundle.errors import BundleRunError
 from pipelines.bundle.output import LPS_TO_RAS
+from pipelines.bundle.transforms import Loading
 from pipelines.types import PipelineResult, Volume
 
 BOX_KEY, LABEL_KEY = "box", "label"
@@ -82,15 +83,14 @@ def _keys(inferer: Any) -> tuple[str, str, str]:
     return box, label, getattr(detector, "pred_score_key", f"{label}_scores")
 
 
-def postprocess(output: Any, image: torch.Tensor, data: dict[str, Any], postprocessing: Any, inferer: Any,
-                image_key: str) -> list[DetectedBox]:
-    """The detector's output for one image, through the bundle's postprocessing, as boxes on the image grid
-    the volume came on (``image`` is the preprocessed image; its affine leads back)."""
+def postprocess(output: Any, image: torch.Tensor, postprocessing: Any, inferer: Any, loading: Loading) -> list[DetectedBox]:
+    """The detector's output for one image, through the bundle's postprocessing, as boxes in patient
+    coordinates (LPS); ``image`` is the preprocessed image, whose affine leads back from its grid."""
     predictions = output[0] if isinstance(output, (list, tuple)) else output
     if not isinstance(predictions, dict):
         raise BundleRunError(f"a detection bundle's inferer returns boxes per image (a dict), got {type(predictions).__name__}")
     box_key, label_key, score_key = _keys(inferer)
-    item = {**predictions, image_key: image}
+    item = {**predictions, loading.key: image}
     if postprocessing is not None:
         item = postprocessing(item)
     space = box_space(postprocessing)
@@ -99,7 +99,9 @@ def postprocess(output: Any, image: torch.Tensor, data: dict[str, Any], postproc
     labels = torch.as_tensor(item[label_key]).detach().cpu().reshape(-1).tolist()
     scores = torch.as_tensor(item[score_key]).detach().float().cpu().reshape(-1).tolist()
     to_world = np.eye(4) if space.world else np.asarray(torch.as_tensor(image.affine).cpu(), dtype=np.float64)
-    to_lps = np.eye(4) if space.world and space.lps else LPS_TO_RAS  # LPS_TO_RAS is its own inverse
+    # the image's affine is RAS unless the loader kept LPS; AffineBoxToWorldCoordinated may flip it once more
+    world_is_lps = (not loading.ras) != (space.world and space.lps)
+    to_lps = np.eye(4) if world_is_lps else LPS_TO_RAS  # LPS_TO_RAS is its own inverse
     return [_box(corner, to_lps @ to_world, int(label), float(score)) for corner, label, score in
             zip(corners, labels, scores, strict=True)]
 

@@ -51,6 +51,7 @@ from pipelines.bundle.transforms import Loading, prepare_chains
 from pipelines.bundle.weights import find_checkpoint_loader, load_checkpoint, load_torchscript, numpy_arrays_allowed
 from pipelines.codes import code_from_config
 from pipelines.device import inference_mode, select_device
+from pipelines.memory import PeakMemory
 from pipelines.settings import PipelineSettings
 from pipelines.types import Classification, Code, Measurement, PipelineResult, Segment, UnsupportedSeries, Volume
 
@@ -95,6 +96,9 @@ class BundlePipeline:
             if self.task == "segmentation" else BundleLabels()
         self.class_labels = self._class_labels(settings.labels) if self.task == "classification" else {}
         self.channels = input_channels(self.config.metadata, settings.channels)
+        self.measure_memory = False
+        """Record each stage's peak memory in ``stage_peaks`` (``bundle check`` and the benchmark turn it on)."""
+        self.stage_peaks: dict[str, int] = {}
         logger.info("bundle pipeline %s loaded from %s on %s", self.name, self.config.bundle_dir, self.device)
 
     @classmethod
@@ -166,10 +170,13 @@ class BundlePipeline:
 
     @contextlib.contextmanager
     def _stage(self, timings: dict[str, float], stage: str) -> Iterator[None]:
-        """Time a stage; a failure the bundle or data causes becomes a BundleRunError naming the stage."""
+        """Time a stage (and, with ``measure_memory``, its peak memory in ``stage_peaks``); a failure the bundle
+        or data causes becomes a BundleRunError naming the stage."""
         started = time.perf_counter()
+        peak = PeakMemory() if self.measure_memory else contextlib.nullcontext()
         try:
-            yield
+            with peak:
+                yield
         except (BundleRunError, UnsupportedSeries):
             raise
         except Exception as exc:  # noqa: BLE001 - classified: transient errors pass through unchanged
@@ -178,9 +185,12 @@ class BundlePipeline:
             raise BundleRunError(f"pipeline {self.name} ({self.config.where()}): {stage} failed: {explain(exc)}") from exc
         finally:
             timings[stage] = time.perf_counter() - started
+            if isinstance(peak, PeakMemory):
+                self.stage_peaks[stage] = peak.bytes
 
     def run(self, volume: Volume) -> PipelineResult:
         timings: dict[str, float] = {}
+        self.stage_peaks = {}
         with self.imports.active():
             with self._stage(timings, "preprocessing"):
                 data = self.preprocessing({self.loading.key: input_image(volume, self.loading, self.channels)})
@@ -189,31 +199,40 @@ class BundlePipeline:
                 with inference_mode(self.device, self.amp):
                     output = self.inferer(image[None].to(self.device), self.network)
             with self._stage(timings, "postprocessing"):
-                result = self._postprocess(volume, data, output)
+                data = self._postprocess(data, output)
+                del output
+            with self._stage(timings, "results"):
+                result = self._result(volume, data)
+                del data
         result.timings = timings
         logger.info("bundle pipeline %s ran on %s: %s", self.name, self.device,
                     ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
         return result
 
-    def _postprocess(self, volume: Volume, data: dict[str, Any], output: Any) -> PipelineResult:
+    def _postprocess(self, data: dict[str, Any], output: Any) -> dict[str, Any]:
+        """The bundle's postprocessing on its prediction, which carries the image's meta data and transforms."""
         image = data[self.loading.key]
         if self.task == "detection":
-            found = detection.postprocess(output, image, data, self.postprocessing, self.inferer, self.loading.key)
-            return detection.result(self.name, self.version, volume, found)
+            data["pred"] = output
+            return data
         prediction = output[0]
-        del output
-        if self.task == "segmentation" and not isinstance(prediction, MetaTensor):
+        if not isinstance(prediction, MetaTensor):
             prediction = MetaTensor(prediction, meta=dict(image.meta), applied_operations=list(image.applied_operations))
-        elif self.task == "segmentation":
+        else:
             prediction.meta.update(image.meta)
             prediction.applied_operations = list(image.applied_operations)
         data["pred"] = prediction
-        del prediction
-        if self.postprocessing is not None:
-            data = self.postprocessing(data)
+        del prediction, output
+        return self.postprocessing(data) if self.postprocessing is not None else data
+
+    def _result(self, volume: Volume, data: dict[str, Any]) -> PipelineResult:
+        """pacsnode's result from the postprocessed prediction: segments, a classification or detections."""
+        if self.task == "detection":
+            found = detection.postprocess(data.pop("pred"), data[self.loading.key], self.postprocessing, self.inferer,
+                                          self.loading)
+            return detection.result(self.name, self.version, volume, found)
         if self.task == "segmentation":
-            segments = segments_from_prediction(data.pop("pred"), volume, self.labels, self.name)
-            return self._segmentation(volume, segments)
+            return self._segmentation(volume, segments_from_prediction(data.pop("pred"), volume, self.labels, self.name))
         return self._classification(data["pred"])
 
     def _segmentation(self, volume: Volume, segments: list[Segment]) -> PipelineResult:

@@ -52,7 +52,7 @@ def test_resampling_bundle_is_inverted_onto_the_source_grid(tmp_path, phantom):
     bundle_dir = zoo.pointwise(tmp_path / "b", pixdim=[7.5, 7.5, 15.0], roi_size=[24, 24, 8])
     result = BundlePipeline(settings_for(bundle_dir)).run(volume)
     assert dice(result.segments[0].mask, dense_truth(labels)) >= 0.93
-    assert set(result.timings) == {"preprocessing", "inference", "postprocessing"}
+    assert set(result.timings) == {"preprocessing", "inference", "postprocessing", "results"}
 
 
 def test_oblique_flipped_volume_keeps_its_geometry(tmp_path):
