@@ -55,7 +55,11 @@ class ResultOptions(StrictModel):
     """How the result writers make SEG, SR and the fallback images (the ``results:`` section)."""
 
     seg_type: Literal["binary", "labelmap"] = Field("binary", description="SEG type: binary (widest viewer support) or labelmap.")
-    omit_empty_frames: bool = Field(False, description="Leave out SEG frames with no segmented pixel.")
+    omit_empty_frames: bool | Literal["auto"] = Field(
+        "auto",
+        description="Leave out SEG frames with no segmented pixel: true, false, or auto (kept for up to 8 segments, "
+        "left out beyond, where every segment's empty frames would multiply the SEG: 104 segments on 300 slices "
+        "make 31,200 frames, 1 GB, with them).")
     compress: bool = Field(False, description="Lossless compression of SEG pixel data.")
     series_number: int = Field(9100, description="Series Number of result series.")
     series_description_prefix: str = Field("pacsnode", description="Start of result series descriptions.")

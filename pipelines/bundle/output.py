@@ -68,6 +68,15 @@ def label_map(prediction: torch.Tensor, largest: int) -> np.ndarray:
     return np.ascontiguousarray(xyz.transpose(2, 1, 0))
 
 
+def present_values(mapped: np.ndarray) -> list[int]:
+    """The values a label map holds, counted a few slices at a time (a whole-map count would be int64)."""
+    counts = np.zeros(int(mapped.max(initial=0)) + 1, dtype=np.int64)
+    for start in range(0, mapped.shape[0], SLAB):
+        part = np.bincount(mapped[start:start + SLAB].ravel(), minlength=len(counts))
+        counts += part
+    return np.flatnonzero(counts).tolist()
+
+
 def channel_segments(prediction: torch.Tensor, labels: dict[int, SegmentLabel]) -> list[Segment]:
     """One segment per named channel of a binary many-channel prediction (segments may overlap)."""
     values = prediction.detach()
@@ -97,8 +106,7 @@ def segments_from_prediction(prediction: torch.Tensor, volume: Volume, labels: B
     if values.shape[0] == 1 and not labels.exclusive:
         named = _values_of_merged_channels(labels, pipeline)
     mapped = label_map(values, max(named, default=0))
-    present = np.flatnonzero(np.bincount(mapped.ravel())).tolist()
-    unnamed = sorted(set(present) - set(named) - {0})
+    unnamed = sorted(set(present_values(mapped)) - set(named) - {0})
     if unnamed:
         logger.warning("pipeline %s: label values %s of the prediction have no name (bundle metadata or the labels "
                        "setting); they are left out of the results", pipeline, unnamed)

@@ -291,6 +291,17 @@ def segment_descriptions(
     return descriptions
 
 
+AUTO_KEEP_EMPTY_FRAMES_SEGMENTS = 8
+"""With ``omit_empty_frames: auto``, a SEG of up to this many segments keeps its empty frames."""
+
+
+def omits_empty_frames(options: ResultOptions, segments: int) -> bool:
+    """Whether the SEG leaves out empty frames: as set, or (auto) for more than a few segments."""
+    if isinstance(options.omit_empty_frames, bool):
+        return options.omit_empty_frames
+    return segments > AUTO_KEEP_EMPTY_FRAMES_SEGMENTS
+
+
 def transfer_syntax(options: ResultOptions) -> str:
     """Lossless compression highdicom supports for the chosen type: JPEG 2000 for 1-bit BINARY, RLE for LABELMAP."""
     if not options.compress:
@@ -347,5 +358,5 @@ def build_segmentation(
             content_description=f"{result.pipeline} {result.version}"[:64],
             content_creator_name=options.content_creator,
             transfer_syntax_uid=transfer_syntax(options),
-            omit_empty_frames=options.omit_empty_frames,
+            omit_empty_frames=omits_empty_frames(options, len(segments)),
         )
