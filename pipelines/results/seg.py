@@ -337,7 +337,7 @@ def build_segmentation(
     else:
         pixels = to_source_frames(label_array(segments, volume.array.shape), volume)
     with paused_gc():  # highdicom makes about ten pydicom objects per frame
-        return _Segmentation(
+        seg = _Segmentation(
             source_images=source_images(volume),
             pixel_array=pixels,
             segmentation_type=(
@@ -360,3 +360,22 @@ def build_segmentation(
             transfer_syntax_uid=transfer_syntax(options),
             omit_empty_frames=omits_empty_frames(options, len(segments)),
         )
+    reference_related_series(seg, volume.related)
+    return seg
+
+
+def reference_related_series(seg: Dataset, related: Sequence[Dataset]) -> None:
+    """Add the other series a model took as input (``Volume.related``) to the SEG's Referenced Series Sequence,
+    so the SEG references every series it was derived from, not only the one its frames lie on."""
+    by_series: dict[str, list[Dataset]] = {}
+    for ds in related:
+        by_series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+    for series_uid, datasets in by_series.items():
+        item = Dataset()
+        item.SeriesInstanceUID = series_uid
+        item.ReferencedInstanceSequence = []
+        for ds in datasets:
+            instance = Dataset()
+            instance.ReferencedSOPClassUID, instance.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+            item.ReferencedInstanceSequence.append(instance)
+        seg.ReferencedSeriesSequence.append(item)
