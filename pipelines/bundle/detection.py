@@ -24,7 +24,7 @@ from pipelines import codes
 from pipelines.bundle.errors import BundleRunError
 from pipelines.bundle.output import LPS_TO_RAS
 from pipelines.bundle.transforms import Loading
-from pipelines.types import PipelineResult, Volume
+from pipelines.types import PipelineResult, SegmentLabel, Volume
 
 BOX_KEY, LABEL_KEY = "box", "label"
 
@@ -50,9 +50,11 @@ class DetectedBox:
 
 @dataclass
 class DetectionResult(PipelineResult):
-    """A pipeline result that also carries detected boxes."""
+    """A pipeline result that also carries detected boxes, and the coded labels of the classes (by index) the
+    pipeline's ``labels`` setting gives."""
 
     detections: list[DetectedBox] = field(default_factory=list)
+    classes: dict[int, SegmentLabel] = field(default_factory=dict)
 
 
 @dataclass
@@ -126,7 +128,8 @@ def on_volume(found: list[DetectedBox], volume: Volume) -> list[DetectedBox]:
     return placed
 
 
-def result(pipeline: str, version: str, volume: Volume, found: list[DetectedBox]) -> DetectionResult:
+def result(pipeline: str, version: str, volume: Volume, found: list[DetectedBox],
+           classes: dict[int, SegmentLabel]) -> DetectionResult:
     """The detections of one run, on the volume's grid, highest score first."""
     boxes = sorted(on_volume(found, volume), key=lambda box: -box.score)
-    return DetectionResult(pipeline, version, codes.ARTIFICIAL_INTELLIGENCE, detections=boxes)
+    return DetectionResult(pipeline, version, codes.ARTIFICIAL_INTELLIGENCE, detections=boxes, classes=classes)

@@ -45,7 +45,7 @@ from pipelines.bundle import detection, requirements
 from pipelines.bundle.config import BundleConfig
 from pipelines.bundle.errors import BundleError, BundleRunError, explain, is_transient
 from pipelines.bundle.imports import BundleImports
-from pipelines.bundle.labels import BundleLabels, bundle_labels
+from pipelines.bundle.labels import BundleLabels, bundle_labels, settings_label
 from pipelines.bundle.output import LPS_TO_RAS, segments_from_prediction
 from pipelines.bundle.transforms import Loading, prepare_chains
 from pipelines.bundle.weights import find_checkpoint_loader, load_checkpoint, load_torchscript, numpy_arrays_allowed
@@ -95,6 +95,8 @@ class BundlePipeline:
         self.labels = bundle_labels(self.name, self.config.metadata, self.config.raw("labels"), settings.labels) \
             if self.task == "segmentation" else BundleLabels()
         self.class_labels = self._class_labels(settings.labels) if self.task == "classification" else {}
+        self.detection_classes = {int(index): settings_label(int(index), entry, self.name)
+                                  for index, entry in settings.labels.items()} if self.task == "detection" else {}
         self.channels = input_channels(self.config.metadata, settings.channels)
         self.measure_memory = False
         """Record each stage's peak memory in ``stage_peaks`` (``bundle check`` and the benchmark turn it on)."""
@@ -230,7 +232,7 @@ class BundlePipeline:
         if self.task == "detection":
             found = detection.postprocess(data.pop("pred"), data[self.loading.key], self.postprocessing, self.inferer,
                                           self.loading)
-            return detection.result(self.name, self.version, volume, found)
+            return detection.result(self.name, self.version, volume, found, self.detection_classes)
         if self.task == "segmentation":
             return self._segmentation(volume, segments_from_prediction(data.pop("pred"), volume, self.labels, self.name))
         return self._classification(data["pred"])
