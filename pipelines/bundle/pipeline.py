@@ -50,7 +50,7 @@ from pipelines.bundle.output import LPS_TO_RAS, segments_from_prediction
 from pipelines.bundle.transforms import Loading, prepare_chains
 from pipelines.bundle.weights import find_checkpoint_loader, load_checkpoint, load_torchscript, numpy_arrays_allowed
 from pipelines.codes import code_from_config
-from pipelines.device import inference_mode, select_device
+from pipelines.device import inference_mode, release_cached_memory, select_device
 from pipelines.memory import PeakMemory
 from pipelines.settings import PipelineSettings
 from pipelines.types import Classification, Code, Measurement, PipelineResult, Segment, UnsupportedSeries, Volume
@@ -68,7 +68,10 @@ class BundlePipeline:
             raise BundleError(f"pipelines[{settings.name}]: bundle_dir is not set")
         self.name, self.task, self.amp = settings.name, settings.task, settings.amp
         self.modalities = [m.upper() for m in settings.modalities]
-        self.device = select_device(settings.device or None)
+        try:
+            self.device = select_device(settings.device or None)
+        except RuntimeError as exc:
+            raise BundleError(f"pipelines[{self.name}].device: {exc}") from exc
         overrides = dict(settings.overrides)
         if settings.roi_size:
             overrides.setdefault("inferer#roi_size", list(settings.roi_size))
@@ -206,6 +209,7 @@ class BundlePipeline:
             with self._stage(timings, "results"):
                 result = self._result(volume, data)
                 del data
+        release_cached_memory(self.device)
         result.timings = timings
         logger.info("bundle pipeline %s ran on %s: %s", self.name, self.device,
                     ", ".join(f"{k} {v:.2f} s" for k, v in timings.items()))
