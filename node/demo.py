@@ -27,9 +27,9 @@ from sqlalchemy import select
 from node.db import Delivery, DeliveryState, Job, JobState, ResultObject, open_database
 from node.demo_report import JobReport, job_reports, series_stages, write_previews
 from node.local_pacs import Orthanc, orthanc_available
-from node.scu import send_objects
+from node.dicom.scu import send_objects
 from node.ports import free_port as _free_port
-from node.verify import c_echo
+from node.dicom.echo import c_echo
 from node.waiting import wait_until
 
 log = logging.getLogger(__name__)

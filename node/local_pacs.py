@@ -23,7 +23,7 @@ from typing import Any
 import requests
 
 from node.ports import free_port as _free_port
-from node.verify import c_echo
+from node.dicom.echo import c_echo
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The DICOM SCP: supported contexts, the association gate and the receiving server.
 
 C-ECHO and C-STORE for every storage SOP class in the uncompressed, deflated, RLE, JPEG, JPEG-LS and
-JPEG 2000 transfer syntaxes, served by pacsnode's upper layer (node.upper_layer). Several receiving
+JPEG 2000 transfer syntaxes, served by pacsnode's upper layer (node.dicom.upper_layer). Several receiving
 processes can share the port (SO_REUSEPORT); the association limit is counted across all of them in
 shared memory.
 """
@@ -25,10 +25,10 @@ from node import audit
 from node.config import Settings
 from node.db import Database
 from node.receive_handler import StoreHandler, StoreRequest
-from node.upper_layer.acse import AcceptedContext, Negotiator
-from node.upper_layer.association import Limits, Peer, Rejection, run_association
-from node.upper_layer.dimse import Command
-from node.upper_layer.server import AssociationServer
+from node.dicom.upper_layer.acse import AcceptedContext, Negotiator
+from node.dicom.upper_layer.association import Limits, Peer, Rejection, run_association
+from node.dicom.upper_layer.dimse import Command
+from node.dicom.upper_layer.server import AssociationServer
 
 log = logging.getLogger(__name__)
 

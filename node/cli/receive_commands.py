@@ -65,7 +65,7 @@ def echo(
     timeout: float = typer.Option(10.0, help="Seconds to wait for the peer."),
 ) -> None:
     """Verify a DICOM peer with C-ECHO."""
-    from node.verify import c_echo
+    from node.dicom.echo import c_echo
 
     aet, host, port = parse_peer(peer)
     result = c_echo(host, port, aet, calling_ae_title, timeout)
@@ -95,7 +95,7 @@ def send(
     timeout: float = typer.Option(30.0, help="Seconds to wait for the peer."),
 ) -> None:
     """C-STORE files to a peer, showing progress; exits 1 if any file was not stored."""
-    from node.scu import send_objects
+    from node.dicom.scu import send_objects
 
     aet, host, port = parse_peer(to)
     files = _collect(paths)

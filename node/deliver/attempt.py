@@ -22,8 +22,8 @@ from node.deliver.outbox import Target, resolve_target
 from node.deliver.outbox import _enqueue_groups as enqueue_all  # the outbox's own grouping, shared
 from node.deliver.policy import Verdict, decide
 from node.processing import worker_identity
-from node.tls import client_context
-from node.scu import Failure, StoreOutcome, send_objects
+from node.dicom.tls import client_context
+from node.dicom.scu import Failure, StoreOutcome, send_objects
 
 log = logging.getLogger(__name__)
 

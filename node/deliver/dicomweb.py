@@ -14,7 +14,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.errors import InvalidDicomError
 
-from node.scu import Failure, StoreOutcome
+from node.dicom.scu import Failure, StoreOutcome
 
 log = logging.getLogger(__name__)
 

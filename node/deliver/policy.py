@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from node.config import DeliveryConfig
-from node.scu import SUCCESS_STATUSES, Failure, StoreOutcome
+from node.dicom.scu import SUCCESS_STATUSES, Failure, StoreOutcome
 
 # Failure statuses that will not change on a retry (PS3.4 Annex B and C.4).
 _PERMANENT_STATUSES = frozenset({0x0117, 0x0122, 0x0124, 0x0210, 0x0211, 0x0212})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from node.deliver.dicomweb import stow
 from node.deliver.policy import is_permanent
-from node.scu import Failure
+from node.dicom.scu import Failure
 from tests.delivery.conftest import free_port, result_copy
 from tests.support.orthanc import running_orthanc
 

@@ -8,7 +8,7 @@ import pytest
 
 from node.config import DeliveryConfig
 from node.deliver.policy import Verdict, decide, retry_delay
-from node.scu import Failure, StoreOutcome
+from node.dicom.scu import Failure, StoreOutcome
 
 CONFIG = DeliveryConfig(retry_initial_seconds=5, retry_max_seconds=60, give_up_after_seconds=300)
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0)

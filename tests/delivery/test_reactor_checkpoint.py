@@ -15,8 +15,8 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom.sop_class import CTImageStorage
 
-from node.reactor_checkpoint import ReactorCheckpoint
-from node.scu import send_objects
+from node.dicom.reactor_checkpoint import ReactorCheckpoint
+from node.dicom.scu import send_objects
 from node.waiting import wait_until
 from tests.delivery.conftest import StoreSCP
 

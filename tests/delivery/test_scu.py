@@ -11,7 +11,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import CTImageStorage
 
-from node.scu import MAX_CONTEXTS, Failure, send_objects
+from node.dicom.scu import MAX_CONTEXTS, Failure, send_objects
 from tests.delivery.conftest import StoreSCP, free_port
 
 

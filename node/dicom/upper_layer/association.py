@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.upper_layer import acse, pdu
-from node.upper_layer.dimse import (
+from node.dicom.upper_layer import acse, pdu
+from node.dicom.upper_layer.dimse import (
     C_CANCEL_RQ,
     C_ECHO_RQ,
     C_STORE_RQ,

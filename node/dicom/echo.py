@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from node import reactor_checkpoint
+from node.dicom import reactor_checkpoint
 
 
 @dataclass(frozen=True)

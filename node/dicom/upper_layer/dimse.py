@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from node.upper_layer.pdu import ABORT_UNEXPECTED_PARAMETER, PDV_HEADER, ProtocolError
+from node.dicom.upper_layer.pdu import ABORT_UNEXPECTED_PARAMETER, PDV_HEADER, ProtocolError
 
 ELEMENT_HEADER = struct.Struct("<HHI")  # group, element, value length (implicit VR)
 

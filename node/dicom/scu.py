@@ -27,7 +27,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 
-from node import reactor_checkpoint
+from node.dicom import reactor_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from pynetdicom.pdu_primitives import (
 )
 from pynetdicom.presentation import PresentationContext, negotiate_as_acceptor
 
-from node.upper_layer import pdu
-from node.upper_layer.pdu import ABORT_INVALID_PARAMETER, HEADER, ProtocolError
+from node.dicom.upper_layer import pdu
+from node.dicom.upper_layer.pdu import ABORT_INVALID_PARAMETER, HEADER, ProtocolError
 
 APPLICATION_CONTEXT_NAME = UID("1.2.840.10008.3.1.1.1")
 # PS3.8 9.3.2/9.3.3: protocol version, reserved, called AE title, calling AE title, 32 reserved bytes
