@@ -18,9 +18,9 @@ from node.background import start_background
 from node.config import Settings
 from node.db import open_database
 from node.queue.worker import start_embedded_worker, stop_process
-from node.receive_process import ReceiverPool
-from node.reindex import reindex
-from node.storage import remove_partials
+from node.receive.processes import ReceiverPool
+from node.receive.reindex import reindex
+from node.receive.storage import remove_partials
 from node.web.server import WebServer, start_web
 
 log = logging.getLogger(__name__)

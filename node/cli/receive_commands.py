@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from node.cli.app import app
 from node.config import ConfigError, Settings, load_settings
 from node.db import Delivery, Job, NodeEvent, Series, Study, open_database
-from node.diskguard import disk_state
+from node.receive.diskguard import disk_state
 from node.logging_setup import configure_logging
 
 console = Console()

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from node import audit
 from node.config import Settings
 from node.db import Database
-from node.diskguard import disk_state
+from node.receive.diskguard import disk_state
 from node.web import queries
 from node.web.auth import COOKIE_NAME, NotLoggedIn, presented_token, token_matches
 from node.web.health import broker_queues, readiness

@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 from node import audit
 from node.config import Settings
 from node.db import AuditEvent, Database, Delivery, DeliveryState, Instance, Job, JobState, Series, SeriesState
-from node.diskguard import disk_state
+from node.receive.diskguard import disk_state
 from node.web.health import broker_queues
 from node.web.queries import job_stage_timings
 

@@ -11,7 +11,7 @@ from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 
-from node.receive_handler import StoreStatus
+from node.receive.handler import StoreStatus
 from tests.support.dicom_factory import ct_series, write
 from tests.support.node_process import NodeProcess, echo
 

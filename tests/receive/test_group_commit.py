@@ -11,12 +11,12 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import func, select
 
-from node import receive_commit
+from node.receive import commit as receive_commit
 from node.db import Instance, open_database
-from node.index import Received
-from node.receive_commit import GroupCommit, NotDurable
-from node.receive_dataset import Identifiers
-from node.receive_handler import StoreHandler, StoreRequest, StoreStatus
+from node.receive.instances import Received
+from node.receive.commit import GroupCommit, NotDurable
+from node.receive.dataset import Identifiers
+from node.receive.handler import StoreHandler, StoreRequest, StoreStatus
 from tests.support.dicom_factory import dataset_bytes_after_meta, write_series
 
 

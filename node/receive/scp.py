@@ -24,7 +24,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from node import audit
 from node.config import Settings
 from node.db import Database
-from node.receive_handler import StoreHandler, StoreRequest
+from node.receive.handler import StoreHandler, StoreRequest
 from node.dicom.upper_layer.acse import AcceptedContext, Negotiator
 from node.dicom.upper_layer.association import Limits, Peer, Rejection, run_association
 from node.dicom.upper_layer.dimse import Command

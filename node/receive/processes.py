@@ -21,10 +21,10 @@ import pydicom.config
 
 from node.config import Settings
 from node.db import Database
-from node.diskguard import refuse_reason
-from node.index import relax_commit_sync
+from node.receive.diskguard import refuse_reason
+from node.receive.instances import relax_commit_sync
 from node.logging_setup import configure_logging
-from node.scp import AssociationCounter, Receiver
+from node.receive.scp import AssociationCounter, Receiver
 
 log = logging.getLogger(__name__)
 

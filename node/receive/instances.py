@@ -21,7 +21,7 @@ from sqlalchemy import Connection, event
 from sqlalchemy.orm import Session
 
 from node.db import Database, SeriesState, utcnow
-from node.receive_dataset import Identifiers
+from node.receive.dataset import Identifiers
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pydicom.filereader import read_dataset
 from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, UID
 
-from node.storage import validate_uid
+from node.receive.storage import validate_uid
 
 SERIES_UID_TAG = 0x0020000E
 IDENTIFYING_TAGS = [0x00080016, 0x00080018, 0x00080050, 0x00080060, 0x0020000D, 0x0020000E]
@@ -58,7 +58,7 @@ def read_identifiers(stream: bytes, transfer_syntax: str) -> Identifiers:
     """Parse the identifying elements of an encoded dataset.
 
     Raises :class:`UnreadableDataset` when the bytes do not parse, and
-    :class:`node.storage.InvalidUID` when a UID is missing or malformed.
+    :class:`node.receive.storage.InvalidUID` when a UID is missing or malformed.
     """
     syntax = UID(transfer_syntax)
     data = stream

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from node import audit
 from node.db import Database, record_event
-from node.index import KnownSeries, Received, record_instance
-from node.receive_commit import GroupCommit, NotDurable
-from node.receive_dataset import UnreadableDataset, file_meta_header, read_identifiers
-from node.storage import InvalidUID, StorageFull, instance_path, write_durably
+from node.receive.instances import KnownSeries, Received, record_instance
+from node.receive.commit import GroupCommit, NotDurable
+from node.receive.dataset import UnreadableDataset, file_meta_header, read_identifiers
+from node.receive.storage import InvalidUID, StorageFull, instance_path, write_durably
 
 log = logging.getLogger(__name__)
 

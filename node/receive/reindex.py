@@ -15,9 +15,9 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from sqlalchemy import select
 
 from node.db import Database, Instance
-from node.index import Received, record_instance
-from node.receive_dataset import UnreadableDataset, read_identifiers
-from node.storage import UID_PATTERN, InvalidUID
+from node.receive.instances import Received, record_instance
+from node.receive.dataset import UnreadableDataset, read_identifiers
+from node.receive.storage import UID_PATTERN, InvalidUID
 
 log = logging.getLogger(__name__)
 

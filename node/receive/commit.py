@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.index import Received
-from node.storage import fsync_directory
+from node.receive.instances import Received
+from node.receive.storage import fsync_directory
 
 
 class NotDurable(OSError):
