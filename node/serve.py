@@ -13,7 +13,7 @@ import subprocess
 import threading
 from pathlib import Path
 
-from node.assemble import resume
+from node.assemble.completion import resume
 from node.background import start_background
 from node.config import Settings
 from node.db import open_database

@@ -78,7 +78,7 @@ def _folder_series(path: Path) -> dict[str, list[Path]]:
 
 
 def _print_decision(label: str, header: pydicom.Dataset, called: str | None, calling: str | None, settings: Settings) -> bool:
-    from node.routing import route_series
+    from node.route.rules import route_series
 
     decision = route_series(settings.routes, header, called, calling)
     console.print(f"[bold]{escape(label)}[/bold]  called AE {escape(repr(called))}, calling AE {escape(repr(calling))}")
@@ -102,7 +102,7 @@ def route_test(
     calling_ae: str = typer.Option(None, help="Calling AE title to assume for files."),
 ) -> None:
     """Print which routes and pipelines a series would trigger, and why each route matches or not."""
-    from node.routing import check_routes
+    from node.route.rules import check_routes
 
     settings = _settings(config)
     try:

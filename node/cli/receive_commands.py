@@ -45,7 +45,7 @@ def _load(config: Path | None) -> Settings:
 @app.command()
 def serve(config: Path = typer.Option(..., "--config", "-c", help="The node's YAML configuration file.")) -> None:
     """Run the node: the DICOM SCP, series assembly, dispatch, worker and outbox."""
-    from node.routing import check_routes
+    from node.route.rules import check_routes
     from node.serve import run
 
     settings = _load(config)

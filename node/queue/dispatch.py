@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from node.config import Settings
 from node.db import Database, Instance, Job, JobState, Series, SeriesState, record_event, utcnow
 from node.queue.celery_app import RUN_JOB_TASK, send_many
-from node.routing import RoutingDecision, route_series
+from node.route.rules import RoutingDecision, route_series
 
 log = logging.getLogger(__name__)
 

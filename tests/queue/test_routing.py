@@ -11,7 +11,7 @@ import yaml
 from pydicom.dataset import Dataset
 
 from node.config import Settings
-from node.routing import RouteError, check_routes, route_problems, route_series
+from node.route.rules import RouteError, check_routes, route_problems, route_series
 from tests.queue.harness import base_config, ct_slice
 
 
