@@ -38,8 +38,8 @@ STOP_CHECK_SECONDS = 0.1
 LOOPS: list[Loop] = [
     # A series is seen complete within 50 ms of its quiet period; an idle tick is one indexed query.
     Loop("assembler", "node.assemble.completion:tick", lambda s: min(0.05, s.node.series_quiet_seconds / 4), then="dispatcher"),
-    Loop("dispatcher", "node.queue.dispatch:tick", lambda s: 0.05),  # an idle tick is one indexed query
-    Loop("reconciler", "node.queue.reconcile:tick", lambda s: s.queue.reconcile_seconds),
+    Loop("dispatcher", "node.jobs.dispatch:tick", lambda s: 0.05),  # an idle tick is one indexed query
+    Loop("reconciler", "node.jobs.reconcile:tick", lambda s: s.queue.reconcile_seconds),
     Loop("outbox", "node.deliver.outbox:tick", lambda s: 1.0),
     Loop("retention", "node.retention:tick", lambda s: s.retention.check_seconds),
 ]

@@ -170,7 +170,7 @@ def jobs(
 @app.command()
 def rerun(job_ids: list[int] = typer.Argument(..., help="Job IDs to run again."), config: Path = ConfigOption) -> None:
     """Run finished jobs again; their results replace the earlier ones (same UIDs), never duplicate them."""
-    from node.queue.dispatch import rerun as rerun_job
+    from node.jobs.dispatch import rerun as rerun_job
 
     settings = _settings(config)
     database = _database(settings)

@@ -21,7 +21,7 @@ from node.deliver.late_fallback import write_late_fallback
 from node.deliver.outbox import Target, resolve_target
 from node.deliver.outbox import _enqueue_groups as enqueue_all  # the outbox's own grouping, shared
 from node.deliver.policy import Verdict, decide
-from node.processing import worker_identity
+from node.jobs.runner import worker_identity
 from node.dicom.tls import client_context
 from node.dicom.scu import Failure, StoreOutcome, send_objects
 

@@ -26,7 +26,7 @@ DELIVERY_QUEUE = "delivery"
 CONFIG_ENV = "PACSNODE_CONFIG"
 PROCESSES_ENV = "PACSNODE_WORKER_PROCESSES"  # how many pool processes the worker runs (set by run_worker)
 EMBEDDED_POLL_SECONDS = 0.005  # how soon a worker sees a new message file; idle CPU stays negligible (measured)
-TASK_MODULES = ("node.queue.tasks", "node.deliver.tasks")
+TASK_MODULES = ("node.jobs.tasks", "node.deliver.tasks")
 
 _LOCK = threading.Lock()
 _CURRENT: tuple[Celery, Settings] | None = None

@@ -11,8 +11,8 @@ import yaml
 from sqlalchemy import update
 
 from node.db import Job, JobState, utcnow
-from node.queue import reconcile
-from node.queue.dispatch import route_complete
+from node.jobs import reconcile
+from node.jobs.dispatch import route_complete
 from tests.queue.harness import Node, base_config
 
 

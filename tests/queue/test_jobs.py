@@ -10,7 +10,7 @@ import time
 import pytest
 
 from node.db import JobState, SeriesState
-from node.queue.dispatch import enqueue_many, route_complete
+from node.jobs.dispatch import enqueue_many, route_complete
 from node.queue.worker import start_embedded_worker
 from tests.queue.harness import REDIS_URL, Node, base_config, wait_for
 from tests.support.pipelines import RUN_LOG_ENV

@@ -1,6 +1,6 @@
 """Celery tasks of the inference queue: thin, named, idempotent, taking only IDs.
 
-The work and every state change live in ``node.processing``; a duplicate message finds the job taken or done
+The work and every state change live in ``node.jobs.runner``; a duplicate message finds the job taken or done
 and returns without running it again.
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy.exc import OperationalError
 
 from node.config import Settings
 from node.db import Database, open_database
-from node.processing import process_job
+from node.jobs.runner import process_job
 from node.queue.celery_app import PROCESSES_ENV, RUN_JOB_TASK, get_app, get_settings
 from pipelines.device import share_cpu_threads
 from pipelines.hugepages import use_hugepages
@@ -84,6 +84,6 @@ def _prepare_pool_process(**_: object) -> None:
 
 @get_app().task(name=RUN_JOB_TASK, **TASK_OPTIONS)
 def run_job(job_id: int) -> str:
-    """Run inference job ``job_id`` (see node.processing.process_job); returns its outcome."""
+    """Run inference job ``job_id`` (see node.jobs.runner.process_job); returns its outcome."""
     settings = get_settings()
     return process_job(settings, worker_database(settings), int(job_id)).value

@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from node.config import Settings
 from node.db import Database, Job, JobState, record_event, utcnow
 from node.queue.celery_app import GPU_QUEUE, queue_depth
-from node.queue.dispatch import BATCH, enqueue_due_retries, enqueue_many
+from node.jobs.dispatch import BATCH, enqueue_due_retries, enqueue_many
 
 log = logging.getLogger(__name__)
 
