@@ -104,7 +104,7 @@ def refusals(
     clear: str = typer.Option(None, "--clear", help="Forget this destination's refusals (it supports SEG now)."),
 ) -> None:
     """SOP classes destinations refused at association; they get the fallback images instead of a SEG."""
-    from node.deliver.fallback import clear_refusals, list_refusals
+    from node.deliver.outputs import clear_refusals, list_refusals
 
     _, database = _open(config)
     if clear:

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from node import audit
 from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
-from node.deliver.fallback import is_seg_refusal, record_refusal, replaced_note, send_fallback_instead
+from node.deliver.outputs import is_seg_refusal, record_refusal, replaced_note, send_fallback_instead
 from node.deliver.late_fallback import write_late_fallback
 from node.deliver.outbox import Target, resolve_target
 from node.deliver.outbox import _enqueue_groups as enqueue_all  # the outbox's own grouping, shared

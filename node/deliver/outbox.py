@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, get_or_add, record_event, utcnow
-from node.deliver.fallback import plan, refused_classes, replaced_note
+from node.deliver.outputs import plan, refused_classes, replaced_note
 from node.jobs.runner import _holder_is_dead as holder_is_dead  # the queue's own liveness test, shared
 
 log = logging.getLogger(__name__)

@@ -221,7 +221,7 @@ class Heartbeat:
 
 def _run(settings: Settings, database: Database, lease: Lease) -> tuple[list, dict[str, float]]:
     """Load, infer, write; returns the written results and per-stage seconds."""
-    from node.deliver.fallback import fallback_needed
+    from node.deliver.outputs import fallback_needed
     from pipelines.registry import get_pipeline
     from pipelines.volume import load_series
 

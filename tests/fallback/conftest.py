@@ -10,7 +10,7 @@ import pytest
 from pynetdicom import AE, AllStoragePresentationContexts, ALL_TRANSFER_SYNTAXES, evt
 
 from pipelines.settings import ResultOptions
-from node.deliver.fallback import SEG_SOP_CLASSES
+from node.deliver.outputs import SEG_SOP_CLASSES
 from pipelines.results.fallback import build_fallback
 from pipelines.types import Code, PipelineResult, Segment
 from pipelines.volume import load_datasets

@@ -13,7 +13,7 @@ import pytest
 from pipelines.settings import ResultOptions
 from node.db import DeliveryState, DestinationRefusal, Instance, Job, JobState, ResultObject, Series, SeriesState, Study
 from node.deliver.attempt import deliver
-from node.deliver.fallback import fallback_needed
+from node.deliver.outputs import fallback_needed
 from node.deliver.outbox import schedule_deliveries
 from pipelines.results import write_results
 from pipelines.results.uids import job_key
