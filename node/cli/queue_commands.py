@@ -50,7 +50,7 @@ def worker(
     """Run a worker that takes jobs from the queue (on this host or a GPU host sharing storage_dir)."""
     from node.queue.worker import run_worker
 
-    from node.logging_setup import configure_logging
+    from node.operate.logging_setup import configure_logging
 
     settings = _settings(config)
     configure_logging(settings.logging)

@@ -15,7 +15,7 @@ from node.cli.app import app
 from node.config import ConfigError, Settings, load_settings
 from node.db import Delivery, Job, NodeEvent, Series, Study, open_database
 from node.receive.diskguard import disk_state
-from node.logging_setup import configure_logging
+from node.operate.logging_setup import configure_logging
 
 console = Console()
 err_console = Console(stderr=True)
@@ -46,7 +46,7 @@ def _load(config: Path | None) -> Settings:
 def serve(config: Path = typer.Option(..., "--config", "-c", help="The node's YAML configuration file.")) -> None:
     """Run the node: the DICOM SCP, series assembly, dispatch, worker and outbox."""
     from node.route.rules import check_routes
-    from node.serve import run
+    from node.operate.serve import run
 
     settings = _load(config)
     try:

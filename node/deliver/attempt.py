@@ -13,7 +13,7 @@ from functools import partial
 
 from sqlalchemy import select, update
 
-from node import audit
+from node.operate import audit
 from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
 from node.deliver.outputs import is_seg_refusal, record_refusal, replaced_note, send_fallback_instead

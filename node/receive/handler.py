@@ -12,7 +12,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from node import audit
+from node.operate import audit
 from node.db import Database, record_event
 from node.receive.instances import KnownSeries, Received, record_instance
 from node.receive.commit import GroupCommit, NotDurable

@@ -23,7 +23,7 @@ from node.config import Settings
 from node.db import Database
 from node.receive.diskguard import refuse_reason
 from node.receive.instances import relax_commit_sync
-from node.logging_setup import configure_logging
+from node.operate.logging_setup import configure_logging
 from node.receive.scp import AssociationCounter, Receiver
 
 log = logging.getLogger(__name__)

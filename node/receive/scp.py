@@ -21,7 +21,7 @@ from pydicom import uid
 from pynetdicom.presentation import AllStoragePresentationContexts, PresentationContext, build_context
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from node import audit
+from node.operate import audit
 from node.config import Settings
 from node.db import Database
 from node.receive.handler import StoreHandler, StoreRequest

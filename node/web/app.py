@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from node import audit
+from node.operate import audit
 from node.config import Settings
 from node.db import Database
 from node.receive.diskguard import disk_state

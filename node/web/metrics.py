@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from node import audit
+from node.operate import audit
 from node.config import Settings
 from node.db import AuditEvent, Database, Delivery, DeliveryState, Instance, Job, JobState, Series, SeriesState
 from node.receive.diskguard import disk_state

@@ -184,7 +184,7 @@ class DeliveryNode:
     def start_outbox_loop(self) -> None:
         import threading
 
-        from node.background import start_background
+        from node.operate.background import start_background
 
         self._stop = threading.Event()
         self._threads = start_background(self.settings, self.database, self._stop, only=["outbox"])

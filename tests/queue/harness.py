@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
-from node.background import start_background
+from node.operate.background import start_background
 from node.config import Settings
 from node.db import Database, Instance, Job, Series, SeriesState, Study, open_database, utcnow
 from tests.support.pipelines import RUN_LOG_ENV, SLEEP_ENV

@@ -41,7 +41,7 @@ LOOPS: list[Loop] = [
     Loop("dispatcher", "node.jobs.dispatch:tick", lambda s: 0.05),  # an idle tick is one indexed query
     Loop("reconciler", "node.jobs.reconcile:tick", lambda s: s.queue.reconcile_seconds),
     Loop("outbox", "node.deliver.outbox:tick", lambda s: 1.0),
-    Loop("retention", "node.retention:tick", lambda s: s.retention.check_seconds),
+    Loop("retention", "node.operate.retention:tick", lambda s: s.retention.check_seconds),
 ]
 
 

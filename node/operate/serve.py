@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from node.assemble.completion import resume
-from node.background import start_background
+from node.operate.background import start_background
 from node.config import Settings
 from node.db import open_database
 from node.queue.worker import start_embedded_worker, stop_process

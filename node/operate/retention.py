@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from node import audit
+from node.operate import audit
 from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Instance, Job, JobState, ResultObject, Series, utcnow
 from node.web.previews import preview_path
