@@ -8,7 +8,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m node.demo
+	$(PY) -m node.demo.run
 
 test: setup
 	bash scripts/test.sh

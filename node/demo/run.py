@@ -1,4 +1,4 @@
-"""`python -m node.demo` (`make demo`): the whole loop on this machine, in under two minutes.
+"""`python -m node.demo.run` (`make demo`): the whole loop on this machine, in under two minutes.
 
 Starts a node (`pacsnode serve`, embedded queue) and a local receiving PACS (Orthanc when installed, else
 DCMTK storescp), sends sample_dicom/ to the node as a modality would, waits for the ct-tissue and ct-lungs
@@ -25,8 +25,8 @@ from rich.table import Table
 from sqlalchemy import select
 
 from node.db import Delivery, DeliveryState, Job, JobState, ResultObject, open_database
-from node.demo_report import JobReport, job_reports, series_stages, write_previews
-from node.local_pacs import Orthanc, orthanc_available
+from node.demo.report import JobReport, job_reports, series_stages, write_previews
+from node.demo.local_pacs import Orthanc, orthanc_available
 from node.dicom.scu import send_objects
 from node.ports import free_port as _free_port
 from node.dicom.echo import c_echo
@@ -267,7 +267,7 @@ def run(var: Path, out_dir: Path, keep_running: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m node.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m node.demo.run", description=__doc__.splitlines()[0])
     parser.add_argument("--var", type=Path, default=REPO / "var" / "demo", help="Working folder (wiped first).")
     parser.add_argument("--out", type=Path, default=REPO / "demo-out", help="Where the PNG previews go.")
     parser.add_argument("--keep-running", action="store_true", help="Keep the node and PACS up after the summary.")
