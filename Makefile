@@ -8,7 +8,7 @@ setup:
 	bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m node.demo.run
+	$(PY) -m node.demo
 
 test: setup
 	bash scripts/test.sh

@@ -279,6 +279,3 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[red]demo failed: {exc}[/red]")
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(main())

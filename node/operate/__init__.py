@@ -1,1 +1,1 @@
-"""operate."""
+"""Operate: `pacsnode serve` and its background loops, the audit trail, retention and logging."""

@@ -1,4 +1,4 @@
-"""`make demo` (python -m node.demo.run): the whole loop with a local PACS, a readable summary and PNG previews."""
+"""`make demo` (python -m node.demo): the whole loop with a local PACS, a readable summary and PNG previews."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def test_demo_runs_the_loop_and_writes_previews(tmp_path: Path) -> None:
     out = tmp_path / "out"
     started = time.monotonic()
     done = subprocess.run(
-        [sys.executable, "-m", "node.demo.run", "--var", str(tmp_path / "var"), "--out", str(out)],
+        [sys.executable, "-m", "node.demo", "--var", str(tmp_path / "var"), "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=180, env={"PATH": "/usr/sbin:/usr/bin:/bin", "COLUMNS": "200"},
     )
     elapsed = time.monotonic() - started

@@ -18,7 +18,7 @@ from node.deliver.outbox import schedule_deliveries
 from pipelines.results import write_results
 from pipelines.results.uids import job_key
 from pipelines.volume import load_series
-from tests.fallback.conftest import Peer, destination
+from tests.support.peers import ScpPeer as Peer, destination
 from tests.results.conftest import make_result, write_ct_series
 
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"

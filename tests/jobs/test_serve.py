@@ -10,7 +10,7 @@ import pydicom
 from sqlalchemy import select
 
 from node.db import Job, JobState, Series
-from tests.queue.harness import base_config
+from tests.jobs.harness import base_config
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess
 from tests.support.pipelines import RUN_LOG_ENV, SLEEP_ENV

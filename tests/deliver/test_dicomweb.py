@@ -7,7 +7,8 @@ from pathlib import Path
 from node.deliver.dicomweb import stow
 from node.deliver.policy import is_permanent
 from node.dicom.scu import Failure
-from tests.delivery.conftest import free_port, result_copy
+from node.ports import free_port
+from tests.support.peers import result_copy
 from tests.support.orthanc import running_orthanc
 
 

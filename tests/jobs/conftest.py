@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.queue.harness import REDIS_URL, Node, base_config, delete_prefixed
+from tests.jobs.harness import REDIS_URL, Node, base_config, delete_prefixed
 from tests.support.postgres import throwaway_database
 
 

@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 
 from node.config import Settings
 from node.route.rules import RouteError, check_routes, route_problems, route_series
-from tests.queue.harness import base_config, ct_slice
+from tests.jobs.harness import base_config, ct_slice
 
 
 def header(**attributes: object) -> Dataset:

@@ -18,7 +18,7 @@ from pynetdicom.sop_class import CTImageStorage
 from node.dicom.reactor_checkpoint import ReactorCheckpoint
 from node.dicom.scu import send_objects
 from node.waiting import wait_until
-from tests.delivery.conftest import StoreSCP
+from tests.support.peers import StoreSCP
 
 
 class _Assoc:

@@ -9,7 +9,7 @@ from pathlib import Path
 from node.db import DeliveryState
 from node.deliver.attempt import deliver
 from node.deliver.outbox import schedule_deliveries
-from tests.delivery.conftest import StoreSCP, result_copy
+from tests.support.peers import StoreSCP, result_copy
 
 PRIVATE_CLASS = "1.2.826.0.1.3680043.8.498.4243"
 

@@ -12,7 +12,8 @@ from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import CTImageStorage
 
 from node.dicom.scu import MAX_CONTEXTS, Failure, send_objects
-from tests.delivery.conftest import StoreSCP, free_port
+from node.ports import free_port
+from tests.support.peers import StoreSCP
 
 
 def _copies(source: str, directory: Path, count: int, sop_class: str | None = None) -> list[Path]:

@@ -1,100 +1,14 @@
-"""Fixtures for delivery tests: real DCMTK storescp and Orthanc peers on loopback, small real DICOM files."""
+"""Fixtures for delivery tests: nodes with a real delivery worker and outbox loop (peers: tests/support/fixtures.py)."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pydicom.data import get_testdata_file
 
-from tests.support.orthanc import Orthanc, running_orthanc
-from node.ports import free_port
-
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-@dataclass
-class StoreSCP:
-    """A DCMTK storescp writing what it receives into ``directory``."""
-
-    ae_title: str
-    port: int
-    directory: Path
-    process: subprocess.Popen | None = None
-
-    def start(self, *extra: str) -> None:
-        env = dict(os.environ, TCP_NODELAY="1")
-        self.process = subprocess.Popen(
-            ["storescp", "-aet", self.ae_title, "-od", str(self.directory), *extra, str(self.port)],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for_port(self.port)
-        if self.process.poll() is not None:  # another process holds the port: fail rather than talk to it
-            raise RuntimeError(f"storescp exited with {self.process.returncode} (port {self.port} taken?)")
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def received(self) -> list[Path]:
-        return sorted(p for p in self.directory.iterdir() if p.is_file())
-
-
-@pytest.fixture
-def storescp(tmp_path: Path) -> Iterator[StoreSCP]:
-    if shutil.which("storescp") is None:
-        pytest.fail("DCMTK storescp is not installed: run `make setup`")
-    directory = tmp_path / "storescp"
-    directory.mkdir()
-    peer = StoreSCP("STORESCP", free_port(), directory)
-    peer.start()
-    yield peer
-    peer.stop()
-
-
-@pytest.fixture
-def orthanc(tmp_path: Path) -> Iterator[Orthanc]:
-    with running_orthanc(tmp_path / "orthanc") as peer:
-        yield peer
-
-
-@pytest.fixture
-def ct_files() -> list[str]:
-    return [get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")]
-
-
-def result_copy(source: str, directory: Path, sop_class: str | None = None) -> Path:
-    """A copy of a DICOM file with a new SOP Instance UID (and optionally another SOP class)."""
-    import pydicom
-    from pydicom.uid import generate_uid
-
-    directory.mkdir(parents=True, exist_ok=True)
-    ds = pydicom.dcmread(source)
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    if sop_class:
-        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = sop_class
-    path = directory / f"{ds.SOPInstanceUID}.dcm"
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 class DeliveryNode:

@@ -12,7 +12,7 @@ import pytest
 from node.db import JobState, SeriesState
 from node.jobs.dispatch import enqueue_many, route_complete
 from node.queue.worker import start_embedded_worker
-from tests.queue.harness import REDIS_URL, Node, base_config, wait_for
+from tests.jobs.harness import REDIS_URL, Node, base_config, wait_for
 from tests.support.pipelines import RUN_LOG_ENV
 
 

@@ -14,7 +14,8 @@ from pynetdicom.sop_class import CTImageStorage
 from node.db import DeliveryState
 from node.deliver.attempt import deliver
 from node.deliver.outbox import retry_failed, schedule_deliveries
-from tests.delivery.conftest import StoreSCP, free_port, result_copy
+from node.ports import free_port
+from tests.support.peers import StoreSCP, result_copy
 from tests.support.waiting import wait_for
 
 PRIVATE_CLASS = "1.2.826.0.1.3680043.8.498.4242"
