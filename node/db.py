@@ -294,3 +294,22 @@ def get_or_add(session: Session, model: type[Base], **key: object) -> Base:
         row = model(**key)
         session.add(row)
     return row
+
+
+def relax_commit_sync(database: Database) -> None:
+    """Let ``database``'s commits return before the index's own disk sync (SQLite WAL ``synchronous=NORMAL``,
+    PostgreSQL ``synchronous_commit off``): the database stays consistent, and a power cut may lose the last
+    few commits. Used where what a commit records can be recovered otherwise (see each caller)."""
+    dialect = database.engine.dialect.name
+
+    def on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        if dialect == "sqlite":
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        elif dialect == "postgresql":
+            cursor.execute("SET synchronous_commit TO OFF")
+        cursor.close()
+        if dialect == "postgresql":
+            dbapi_connection.commit()
+
+    event.listen(database.engine, "connect", on_connect)

@@ -10,21 +10,17 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from node.cli.app import app
-from node.config import ConfigError, Settings, load_settings
-from node.db import Database, Delivery, DeliveryState, ResultObject, open_database
+from node.cli.options import ConfigOption, load_config, open_index
+from node.config import Settings
+from node.db import Database, Delivery, DeliveryState, ResultObject
 
 console = Console()
 
-ConfigOption = typer.Option(None, "--config", "-c", envvar="PACSNODE_CONFIG", help="The node's YAML configuration file.")
 
 
 def _open(config: Path | None) -> tuple[Settings, Database]:
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    return settings, open_database(settings.node.resolved_database_url())
+    settings = load_config(config)
+    return settings, open_index(settings)
 
 
 def delivery_counts(database: Database) -> dict[str, int]:

@@ -12,8 +12,9 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from node.cli.app import app
-from node.config import ConfigError, Settings, load_settings
-from node.db import Delivery, Job, NodeEvent, Series, Study, open_database
+from node.cli.options import ConfigOption, RequiredConfigOption, load_config, open_index
+from node.config import ConfigError
+from node.db import Delivery, Job, NodeEvent, Series, Study
 from node.receive.diskguard import disk_state
 from node.operate.logging_setup import configure_logging
 
@@ -34,21 +35,15 @@ def parse_peer(text: str) -> tuple[str, str, int]:
     return match["aet"], match["host"].strip("[]"), int(match["port"])
 
 
-def _load(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
 
 
 @app.command()
-def serve(config: Path = typer.Option(..., "--config", "-c", help="The node's YAML configuration file.")) -> None:
+def serve(config: Path = RequiredConfigOption) -> None:
     """Run the node: the DICOM SCP, series assembly, dispatch, worker and outbox."""
     from node.route.rules import check_routes
     from node.operate.serve import run
 
-    settings = _load(config)
+    settings = load_config(config)
     try:
         check_routes(settings)  # a bad rule stops the node at start, naming the rule
     except ConfigError as exc:
@@ -143,12 +138,12 @@ def _count_table(title: str, counts: dict[str, int]) -> Table:
 
 @app.command()
 def status(
-    config: Path | None = typer.Option(None, "--config", "-c", help="The node's YAML configuration file."),
+    config: Path = ConfigOption,
     errors: int = typer.Option(10, help="How many recent errors to show."),
 ) -> None:
     """Studies, series by state, jobs and deliveries by state, and recent errors."""
-    settings = _load(config)
-    database = open_database(settings.node.resolved_database_url())
+    settings = load_config(config)
+    database = open_index(settings)
     try:
         with database.session() as session:
             studies = session.scalar(select(func.count()).select_from(Study)) or 0
@@ -180,7 +175,7 @@ def status(
 @config_app.command("check")
 def config_check(path: Path = typer.Argument(..., help="The YAML configuration file to validate.")) -> None:
     """Validate a configuration file; exit 2 naming the bad key."""
-    settings = _load(path)
+    settings = load_config(path)
     console.print(
         f"{path}: valid ({settings.node.ae_title} on {settings.node.host}:{settings.node.port}, "
         f"{len(settings.destinations)} destination(s), {len(settings.routes)} route(s))"

@@ -18,10 +18,10 @@ from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
 from node.deliver.outputs import is_seg_refusal, record_refusal, replaced_note, send_fallback_instead
 from node.deliver.late_fallback import write_late_fallback
-from node.deliver.outbox import Target, resolve_target
-from node.deliver.outbox import _enqueue_groups as enqueue_all  # the outbox's own grouping, shared
+from node.deliver.outbox import enqueue_groups
+from node.deliver.targets import Target, resolve_target
 from node.deliver.policy import Verdict, decide
-from node.jobs.runner import worker_identity
+from node.jobs.lease import worker_identity
 from node.dicom.tls import client_context
 from node.dicom.scu import Failure, StoreOutcome, send_objects
 
@@ -161,5 +161,5 @@ def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[st
         )
     if refused:
         build = partial(write_late_fallback, settings, database)
-        enqueue_all(settings, database, send_fallback_instead(database, destination, refused, build=build))
+        enqueue_groups(settings, database, send_fallback_instead(database, destination, refused, build=build))
     return counts

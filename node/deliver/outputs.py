@@ -28,10 +28,10 @@ from node.db import (
     DestinationRefusal,
     Job,
     ResultObject,
-    Series,
     record_event,
     utcnow,
 )
+from node.deliver.targets import job_targets
 
 log = logging.getLogger(__name__)
 
@@ -101,25 +101,14 @@ def fallback_needed(settings: Settings, database: Database, job_id: int) -> bool
     True when one of the destinations its results go to lists ``fallback`` in its outputs, or has refused a SEG
     SOP class before (it gets the fallback instead of the SEG).
     """
-    from node.deliver.outbox import resolve_target, sender_destination  # the outbox imports this module
-
     with database.session() as session:
         job = session.get(Job, job_id)
         if job is None:
             return False
-        series = session.get(Series, job.series_uid)
-        names = list(job.destinations or [])
-        if series is not None and series.calling_ae_title and any(
-            route.reply_to_sender for route in settings.routes if route.name in (job.routes or [])
-        ):
-            names.append(sender_destination(series.calling_ae_title))
-        for name in names:
-            target = resolve_target(settings, name, series.calling_host if series is not None else None)
-            if target is None:
-                continue
-            if FALLBACK in target.outputs or refused_classes(session, name) & SEG_SOP_CLASSES:
-                return True
-    return False
+        return any(
+            FALLBACK in target.outputs or refused_classes(session, target.name) & SEG_SOP_CLASSES
+            for target in job_targets(settings, session, job, report=False)
+        )
 
 
 def _jobs_of(session: Session, delivery_ids: Sequence[int]) -> set[int]:

@@ -28,6 +28,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 
 from node.dicom import reactor_checkpoint
+from node.dicom.status import is_success
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +36,6 @@ log = logging.getLogger(__name__)
 _config.STORE_SEND_CHUNKED_DATASET = True
 
 MAX_CONTEXTS = 128
-
-SUCCESS_STATUSES = frozenset({0x0000, 0xB000, 0xB006, 0xB007})
-
 
 class Failure(str, enum.Enum):
     """Why an object got no C-STORE status."""
@@ -65,7 +63,7 @@ class StoreOutcome:
     @property
     def stored(self) -> bool:
         """True for Success and the storage Warnings (B000, B006, B007)."""
-        return self.status in SUCCESS_STATUSES
+        return is_success(self.status)
 
     def describe(self) -> str:
         if self.status is not None:

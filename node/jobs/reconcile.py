@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from node.config import Settings
 from node.db import Database, Job, JobState, record_event, utcnow
 from node.queue.celery_app import GPU_QUEUE, queue_depth
-from node.jobs.dispatch import BATCH, enqueue_due_retries, enqueue_many
+from node.jobs.dispatch import BATCH, enqueue_many
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,6 @@ def requeue_lost_messages(settings: Settings, database: Database) -> list[int]:
 
 
 def tick(settings: Settings, database: Database) -> None:
-    """One reconciliation pass over the job table."""
+    """One reconciliation pass over the job table (retries that fall due are the dispatcher's: it runs every 50 ms)."""
     time_out_silent_jobs(settings, database)
-    enqueue_due_retries(settings, database)
     requeue_lost_messages(settings, database)

@@ -1,89 +1,29 @@
-"""Celery tasks of the inference queue: thin, named, idempotent, taking only IDs.
+"""The Celery task of the inference queue: thin, named, idempotent, taking only a job ID.
 
 The work and every state change live in ``node.jobs.runner``; a duplicate message finds the job taken or done
-and returns without running it again.
+and returns without running it again. This task wires in what comes after a job: whether its destinations
+want fallback images, and the outbox rows recorded with its success and enqueued once it is committed.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import sqlite3
+from functools import partial
 
-from celery.signals import worker_process_init
-from sqlalchemy import event
-from sqlalchemy.exc import OperationalError
-
-from node.config import Settings
-from node.db import Database, open_database
-from node.jobs.runner import process_job
-from node.queue.celery_app import PROCESSES_ENV, RUN_JOB_TASK, get_app, get_settings
-from pipelines.device import share_cpu_threads
-from pipelines.hugepages import use_hugepages
-
-log = logging.getLogger(__name__)
-
-_DATABASE: tuple[int, Database] | None = None
-
-
-def _commit_without_waiting(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-    cursor = dbapi_connection.cursor()
-    if isinstance(dbapi_connection, sqlite3.Connection):
-        cursor.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync per commit, never corrupt
-    else:
-        cursor.execute("SET synchronous_commit = off")  # PostgreSQL: same trade, per session
-    cursor.close()
-    if not isinstance(dbapi_connection, sqlite3.Connection):
-        dbapi_connection.commit()
-
-
-def worker_database(settings: Settings) -> Database:
-    """This worker process's database handle (a forked pool child opens its own connections).
-
-    Job-state commits from workers do not wait for the disk: a power cut can lose the last few
-    transitions, and the reconciler then runs those jobs again (results keep their UIDs and replace
-    themselves), whereas waiting for two fsyncs per job would cap a worker near 100 jobs/s. The node's
-    own connections (received instances, routing) keep full durability.
-    """
-    global _DATABASE
-    if _DATABASE is None or _DATABASE[0] != os.getpid():
-        database = open_database(settings.node.resolved_database_url())
-        event.listen(database.engine, "connect", _commit_without_waiting)
-        database.engine.dispose()  # connections opened before the listener go
-        _DATABASE = (os.getpid(), database)
-    return _DATABASE[1]
-
-
-TASK_OPTIONS: dict = {
-    "acks_late": True,
-    "reject_on_worker_lost": True,
-    "autoretry_for": (OperationalError,),  # the database is briefly unreachable: retry with backoff
-    "retry_backoff": True,
-    "retry_backoff_max": 60,
-    "max_retries": 8,
-}
-"""Options every pacsnode task shares: late acks, and retries while the database is unreachable."""
-
-
-@worker_process_init.connect
-def _forget_parent_connections(**_: object) -> None:
-    global _DATABASE
-    if _DATABASE is not None:
-        _DATABASE[1].engine.dispose(close=False)
-        _DATABASE = None
-
-
-@worker_process_init.connect
-def _prepare_pool_process(**_: object) -> None:
-    """Each pool process: its share of the CPU threads, and numpy's huge page requests as configured."""
-    settings = get_settings()
-    threads = share_cpu_threads(int(os.environ.get(PROCESSES_ENV, "1")), settings.queue.cpu_threads_per_process)
-    use_hugepages(settings.queue.numpy_hugepages)
-    log.debug("worker process %d: %d CPU thread(s) for models", os.getpid(), threads)
+from node.deliver.outbox import add_deliveries, enqueue_groups
+from node.deliver.outputs import fallback_needed
+from node.jobs.runner import JobHooks, process_job
+from node.queue.celery_app import RUN_JOB_TASK, get_app, get_settings
+from node.queue.task_base import TASK_OPTIONS, worker_database
 
 
 @get_app().task(name=RUN_JOB_TASK, **TASK_OPTIONS)
 def run_job(job_id: int) -> str:
     """Run inference job ``job_id`` (see node.jobs.runner.process_job); returns its outcome."""
     settings = get_settings()
-    return process_job(settings, worker_database(settings), int(job_id)).value
+    database = worker_database(settings)
+    hooks = JobHooks(
+        wants_fallback=partial(fallback_needed, settings, database),
+        on_success=partial(add_deliveries, settings),
+        after_commit=partial(enqueue_groups, settings, database),
+    )
+    return process_job(settings, database, int(job_id), hooks).value

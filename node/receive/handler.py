@@ -7,32 +7,19 @@ names the problem (UIDs, AE titles and sizes only, never patient data).
 
 from __future__ import annotations
 
-import enum
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from node.operate import audit
 from node.db import Database, record_event
+from node.dicom.status import Status
 from node.receive.instances import KnownSeries, Received, record_instance
 from node.receive.commit import GroupCommit, NotDurable
 from node.receive.dataset import UnreadableDataset, file_meta_header, read_identifiers
 from node.receive.storage import InvalidUID, StorageFull, instance_path, write_durably
 
 log = logging.getLogger(__name__)
-
-
-class StoreStatus(enum.IntEnum):
-    """C-STORE response statuses pacsnode sends (PS3.4 B.2.3 ranges)."""
-
-    SUCCESS = 0x0000
-    OUT_OF_RESOURCES = 0xA700  # disk full
-    STORAGE_FAILED = 0xA701  # other I/O failure writing the file
-    INDEX_FAILED = 0xA702  # the file is stored but the index could not record it
-    SOP_CLASS_MISMATCH = 0xA900  # dataset's SOP Class UID differs from the context / command
-    CANNOT_PARSE = 0xC210  # the dataset does not parse in its transfer syntax
-    INVALID_UID = 0xC211  # a Study/Series/SOP Instance UID is missing or malformed
-    SOP_INSTANCE_MISMATCH = 0xC212  # dataset's SOP Instance UID differs from the command
 
 
 @dataclass(frozen=True)
@@ -73,11 +60,11 @@ class StoreHandler:
     def __post_init__(self) -> None:
         self.commits = GroupCommit(self._index_group, self._index)
 
-    def store(self, request: StoreRequest) -> StoreStatus:
+    def store(self, request: StoreRequest) -> Status:
         """Store one instance durably and index it; the status to answer."""
         status = self._store(request)
         counters = self.stats.setdefault(request.association_id, AssociationStats())
-        if status == StoreStatus.SUCCESS:
+        if status == Status.SUCCESS:
             counters.stored += 1
         else:
             counters.failed += 1
@@ -108,23 +95,23 @@ class StoreHandler:
                 received=counters.received,
             )
 
-    def _store(self, request: StoreRequest) -> StoreStatus:
+    def _store(self, request: StoreRequest) -> Status:
         calling = request.calling_ae_title
         stream = request.stream
         if stream is None:
-            return self._fail(StoreStatus.CANNOT_PARSE, "C-STORE request without a data set", calling, None)
+            return self._fail(Status.CANNOT_PARSE, "C-STORE request without a data set", calling, None)
         transfer_syntax = request.transfer_syntax
         try:
             ids = read_identifiers(stream, transfer_syntax)
         except InvalidUID as exc:
-            return self._fail(StoreStatus.INVALID_UID, f"rejected instance: {exc}", calling,
+            return self._fail(Status.INVALID_UID, f"rejected instance: {exc}", calling,
                               request.command_sop_instance_uid)
         except UnreadableDataset as exc:
-            return self._fail(StoreStatus.CANNOT_PARSE, f"rejected instance: {exc}", calling,
+            return self._fail(Status.CANNOT_PARSE, f"rejected instance: {exc}", calling,
                               request.command_sop_instance_uid)
         if ids.sop_class_uid != request.context_sop_class_uid or ids.sop_class_uid != request.command_sop_class_uid:
             return self._fail(
-                StoreStatus.SOP_CLASS_MISMATCH,
+                Status.SOP_CLASS_MISMATCH,
                 f"rejected instance {ids.sop_instance_uid}: dataset SOP Class {ids.sop_class_uid} does not match "
                 f"the presentation context's {request.context_sop_class_uid}",
                 calling,
@@ -132,7 +119,7 @@ class StoreHandler:
             )
         if ids.sop_instance_uid != request.command_sop_instance_uid:
             return self._fail(
-                StoreStatus.SOP_INSTANCE_MISMATCH,
+                Status.SOP_INSTANCE_MISMATCH,
                 f"rejected instance {ids.sop_instance_uid}: the C-STORE command names "
                 f"{request.command_sop_instance_uid}",
                 calling,
@@ -143,10 +130,10 @@ class StoreHandler:
         try:
             size = write_durably(path, (header, stream), sync_directory=False)  # the folder: in commits
         except StorageFull as exc:
-            return self._fail(StoreStatus.OUT_OF_RESOURCES, f"out of disk space storing {ids.sop_instance_uid}: "
+            return self._fail(Status.OUT_OF_RESOURCES, f"out of disk space storing {ids.sop_instance_uid}: "
                               f"{exc.strerror}; free space under {self.storage_dir}", calling, ids.sop_instance_uid)
         except OSError as exc:
-            return self._fail(StoreStatus.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} at {path}: {exc}",
+            return self._fail(Status.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} at {path}: {exc}",
                               calling, ids.sop_instance_uid)
         received = Received(
             ids=ids,
@@ -160,17 +147,17 @@ class StoreHandler:
         try:
             new = self.commits.commit(received)
         except NotDurable as exc:
-            return self._fail(StoreStatus.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} durably: {exc}",
+            return self._fail(Status.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} durably: {exc}",
                               calling, ids.sop_instance_uid)
         except Exception as exc:  # the database may be down; the peer must retry
-            return self._fail(StoreStatus.INDEX_FAILED, f"stored {ids.sop_instance_uid} but cannot index it: "
+            return self._fail(Status.INDEX_FAILED, f"stored {ids.sop_instance_uid} but cannot index it: "
                               f"{type(exc).__name__}: {exc}", calling, ids.sop_instance_uid, record=False)
         counters = self.stats.setdefault(request.association_id, AssociationStats())
         counters.bytes += size
         counters.received.append((ids.study_uid, ids.series_uid, ids.sop_instance_uid, size))
         log.debug("stored %s (%s, series %s, %d bytes, from %s)%s", ids.sop_instance_uid, ids.modality,
                   ids.series_uid, size, calling, "" if new else " again")
-        return StoreStatus.SUCCESS
+        return Status.SUCCESS
 
     def _index_group(self, group: list[Received]) -> list[bool]:
         """Index several instances in one transaction (see GroupCommit)."""
@@ -204,8 +191,8 @@ class StoreHandler:
         self.known.add(series_uid)
 
     def _fail(
-        self, status: StoreStatus, message: str, calling: str, uid: str | None, *, record: bool = True
-    ) -> StoreStatus:
+        self, status: Status, message: str, calling: str, uid: str | None, *, record: bool = True
+    ) -> Status:
         log.warning("%s [status 0x%04X, from %s]", message, int(status), calling)
         if record:
             try:

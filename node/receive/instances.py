@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, event
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from node.db import Database, SeriesState, utcnow
+from node.db import SeriesState, utcnow
 from node.receive.dataset import Identifiers
 
 log = logging.getLogger(__name__)
@@ -159,23 +159,3 @@ def _upsert_study_and_series(cursor: Any, sql: dict[str, str], item: Received, v
         cursor.execute(sql["touch_study"], values)
     cursor.execute(sql["insert_series"], {**values, "modality": ids.modality, "state": SeriesState.receiving.value,
                                           "calling_host": item.calling_host})
-
-
-def relax_commit_sync(database: Database) -> None:
-    """Commit without waiting for the index's own disk sync (``node.index_fsync: false``).
-
-    The instance file is still fsynced before Success; `serve` re-indexes lost rows at start.
-    """
-    dialect = database.engine.dialect.name
-
-    def on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        if dialect == "sqlite":
-            cursor.execute("PRAGMA synchronous=NORMAL")
-        elif dialect == "postgresql":
-            cursor.execute("SET synchronous_commit TO OFF")
-        cursor.close()
-        if dialect == "postgresql":
-            dbapi_connection.commit()
-
-    event.listen(database.engine, "connect", on_connect)

@@ -20,9 +20,8 @@ from typing import Any
 import pydicom.config
 
 from node.config import Settings
-from node.db import Database
+from node.db import Database, relax_commit_sync
 from node.receive.diskguard import refuse_reason
-from node.receive.instances import relax_commit_sync
 from node.operate.logging_setup import configure_logging
 from node.receive.scp import AssociationCounter, Receiver
 

@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from node.dicom.status import Status
 from node.dicom.upper_layer import acse, pdu
 from node.dicom.upper_layer.dimse import (
     C_CANCEL_RQ,
     C_ECHO_RQ,
     C_STORE_RQ,
     RESPONSE_BIT,
-    STATUS_UNRECOGNIZED_OPERATION,
     Command,
     Message,
     MessageAssembler,
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 ASSOCIATE_RQ_LIMIT = 1024 * 1024  # an A-ASSOCIATE-RQ proposing every storage SOP class is ~60 KB
 CLOSE_WAIT_SECONDS = 2.0  # after the last PDU we send, how long the peer may take to close its side
-STATUS_PROCESSING_FAILURE = 0x0110
 LAST_COMMAND_FRAGMENT = 0x03
 _serial = itertools.count(1)
 
@@ -185,15 +184,15 @@ def _answer(peer: Peer, handler: AssociationHandler, context: acse.AcceptedConte
             status = handler.on_store(peer, context, command, message.data_set)
         except Exception:  # handlers map failures to statuses; this is the last resort
             log.exception("C-STORE of %s from %s failed", command.affected_sop_instance_uid, peer.calling_ae_title)
-            status = STATUS_PROCESSING_FAILURE
+            status = Status.PROCESSING_FAILURE
         return encode_response(command, status)
     if command.command_field == C_ECHO_RQ:
-        return encode_response(command, 0x0000)
+        return encode_response(command, Status.SUCCESS)
     if command.command_field == C_CANCEL_RQ or command.command_field & RESPONSE_BIT:
         return None  # nothing of ours to cancel; responses are not expected from the requestor
     log.warning("DIMSE command 0x%04X from %s@%s is not supported: answered Unrecognized Operation",
                 command.command_field, peer.calling_ae_title, peer.host)
-    return encode_response(command, STATUS_UNRECOGNIZED_OPERATION)
+    return encode_response(command, Status.UNRECOGNIZED_OPERATION)
 
 
 def _send_last(sock: socket.socket, data: bytes) -> None:
