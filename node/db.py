@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    func,
     select,
     event,
 )
@@ -285,6 +286,13 @@ def record_event(
     uid: str | None = None,
 ) -> None:
     session.add(NodeEvent(kind=kind, message=message, level=level, calling_ae_title=calling_ae_title, uid=uid))
+
+
+def count_by_state(session: Session, column: object, *where: object) -> dict[str, int]:
+    """How many rows have each value of a state ``column`` (``Series.state``...), keyed by the value's name;
+    ``where`` narrows the rows counted."""
+    query = select(column, func.count()).where(*where).group_by(column)  # type: ignore[arg-type]
+    return {str(getattr(state, "value", state)): int(count) for state, count in session.execute(query)}
 
 
 def get_or_add(session: Session, model: type[Base], **key: object) -> Base:

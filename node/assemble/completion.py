@@ -9,10 +9,10 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 
 from node.config import Settings
-from node.db import Database, Series, SeriesState, utcnow
+from node.db import Database, Series, SeriesState, count_by_state, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +57,7 @@ def resume(settings: Settings, database: Database) -> dict[str, int]:
             .where(Series.state == SeriesState.receiving, Series.last_received_at < now)
             .values(last_received_at=now, state_reason="resumed after restart")
         ).rowcount
-        counts = dict(
-            session.execute(
-                select(Series.state, func.count()).where(
-                    Series.state.in_([SeriesState.receiving, SeriesState.complete])
-                ).group_by(Series.state)
-            ).all()
-        )
-    pending = {str(getattr(state, "value", state)): int(n) for state, n in counts.items()}
+        pending = count_by_state(session, Series.state, Series.state.in_([SeriesState.receiving, SeriesState.complete]))
     if restarted or pending:
         log.info(
             "resuming: %d series receiving (quiet period restarted), %d complete awaiting routing",

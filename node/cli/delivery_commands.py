@@ -7,12 +7,12 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from node.cli.app import app
 from node.cli.options import ConfigOption, load_config, open_index
 from node.config import Settings
-from node.db import Database, Delivery, DeliveryState, ResultObject
+from node.db import Database, Delivery, DeliveryState, ResultObject, count_by_state
 
 console = Console()
 
@@ -26,8 +26,7 @@ def _open(config: Path | None) -> tuple[Settings, Database]:
 def delivery_counts(database: Database) -> dict[str, int]:
     """Deliveries per state (for `pacsnode status`)."""
     with database.session() as session:
-        rows = session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
-    return {state.value: count for state, count in rows}
+        return count_by_state(session, Delivery.state)
 
 
 def delivery_table(database: Database, state: DeliveryState | None = None, limit: int = 50) -> Table:

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from node.cli.app import app
 from node.cli.options import ConfigOption, RequiredConfigOption, load_config, open_index
 from node.config import ConfigError
-from node.db import Delivery, Job, NodeEvent, Series, Study
+from node.db import Delivery, Job, NodeEvent, Series, Study, count_by_state
 from node.receive.diskguard import disk_state
 from node.operate.logging_setup import configure_logging
 
@@ -120,11 +120,6 @@ def send(
         raise typer.Exit(1)
 
 
-def _counts(session, column) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    rows = session.execute(select(column, func.count()).group_by(column)).all()
-    return {str(getattr(state, "value", state)): int(n) for state, n in rows}
-
-
 def _count_table(title: str, counts: dict[str, int]) -> Table:
     table = Table(title=title)
     table.add_column("state")
@@ -147,9 +142,9 @@ def status(
     try:
         with database.session() as session:
             studies = session.scalar(select(func.count()).select_from(Study)) or 0
-            series = _counts(session, Series.state)
-            jobs = _counts(session, Job.state)
-            deliveries = _counts(session, Delivery.state)
+            series = count_by_state(session, Series.state)
+            jobs = count_by_state(session, Job.state)
+            deliveries = count_by_state(session, Delivery.state)
             recent = session.scalars(
                 select(NodeEvent).where(NodeEvent.level.in_(["error", "warning"]))
                 .order_by(NodeEvent.at.desc()).limit(errors)

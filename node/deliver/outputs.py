@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Collection, Sequence
 
+from highdicom.seg import SOP_CLASS_UIDS as SEGMENTATION_SOP_CLASSES
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -35,7 +36,8 @@ from node.deliver.targets import job_targets
 
 log = logging.getLogger(__name__)
 
-SEG_SOP_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"})
+SEG_SOP_CLASSES = frozenset(SEGMENTATION_SOP_CLASSES)
+"""Binary/fractional and label map Segmentation storage (highdicom's table)."""
 FALLBACK = "fallback"
 
 
