@@ -23,7 +23,8 @@ from node.config import Settings
 from node.db import Database, relax_commit_sync
 from node.receive.diskguard import refuse_reason
 from node.operate.logging_setup import configure_logging
-from node.receive.scp import AssociationCounter, Receiver
+from node.receive.gate import AssociationCounter
+from node.receive.scp import Receiver
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import negotiate_as_acceptor
 
-from node.receive.scp import supported_contexts
+from node.dicom.contexts import supported_contexts
 from node.dicom.upper_layer.acse import Negotiator
 from node.dicom.upper_layer.pdu import HEADER, ProtocolError
 from tests.receive.raw_peer import associate_rq
