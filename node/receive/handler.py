@@ -16,10 +16,18 @@ from node.db import Database, record_event
 from node.dicom.status import Status
 from node.receive.instances import KnownSeries, Received, record_instance
 from node.receive.commit import GroupCommit, NotDurable
-from node.receive.dataset import UnreadableDataset, file_meta_header, read_identifiers
+from node.receive.dataset import Identifiers, UnreadableDataset, file_meta_header, read_identifiers
 from node.receive.storage import InvalidUID, StorageFull, instance_path, write_durably
 
 log = logging.getLogger(__name__)
+
+
+class Refused(Exception):
+    """An instance is refused: the status to answer, the reason to log and record, the instance's UID if known."""
+
+    def __init__(self, status: Status, message: str, uid: str | None, *, record: bool = True) -> None:
+        super().__init__(message)
+        self.status, self.uid, self.record = status, uid, record
 
 
 @dataclass(frozen=True)
@@ -96,68 +104,81 @@ class StoreHandler:
             )
 
     def _store(self, request: StoreRequest) -> Status:
-        calling = request.calling_ae_title
-        stream = request.stream
-        if stream is None:
-            return self._fail(Status.CANNOT_PARSE, "C-STORE request without a data set", calling, None)
-        transfer_syntax = request.transfer_syntax
         try:
-            ids = read_identifiers(stream, transfer_syntax)
-        except InvalidUID as exc:
-            return self._fail(Status.INVALID_UID, f"rejected instance: {exc}", calling,
-                              request.command_sop_instance_uid)
-        except UnreadableDataset as exc:
-            return self._fail(Status.CANNOT_PARSE, f"rejected instance: {exc}", calling,
-                              request.command_sop_instance_uid)
-        if ids.sop_class_uid != request.context_sop_class_uid or ids.sop_class_uid != request.command_sop_class_uid:
-            return self._fail(
-                Status.SOP_CLASS_MISMATCH,
-                f"rejected instance {ids.sop_instance_uid}: dataset SOP Class {ids.sop_class_uid} does not match "
-                f"the presentation context's {request.context_sop_class_uid}",
-                calling,
-                ids.sop_instance_uid,
-            )
-        if ids.sop_instance_uid != request.command_sop_instance_uid:
-            return self._fail(
-                Status.SOP_INSTANCE_MISMATCH,
-                f"rejected instance {ids.sop_instance_uid}: the C-STORE command names "
-                f"{request.command_sop_instance_uid}",
-                calling,
-                ids.sop_instance_uid,
-            )
-        path = instance_path(self.storage_dir, ids.study_uid, ids.series_uid, ids.sop_instance_uid)
-        header = file_meta_header(ids.sop_class_uid, ids.sop_instance_uid, transfer_syntax, calling)
-        try:
-            size = write_durably(path, (header, stream), sync_directory=False)  # the folder: in commits
-        except StorageFull as exc:
-            return self._fail(Status.OUT_OF_RESOURCES, f"out of disk space storing {ids.sop_instance_uid}: "
-                              f"{exc.strerror}; free space under {self.storage_dir}", calling, ids.sop_instance_uid)
-        except OSError as exc:
-            return self._fail(Status.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} at {path}: {exc}",
-                              calling, ids.sop_instance_uid)
-        received = Received(
-            ids=ids,
-            transfer_syntax_uid=transfer_syntax,
-            path=str(path),
-            size_bytes=size,
-            calling_ae_title=calling,
-            called_ae_title=request.called_ae_title,
-            calling_host=request.calling_host,
-        )
-        try:
-            new = self.commits.commit(received)
-        except NotDurable as exc:
-            return self._fail(Status.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} durably: {exc}",
-                              calling, ids.sop_instance_uid)
-        except Exception as exc:  # the database may be down; the peer must retry
-            return self._fail(Status.INDEX_FAILED, f"stored {ids.sop_instance_uid} but cannot index it: "
-                              f"{type(exc).__name__}: {exc}", calling, ids.sop_instance_uid, record=False)
+            ids = self._identify(request)
+            path, size = self._write(request, ids)
+            new = self._commit(request, ids, path, size)
+        except Refused as refusal:
+            return self._fail(refusal.status, str(refusal), request.calling_ae_title, refusal.uid,
+                              record=refusal.record)
         counters = self.stats.setdefault(request.association_id, AssociationStats())
         counters.bytes += size
         counters.received.append((ids.study_uid, ids.series_uid, ids.sop_instance_uid, size))
         log.debug("stored %s (%s, series %s, %d bytes, from %s)%s", ids.sop_instance_uid, ids.modality,
-                  ids.series_uid, size, calling, "" if new else " again")
+                  ids.series_uid, size, request.calling_ae_title, "" if new else " again")
         return Status.SUCCESS
+
+    @staticmethod
+    def _identify(request: StoreRequest) -> Identifiers:
+        """The instance's identifiers, checked against what the association and the command say."""
+        if request.stream is None:
+            raise Refused(Status.CANNOT_PARSE, "C-STORE request without a data set", None)
+        try:
+            ids = read_identifiers(request.stream, request.transfer_syntax)
+        except InvalidUID as exc:
+            raise Refused(Status.INVALID_UID, f"rejected instance: {exc}", request.command_sop_instance_uid) from exc
+        except UnreadableDataset as exc:
+            raise Refused(Status.CANNOT_PARSE, f"rejected instance: {exc}", request.command_sop_instance_uid) from exc
+        if ids.sop_class_uid != request.context_sop_class_uid or ids.sop_class_uid != request.command_sop_class_uid:
+            raise Refused(
+                Status.SOP_CLASS_MISMATCH,
+                f"rejected instance {ids.sop_instance_uid}: dataset SOP Class {ids.sop_class_uid} does not match "
+                f"the presentation context's {request.context_sop_class_uid}",
+                ids.sop_instance_uid,
+            )
+        if ids.sop_instance_uid != request.command_sop_instance_uid:
+            raise Refused(
+                Status.SOP_INSTANCE_MISMATCH,
+                f"rejected instance {ids.sop_instance_uid}: the C-STORE command names "
+                f"{request.command_sop_instance_uid}",
+                ids.sop_instance_uid,
+            )
+        return ids
+
+    def _write(self, request: StoreRequest, ids: Identifiers) -> tuple[Path, int]:
+        """The instance's file, fsynced and renamed into place (its folder is synced by the group commit)."""
+        path = instance_path(self.storage_dir, ids.study_uid, ids.series_uid, ids.sop_instance_uid)
+        header = file_meta_header(ids.sop_class_uid, ids.sop_instance_uid, request.transfer_syntax,
+                                  request.calling_ae_title)
+        assert request.stream is not None
+        try:
+            return path, write_durably(path, (header, request.stream), sync_directory=False)
+        except StorageFull as exc:
+            raise Refused(Status.OUT_OF_RESOURCES, f"out of disk space storing {ids.sop_instance_uid}: "
+                          f"{exc.strerror}; free space under {self.storage_dir}", ids.sop_instance_uid) from exc
+        except OSError as exc:
+            raise Refused(Status.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} at {path}: {exc}",
+                          ids.sop_instance_uid) from exc
+
+    def _commit(self, request: StoreRequest, ids: Identifiers, path: Path, size: int) -> bool:
+        """Make the file's rename durable and index it (group commit); True when the instance is new."""
+        received = Received(
+            ids=ids,
+            transfer_syntax_uid=request.transfer_syntax,
+            path=str(path),
+            size_bytes=size,
+            calling_ae_title=request.calling_ae_title,
+            called_ae_title=request.called_ae_title,
+            calling_host=request.calling_host,
+        )
+        try:
+            return self.commits.commit(received)
+        except NotDurable as exc:
+            raise Refused(Status.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} durably: {exc}",
+                          ids.sop_instance_uid) from exc
+        except Exception as exc:  # the database may be down; the peer must retry
+            raise Refused(Status.INDEX_FAILED, f"stored {ids.sop_instance_uid} but cannot index it: "
+                          f"{type(exc).__name__}: {exc}", ids.sop_instance_uid, record=False) from exc
 
     def _index_group(self, group: list[Received]) -> list[bool]:
         """Index several instances in one transaction (see GroupCommit)."""
