@@ -19,6 +19,12 @@ def release_cached_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+def gpu_memory_mb(device: str | torch.device) -> tuple[int, int]:
+    """(free, total) MB of a CUDA device's memory, as the driver reports them (other processes included)."""
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return free // 2**20, total // 2**20
+
+
 def select_device(preferred: str | None = None) -> torch.device:
     """``preferred`` ("cuda", "cuda:1", "cpu") when given, else CUDA when available, else the CPU."""
     if preferred:

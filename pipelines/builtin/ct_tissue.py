@@ -77,6 +77,9 @@ class CtTissuePipeline:
     name = NAME
     version = VERSION
     description = "CT: body outline (table removed, holes filled), bone, adipose tissue, air inside the body"
+    memory_mb = 2048
+    """Peak memory of a job on a 300-slice 512x512 CT (volume, inference, results) with a margin; the
+    worker reserves it while the job runs (README: memory per pipeline)."""
 
     def __init__(self, settings: PipelineSettings | None = None) -> None:
         self.device = select_device(settings.device if settings is not None else None)
