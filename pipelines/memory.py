@@ -6,6 +6,9 @@ highdicom's many small objects, and ``ru_maxrss`` only knows the peak of the who
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import os
 import threading
 import types
@@ -18,6 +21,23 @@ def rss() -> int:
     """Resident set size of this process, in bytes."""
     with open("/proc/self/statm") as handle:
         return int(handle.read().split()[1]) * PAGE
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand memory the process has freed back to the system (glibc keeps it otherwise), so that the resident
+    size measured next starts from what is really in use; nothing where the C library cannot."""
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
 
 
 def available() -> int:
@@ -39,6 +59,7 @@ class PeakMemory:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> "PeakMemory":
+        release_freed_memory()
         self.start = self.highest = rss()
         self._done.clear()
         self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)

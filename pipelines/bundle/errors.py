@@ -37,7 +37,7 @@ def root_cause(exc: BaseException) -> BaseException:
 def explain(exc: BaseException) -> str:
     """``Type: message`` of the root cause, on one line and not too long for a job's reason."""
     cause = root_cause(exc)
-    text = " ".join(str(cause).split()) or repr(cause)
+    text = " ".join(str(cause).split("Original traceback")[0].split()) or repr(cause)
     if len(text) > 400:
         text = text[:400] + " ..."
     return f"{type(cause).__name__}: {text}"

@@ -113,15 +113,18 @@ class BundlePipeline:
 
     @contextlib.contextmanager
     def _loading_errors(self) -> Iterator[None]:
-        """Errors while loading become BundleErrors naming the bundle, with the packages it lacks."""
+        """Errors while loading become BundleErrors naming the bundle; a missing module comes with the command
+        that installs the packages the bundle lists and this installation lacks."""
         try:
             yield
-        except BundleError:
-            raise
         except Exception as exc:  # noqa: BLE001 - the message names the bundle and the cause
             missing = self.requirements.install_hint()
-            extra = f"; the bundle lists packages that are not installed ({missing})" if missing else ""
-            raise BundleError(f"{self.config.where()}: cannot be loaded: {explain(exc)}{extra}") from exc
+            text = str(exc) if isinstance(exc, BundleError) else f"{self.config.where()}: cannot be loaded: {explain(exc)}"
+            if missing and ("No module named" in text or "OptionalImportError" in text):
+                text += f"; the bundle lists packages that are not installed: {missing}"
+            if isinstance(exc, BundleError) and text == str(exc):
+                raise
+            raise BundleError(text) from exc
 
     def _load_network(self) -> torch.nn.Module:
         loader = find_checkpoint_loader(self.config)
