@@ -8,15 +8,7 @@ from pathlib import Path
 
 import torch
 
-from tests.pipelines.zoo import (
-    ct_preprocessing,
-    inference_config,
-    known_state,
-    metadata,
-    softmax_invert_argmax,
-    transform,
-    write,
-)
+from tests.pipelines import zoo
 
 UNEST_SOURCE = '''"""The network of this bundle, under the class path its config names."""
 
@@ -53,10 +45,10 @@ def renal_unest(bundle_dir: Path, *, negate: bool = False, step: float = 0.25) -
     ``evaluating`` list instead of ``run``, EnsureChannelFirstd with ``channel_dim: no_channel``. ``negate``
     makes this bundle's own UNesT class band the negated intensity (two bundles, one class path, two codes)."""
     sign_op = "-" if negate else ""
-    preprocessing = ct_preprocessing([5.0, 5.0, 10.0], -175, 250)
-    preprocessing[0] = transform("EnsureChannelFirstd", keys="image", channel_dim="no_channel")
-    config = inference_config({"_target_": "scripts.networks.unest.UNesT", "in_channels": 1, "out_channels": 4},
-                              preprocessing, softmax_invert_argmax(),
+    preprocessing = zoo.ct_preprocessing([5.0, 5.0, 10.0], -175, 250)
+    preprocessing[0] = zoo.transform("EnsureChannelFirstd", keys="image", channel_dim="no_channel")
+    config = zoo.inference_config({"_target_": "scripts.networks.unest.UNesT", "in_channels": 1, "out_channels": 4},
+                              preprocessing, zoo.softmax_invert_argmax(),
                               {"_target_": "SlidingWindowInferer", "roi_size": [96, 96, 96], "sw_batch_size": 4,
                                "overlap": 0.5},
                               bundle_root="/models/renalStructures_UNEST_segmentation",
@@ -70,12 +62,12 @@ def renal_unest(bundle_dir: Path, *, negate: bool = False, step: float = 0.25) -
     config["handlers"] = [{"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'",
                            "load_dict": {"model": "@network"}, "strict": "True"},
                           {"_target_": "StatsHandler", "iteration_log": False}]
-    meta = metadata("Renal structures UNEST segmentation", {"num_channels": 4, "channel_def": RENAL_NAMES},
+    meta = zoo.metadata("Renal structures UNEST segmentation", {"num_channels": 4, "channel_def": RENAL_NAMES},
                     optional_packages_version={"nibabel": "5.2.1", "einops": "0.7.0"})
     scripts = {"scripts/__init__.py": "", "scripts/networks/__init__.py": "",
                "scripts/networks/unest.py": UNEST_SOURCE.replace("{sign}", "negated" if negate else "plain")
                .replace("{sign_op}", sign_op)}
-    return write(bundle_dir, meta, config, weights={"model.pt": band_conv_state(4, step)}, scripts=scripts)
+    return zoo.write(bundle_dir, meta, config, weights={"model.pt": band_conv_state(4, step)}, scripts=scripts)
 
 
 PEDIATRIC_SCRIPTS = {
@@ -93,15 +85,15 @@ def pediatric(bundle_dir: Path, *, constant_label: int = 1) -> Path:
     (zero outside it)."""
     from monai.networks.nets import DynUNet
 
-    preprocessing = ct_preprocessing([5.0, 5.0, 10.0], -250, 400)
-    preprocessing.insert(-1, transform("CropForegroundd", keys=["@image_key"], source_key="@image_key",
+    preprocessing = zoo.ct_preprocessing([5.0, 5.0, 10.0], -250, 400)
+    preprocessing.insert(-1, zoo.transform("CropForegroundd", keys=["@image_key"], source_key="@image_key",
                                        mode=["minimum"]))
-    preprocessing.append(transform("CastToTyped", keys="@image_key", dtype="$torch.float32"))
+    preprocessing.append(zoo.transform("CastToTyped", keys="@image_key", dtype="$torch.float32"))
     network_def = {"_target_": "monai.networks.nets.DynUNet", "spatial_dims": 3, "in_channels": "@input_channels",
                    "out_channels": "@output_channels", "kernel_size": [3, 3, 3], "strides": [1, 2, [2, 2, 1]],
                    "upsample_kernel_size": [2, [2, 2, 1]], "filters": [8, 16, 16], "norm_name": "instance",
                    "deep_supervision": False, "res_block": True}
-    config = inference_config(network_def, preprocessing, softmax_invert_argmax(),
+    config = zoo.inference_config(network_def, preprocessing, zoo.softmax_invert_argmax(),
                               {"_target_": "SlidingWindowInferer", "roi_size": [64, 64, 32], "sw_batch_size": 4,
                                "overlap": 0.75},
                               workflow_type="inference", input_channels=1, output_classes=4, output_channels=4,
@@ -111,14 +103,14 @@ def pediatric(bundle_dir: Path, *, constant_label: int = 1) -> Path:
     config["initialize"] = ["$setattr(torch.backends.cudnn, 'benchmark', True)"]
     config["handlers"] = [{"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/dynunet_FT.pt'",
                            "load_dict": {"model": "@network"}}, {"_target_": "StatsHandler", "iteration_log": False}]
-    meta = metadata("CT-Ped-Abdominal-Seg", {"num_channels": 4, "label_def": {
+    meta = zoo.metadata("CT-Ped-Abdominal-Seg", {"num_channels": 4, "label_def": {
         "0": "background", "1": "liver", "2": "spleen", "3": "pancreas"}})
     net = DynUNet(spatial_dims=3, in_channels=1, out_channels=4, kernel_size=[3, 3, 3], strides=[1, 2, [2, 2, 1]],
                   upsample_kernel_size=[2, [2, 2, 1]], filters=[8, 16, 16], norm_name="instance", deep_supervision=False,
                   res_block=True)
-    state = known_state(net)
+    state = zoo.known_state(net)
     state["output_block.conv.conv.bias"][constant_label] = 5.0
-    return write(bundle_dir, meta, config, fmt="yaml", weights={"dynunet_FT.pt": state}, scripts=PEDIATRIC_SCRIPTS)
+    return zoo.write(bundle_dir, meta, config, fmt="yaml", weights={"dynunet_FT.pt": state}, scripts=PEDIATRIC_SCRIPTS)
 
 
 DETECTION_SCRIPTS = {
@@ -166,7 +158,7 @@ ANCHOR_VOXELS = [4, 4, 2]
 def retinanet_state(network: torch.nn.Module, threshold: float) -> dict[str, torch.Tensor]:
     """RetinaNet heads passing the features through (identity convolutions, group norms, ReLU) and scoring
     ``4 * (feature - threshold)``; box regression zero, so each box is its anchor."""
-    state = known_state(network)
+    state = zoo.known_state(network)
     channels = network.feature_map_channels
     for index in range(0, 12, 3):
         weight = state[f"classification_head.conv.{index}.weight"]
@@ -186,19 +178,19 @@ def lung_nodule(bundle_dir: Path, *, threshold: float = 1.0) -> Path:
 
     image = "@image_key"
     preprocessing = [
-        transform("LoadImaged", keys=image, _disabled_="@whether_raw_luna16"),
-        transform("LoadImaged", keys=image, reader="itkreader", affine_lps_to_ras=True,
+        zoo.transform("LoadImaged", keys=image, _disabled_="@whether_raw_luna16"),
+        zoo.transform("LoadImaged", keys=image, reader="itkreader", affine_lps_to_ras=True,
                   _disabled_="@whether_resampled_luna16"),
-        transform("EnsureChannelFirstd", keys=image), transform("Orientationd", keys=image, axcodes="RAS"),
-        transform("Spacingd", keys=image, pixdim=[0.703125, 0.703125, 1.25], _disabled_="@whether_resampled_luna16"),
-        transform("ScaleIntensityRanged", keys=image, a_min=-1024.0, a_max=300.0, b_min=0.0, b_max=1.0, clip=True),
-        transform("EnsureTyped", keys=image)]
+        zoo.transform("EnsureChannelFirstd", keys=image), zoo.transform("Orientationd", keys=image, axcodes="RAS"),
+        zoo.transform("Spacingd", keys=image, pixdim=[0.703125, 0.703125, 1.25], _disabled_="@whether_resampled_luna16"),
+        zoo.transform("ScaleIntensityRanged", keys=image, a_min=-1024.0, a_max=300.0, b_min=0.0, b_max=1.0, clip=True),
+        zoo.transform("EnsureTyped", keys=image)]
     postprocessing = [
-        transform("ClipBoxToImaged", box_keys="box", label_keys="label", box_ref_image_keys=image, remove_empty=True),
-        transform("AffineBoxToWorldCoordinated", box_keys="box", box_ref_image_keys=image, affine_lps_to_ras=True),
-        transform("ConvertBoxModed", box_keys="box", src_mode="xyzxyz", dst_mode="cccwhd"),
-        transform("DeleteItemsd", keys=[image])]
-    config = inference_config(
+        zoo.transform("ClipBoxToImaged", box_keys="box", label_keys="label", box_ref_image_keys=image, remove_empty=True),
+        zoo.transform("AffineBoxToWorldCoordinated", box_keys="box", box_ref_image_keys=image, affine_lps_to_ras=True),
+        zoo.transform("ConvertBoxModed", box_keys="box", src_mode="xyzxyz", dst_mode="cccwhd"),
+        zoo.transform("DeleteItemsd", keys=[image])]
+    config = zoo.inference_config(
         {"_target_": "RetinaNet", "spatial_dims": "@spatial_dims", "num_classes": "@num_classes", "num_anchors": 1,
          "feature_extractor": "@feature_extractor", "size_divisible": "@size_divisible", "use_list_output": False},
         [], [], {"_target_": "scripts.detection_inferer.RetinaNetInferer", "detector": "@detector",
@@ -222,11 +214,11 @@ def lung_nodule(bundle_dir: Path, *, threshold: float = 1.0) -> Path:
     config["evaluator"] = {"_target_": "scripts.evaluator.DetectionEvaluator", "_requires_": "@detector_ops",
                            "device": "@device", "val_data_loader": "@dataloader", "network": "@network",
                            "inferer": "@inferer", "val_handlers": "@handlers", "amp": "@amp"}
-    meta = metadata("Lung nodule CT detection", {"num_channels": 1})
+    meta = zoo.metadata("Lung nodule CT detection", {"num_channels": 1})
     meta["network_data_format"]["outputs"]["pred"] = {"type": "object", "format": "dict", "num_channels": 1}
     network = RetinaNet(spatial_dims=3, num_classes=1, num_anchors=1,
                         feature_extractor=_features_for_state(), size_divisible=[8, 8, 4])
-    return write(bundle_dir, meta, config, weights={"model.pt": retinanet_state(network, threshold)},
+    return zoo.write(bundle_dir, meta, config, weights={"model.pt": retinanet_state(network, threshold)},
                  scripts=DETECTION_SCRIPTS)
 
 
