@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 from typing import BinaryIO
 
+from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
@@ -56,7 +57,8 @@ def _save(dataset: Dataset, handle: BinaryIO) -> None:
     if getattr(dataset, "preamble", None) is not None:
         view.preamble = dataset.preamble
     # Marks the view as already in the file's encoding, so pydicom writes the raw element as it is.
-    view.set_original_encoding(False, True, view._character_set)
+    charset = dataset.get("SpecificCharacterSet", None)
+    view.set_original_encoding(False, True, convert_encodings(charset) if charset else default_encoding)
     view.save_as(handle, enforce_file_format=True)
 
 
