@@ -1,7 +1,7 @@
 """Write a result dataset to a file, encoding a multi-frame SEG's per-frame functional groups quickly.
 
-Why not plain ``Dataset.save_as``: pydicom encodes each of a SEG's per-frame items (1200 for four segments on
-300 slices, each holding about eight nested items) element by element, about 0.4 s. highdicom reuses one
+Why not plain ``Dataset.save_as``: pydicom encodes each of a SEG's per-frame items (one per frame, each holding
+about eight nested items) element by element, a large part of writing a SEG. highdicom reuses one
 source-image item, one plane-position item and one derivation code for every frame of a plane, so encoding each
 distinct item once and reusing its bytes gives the same file in a fraction of the time. pydicom still writes
 everything else (file meta, the top-level elements, the pixel data); the per-frame bytes reach it as a raw

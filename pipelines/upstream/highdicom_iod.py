@@ -1,7 +1,7 @@
 """Fence: highdicom's "is this attribute part of that IOD?" answered once per question instead of once per image.
 
 highdicom asks it for every source image while building a SEG or SR (is the image multi-frame?), and each
-answer walks the standard's module tables: 0.4 ms, 0.13 s for a 300-slice series. The tables never change
+answer walks the standard's module tables, a noticeable time per series. The tables never change
 within a process, so the answers are kept. ``install()`` puts the memoized function in highdicom's place
 (its private ``highdicom._standard_utils.is_attribute_in_iod``). Written for highdicom 0.25 to 0.28 (pyproject
 bounds it below 0.29); ``missing_upstream()`` lists what an upgrade removed.

@@ -36,8 +36,8 @@ MAX_BIT_SEGMENTS = 8
 class SegmentBits(np.ndarray):
     """Overlapping binary segments as one uint8 volume, bit ``n - 1`` set where segment ``n`` is.
 
-    A quarter of the memory of the masks stacked one byte per segment (315 MB for four segments on 300 slices
-    of 512x512), and quicker to fill; highdicom's per-frame hook takes each segment's bit out again.
+    A quarter of the memory of the masks stacked one byte per segment (for four segments), and quicker to
+    fill; highdicom's per-frame hook takes each segment's bit out again.
     """
 
 
@@ -51,12 +51,12 @@ _QUERY_TABLE_ATTRIBUTES = frozenset(
 class FastSegmentation(hd.seg.Segmentation):
     """highdicom's Segmentation taking overlapping segments as bits, with a lighter check of stacked masks.
 
-    Why: for a 4D array highdicom sums over segments into an int64 array of the volume's size (2.5 GB and
-    seconds for 300x512x512x4); checking slice by slice gives the same answer in a fraction of both. Segments
+    Why: for a 4D array highdicom sums over segments into an int64 array of the volume's size (gigabytes and
+    seconds for a 300-slice CT); checking slice by slice gives the same answer in a fraction of both. Segments
     as bits (``SegmentBits``) avoid the 4D array altogether; highdicom makes the same frames from them.
 
     Its query tables are built on first use rather than in the constructor: a SEG that is only written never
-    needs them, and they take 0.15 s for 1,200 frames.
+    needs them, and they take time in proportion to the frames.
     """
 
     def _build_luts(self) -> None:

@@ -1,8 +1,8 @@
 """Fence: whether numpy asks the kernel for transparent huge pages when it allocates a large array.
 
 numpy does by default (``madvise``). Where the kernel compacts memory to satisfy such a request (THP defrag
-``madvise``, a common default), a fresh 300-slice float32 volume took 0.30-0.85 s to load with it (median
-0.69 s of 5) and 0.40-0.50 s without (median 0.41 s). Worker processes therefore turn it off unless the
+``madvise``, a common default), a fresh 300-slice float32 volume loads slower and less evenly with it than
+without (README, benchmarks). Worker processes therefore turn it off unless the
 configuration (``queue.numpy_hugepages``) keeps it on. numpy offers no public switch: this uses its private
 ``numpy._core.multiarray._set_madvise_hugepage`` (numpy 2; pyproject bounds numpy below 3) and does nothing
 where it is absent; ``missing_upstream()`` says so.
