@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.types import Code
+from pipelines.types import MORPHOLOGICALLY_ALTERED_STRUCTURE, Code  # noqa: F401 - a category (CID 7150), kept with Finding
 
 # Segmentation property categories (CID 7150).
 ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
 TISSUE = Code("85756007", "SCT", "Tissue")
 BODY_SUBSTANCE = Code("91720002", "SCT", "Body Substance")
-MORPHOLOGICALLY_ALTERED_STRUCTURE = Code("49755003", "SCT", "Morphologically Altered Structure")
 
 # Segmentation property types.
 ENTIRE_BODY = Code("38266002", "SCT", "Entire body")
