@@ -39,6 +39,7 @@ HOUNSFIELD_UNIT = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
 PERCENT = Code("%", "UCUM", "Percent")
 
 # Findings and qualifier values.
+CYST = Code("367643001", "SCT", "Cyst")
 PULMONARY_EMPHYSEMA = Code("87433001", "SCT", "Pulmonary emphysema")
 ABSENT = Code("272519000", "SCT", "Absent")
 MILD = Code("255604002", "SCT", "Mild")

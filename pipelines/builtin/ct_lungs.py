@@ -45,6 +45,20 @@ EMPHYSEMA_GRADES: list[tuple[float, Code]] = [(20.0, codes.SEVERE), (10.0, codes
 CHEST_WORDS = ("CHEST", "THORAX", "LUNG", "THORAC", "TORSO")
 
 
+def accepts_chest_ct(header: Dataset) -> str | None:
+    """None for a CT whose body part or descriptions name the chest; else why not."""
+    reason = accepts_ct(header)
+    if reason:
+        return reason
+    described = " ".join(
+        str(getattr(header, keyword, "") or "")
+        for keyword in ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName")
+    ).upper()
+    if not any(word in described for word in CHEST_WORDS):
+        return "not a chest CT (BodyPartExamined and the study/series descriptions name no chest, thorax or lung)"
+    return None
+
+
 def emphysema_grade(laa950_percent: float) -> Code:
     for lowest, grade in EMPHYSEMA_GRADES:
         if laa950_percent >= lowest:
@@ -132,16 +146,7 @@ class CtLungsPipeline:
         self.device = select_device(settings.device if settings is not None else None)
 
     def accepts(self, header: Dataset) -> str | None:
-        reason = accepts_ct(header)
-        if reason:
-            return reason
-        described = " ".join(
-            str(getattr(header, keyword, "") or "")
-            for keyword in ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName")
-        ).upper()
-        if not any(word in described for word in CHEST_WORDS):
-            return "not a chest CT (BodyPartExamined and the study/series descriptions name no chest, thorax or lung)"
-        return None
+        return accepts_chest_ct(header)
 
     def run(self, volume: Volume) -> PipelineResult:
         started = time.perf_counter()

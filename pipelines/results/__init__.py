@@ -1,4 +1,5 @@
-"""Result objects of a job: a DICOM SEG of the segments and a TID 1500 SR of measurements and findings.
+"""Result objects of a job: a DICOM SEG of the segments, a TID 1500 SR of measurements and findings, and on
+request a Key Object Selection of the key slices and Secondary Capture fallback images.
 
 Writers know nothing of models: a Volume and a PipelineResult in, DICOM files out. UIDs derive from the
 job key, so a re-run writes objects that replace the earlier ones in PACS.
@@ -16,6 +17,7 @@ from pydicom.dataset import Dataset
 from pipelines.durable import atomic_file
 from pipelines.results import encoding
 from pipelines.results.fallback import build_fallback
+from pipelines.results.kos import build_key_objects
 from pipelines.results.seg import build_segmentation
 from pipelines.results.sr import build_report
 from pipelines.results.uids import job_uid, result_uids, tracking_uid
@@ -29,7 +31,7 @@ logger = logging.getLogger(__name__)
 class WrittenResult:
     """One result object written to disk."""
 
-    kind: str  # "seg", "sr" or "fallback-N" (the N-th Secondary Capture key slice)
+    kind: str  # "seg", "sr", "kos" or "fallback-N" (the N-th Secondary Capture key slice)
     path: Path
     sop_class_uid: str
     sop_instance_uid: str
@@ -69,14 +71,16 @@ def write_results(
     out_dir: Path,
     *,
     fallback: bool = True,
+    key_objects: bool = False,
     timings: dict[str, float] | None = None,
 ) -> list[WrittenResult]:
     """Write the SEG (if there are segments) and the SR (if there is anything to report) into ``out_dir``.
 
     With segments, ``fallback`` and ``options.fallback_key_slices``, also the Secondary Capture key slices for
-    viewers without SEG (``fallback-1.dcm``..., see ``write_fallback``). Files are named ``seg.dcm`` and
+    viewers without SEG (``fallback-1.dcm``..., see ``write_fallback``). With ``key_objects``, also a Key
+    Object Selection of the key slices (``kos.dcm``) when there are any. Files are named ``seg.dcm`` and
     ``sr.dcm``; the same ``job_key`` always gives the same UIDs. ``timings``, when given, receives the seconds
-    of each step (``seg_build``, ``seg_write``, ``sr``, ``fallback``).
+    of each step (``seg_build``, ``seg_write``, ``sr``, ``kos``, ``fallback``).
     Raises ValueError when the result does not fit the volume.
     """
     steps = timings if timings is not None else {}
@@ -110,10 +114,11 @@ def write_results(
             steps["seg_write"],
             written[-1].size_bytes,
         )
-    if result.segments or result.measurements or result.classifications:
+    if result.segments or result.findings or result.measurements or result.classifications:
         started = time.perf_counter()
         uids = result_uids(job_key, "sr")
         group_tracking = [job_uid(job_key, "group", index) for index in range(len(result.classifications) + 1)]
+        finding_tracking = [job_uid(job_key, "finding", index, "tracking") for index in range(len(result.findings))]
         report = build_report(
             volume,
             result,
@@ -122,11 +127,21 @@ def write_results(
             sop_instance_uid=uids.sop_instance_uid,
             segment_tracking_uids=segment_tracking,
             group_tracking_uids=group_tracking,
+            finding_tracking_uids=finding_tracking,
             seg=seg,
         )
         written.append(_written("sr", report, out_dir / "sr.dcm"))
         steps["sr"] = time.perf_counter() - started
         logger.info("job %s: SR %s of series %s written", job_key, report.SOPInstanceUID, series_uid)
+    if key_objects:
+        started = time.perf_counter()
+        uids = result_uids(job_key, "kos")
+        selection = build_key_objects(
+            volume, result, options, series_uid=uids.series_uid, sop_instance_uid=uids.sop_instance_uid
+        )
+        if selection is not None:
+            written.append(_written("kos", selection, out_dir / "kos.dcm"))
+        steps["kos"] = time.perf_counter() - started
     if fallback:
         started = time.perf_counter()
         written.extend(write_fallback(volume, result, options, job_key, out_dir))
