@@ -221,7 +221,7 @@ class Heartbeat:
 
 def _run(settings: Settings, database: Database, lease: Lease) -> tuple[list, dict[str, float]]:
     """Load, infer, write; returns the written results and per-stage seconds."""
-    from node.deliver.fallback import fallback_needed
+    from node.deliver.fallback import FALLBACK, KEY_OBJECTS, wanted_outputs
     from pipelines.registry import get_pipeline
     from pipelines.volume import load_series
 
@@ -247,18 +247,18 @@ def _run(settings: Settings, database: Database, lease: Lease) -> tuple[list, di
     result = pipeline.run(volume)
     timings["infer"] = time.perf_counter() - started
     written: list = []
-    if result.segments or result.measurements or result.classifications:
+    if result.segments or result.findings or result.measurements or result.classifications:
         from pipelines.results import write_results
         from pipelines.results.uids import job_key
 
         started = time.perf_counter()
         out_dir = settings.node.storage_dir / "results" / str(lease.job_id)
-        fallback = fallback_needed(settings, database, lease.job_id)  # else built if a destination refuses SEG
+        wanted = wanted_outputs(settings, database, lease.job_id)  # the fallback is built later if SEG is refused
         steps: dict[str, float] = {}
         try:
             written = write_results(
                 volume, result, settings.results, job_key=job_key(lease.series_uid, lease.pipeline), out_dir=out_dir,
-                fallback=fallback, timings=steps,
+                fallback=FALLBACK in wanted, key_objects=KEY_OBJECTS in wanted, timings=steps,
             )
         except ValueError as exc:
             raise PermanentJobError(f"results do not fit the series: {exc}") from exc
