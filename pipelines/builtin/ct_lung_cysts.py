@@ -4,8 +4,10 @@ The lungs are found as in ct-lungs (air inside the body, airway removed). Each s
 averaged over 3 x 3 pixels of lung only (noise down, lung edges untouched). An air space is a connected
 region of that averaged density below -950 HU (the LAA-950 threshold), grown to its half-way boundary: where
 the averaged density crosses the middle between the air spaces' median density and the lung's. Spaces
-smaller than ``MIN_CYST_ML`` are left out. Each one becomes a finding with its region (a segment), centre,
-bounding box, volume and mean density; a threshold method gives no probability.
+smaller than ``MIN_CYST_ML`` are left out, and so are elongated ones (spread along their longest axis more
+than ``MAX_ELONGATION`` times their shortest): bronchi that a coarse grid cuts off from the trachea. Each space
+becomes a finding with its region (a segment), centre, bounding box, volume and mean density; a threshold
+method gives no probability.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from pydicom.dataset import Dataset
+from scipy import ndimage
 
 from pipelines import codes
 from pipelines.builtin import ops
@@ -33,6 +36,7 @@ NAME = "ct-lung-cysts"
 VERSION = "1.0.0"
 SEED_MAX_HU = -950.0
 MIN_CYST_ML = 1.0
+MAX_ELONGATION = 2.5
 SMOOTHING_PIXELS = 3
 CYST = codes.CYST
 LABEL = "Lung air cyst"
@@ -47,8 +51,16 @@ def lung_mean(hu: torch.Tensor, lungs: torch.Tensor) -> torch.Tensor:
     return torch.where(lungs, total[:, 0] / count[:, 0].clamp_min(1e-6), torch.zeros_like(total[:, 0]))
 
 
-def air_spaces(hu: torch.Tensor, lungs: torch.Tensor, voxel_ml: float) -> tuple[np.ndarray, int]:
-    """A label map of the air spaces of ``MIN_CYST_ML`` and more (1..n, by size, largest first) and n."""
+def elongation(ijk: np.ndarray, affine: np.ndarray) -> float:
+    """How much longer a region is than wide: the ratio of its largest to its smallest spread (in mm)."""
+    if len(ijk) < 4:
+        return float("inf")
+    spread = np.linalg.eigvalsh(np.cov(affine[:3, :3] @ ijk.T.astype(float)))
+    return float(np.sqrt(spread[-1] / max(spread[0], 1e-9)))
+
+
+def air_spaces(hu: torch.Tensor, lungs: torch.Tensor, volume: Volume) -> tuple[np.ndarray, int]:
+    """A label map of the round air spaces of ``MIN_CYST_ML`` and more (1..n, largest first) and n."""
     smooth = lung_mean(hu, lungs)
     seeds = lungs & (smooth < SEED_MAX_HU)
     if not bool(seeds.any()):
@@ -59,11 +71,19 @@ def air_spaces(hu: torch.Tensor, lungs: torch.Tensor, voxel_ml: float) -> tuple[
     seeded = torch.zeros(count + 1, dtype=torch.bool, device=hu.device)
     seeded[torch.unique(grown[seeds]).long()] = True
     seeded[0] = False
-    kept = [int(n) for n in torch.nonzero(seeded & (sizes * voxel_ml >= MIN_CYST_ML)).flatten()]
+    labels = grown.cpu().numpy()
+    candidates = [int(n) for n in torch.nonzero(seeded & (sizes * volume.voxel_volume_ml >= MIN_CYST_ML)).flatten()]
+    boxes = ndimage.find_objects(labels, max_label=max(candidates, default=0))
+    kept = []
+    for n in candidates:
+        k, j, i = np.nonzero(labels[boxes[n - 1]] == n)
+        offset = [boxes[n - 1][2].start, boxes[n - 1][1].start, boxes[n - 1][0].start]
+        if elongation(np.stack([i, j, k], axis=1) + offset, volume.affine) <= MAX_ELONGATION:
+            kept.append(n)
     kept.sort(key=lambda n: -int(sizes[n]))
     relabel = np.zeros(count + 1, np.uint16)
     relabel[kept] = np.arange(1, len(kept) + 1, dtype=np.uint16)
-    return relabel[grown.cpu().numpy()], len(kept)
+    return relabel[labels], len(kept)
 
 
 def cyst_finding(volume: Volume, segment: Segment) -> Finding:
@@ -100,7 +120,7 @@ class CtLungCystsPipeline:
             hu = hu_tensor(volume, self.device)
             air = body_mask(hu, min(volume.spacing[:2])) & (hu < LUNG_MAX_HU)
             lungs = air & ~airway_mask(hu, air, volume)
-            labels, count = air_spaces(hu, lungs, volume.voxel_volume_ml)
+            labels, count = air_spaces(hu, lungs, volume)
             kinds = {n: (f"{LABEL} {n}", codes.MORPHOLOGICALLY_ALTERED_STRUCTURE, CYST) for n in range(1, count + 1)}
             segments = Segment.from_label_map(labels, kinds)
             measurements = []
@@ -118,7 +138,11 @@ class CtLungCystsPipeline:
             segments=segments,
             measurements=measurements,
             findings=findings,
-            parameters={"seed below": f"{SEED_MAX_HU:g} HU", "smallest": f"{MIN_CYST_ML:g} mL"},
+            parameters={
+                "seed below": f"{SEED_MAX_HU:g} HU",
+                "smallest": f"{MIN_CYST_ML:g} mL",
+                "most elongated": f"{MAX_ELONGATION:g}",
+            },
             timings={"inference": elapsed},
         )
 
