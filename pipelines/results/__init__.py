@@ -13,6 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
+from pydicom.uid import (
+    Comprehensive3DSRStorage,
+    KeyObjectSelectionDocumentStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+)
 
 from pipelines.durable import atomic_file
 from pipelines.results import encoding
@@ -25,6 +31,15 @@ from pipelines.settings import ResultOptions
 from pipelines.types import PipelineResult, Volume
 
 logger = logging.getLogger(__name__)
+
+LABELMAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+RESULT_SOP_CLASSES: dict[str, tuple[str, ...]] = {
+    "seg": (SegmentationStorage, LABELMAP_SEGMENTATION_STORAGE),
+    "sr": (Comprehensive3DSRStorage,),
+    "kos": (KeyObjectSelectionDocumentStorage,),
+    "fallback": (SecondaryCaptureImageStorage,),
+}
+"""The SOP classes each kind of result object is written as (the names a destination's ``outputs`` lists)."""
 
 
 @dataclass(frozen=True)
