@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.types import MORPHOLOGICALLY_ALTERED_STRUCTURE, Code  # noqa: F401 - a category (CID 7150), kept with Finding
+from pipelines.types import MORPHOLOGICALLY_ALTERED_STRUCTURE, Code  # noqa: F401 - a CID 7150 category
 
 # Segmentation property categories (CID 7150).
 ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")

@@ -2,10 +2,10 @@
 
 A destination's ``outputs`` names what it receives: ``seg``, ``sr``, ``kos`` (the Key Object Selection of
 the job's key slices) and/or ``fallback`` (the Secondary Capture key slices, result kinds ``fallback-1``,
-``fallback-2``...). A job writes its KOS only when one of its destinations lists ``kos``. When a destination refuses the SEG SOP
-class at association, the refusal is recorded (table ``destination_refusals``), the SEG delivery becomes
-``replaced``, and the job's fallback images are sent to that destination instead, once. Later jobs send the
-fallback to it straight away. `pacsnode status` shows the replaced deliveries and the refusal event.
+``fallback-2``...). A job writes its KOS only when one of its destinations lists ``kos``. When a destination
+refuses the SEG SOP class at association, the refusal is recorded (table ``destination_refusals``), the SEG
+delivery becomes ``replaced``, and the job's fallback images are sent to that destination instead, once.
+Later jobs send the fallback to it straight away. `pacsnode status` shows the replaced deliveries and the refusal event.
 
 A job builds its fallback images with its SEG and SR only when one of its destinations asks for them or is
 known to refuse SEG (``fallback_needed``); most jobs need none, and building them costs a good part of a

@@ -126,7 +126,9 @@ def finding_graphic(volume: Volume, finding: Finding, segment: Segment | None) -
         return circle_graphic(volume, finding.point, finding.diameter_mm)
     if finding.point is not None:
         return point_graphic(volume, finding.point)
-    raise ValueError(f"finding {finding.label!r}: its segment {finding.segment_number} is empty and it has no point or box")
+    raise ValueError(
+        f"finding {finding.label!r}: its segment {finding.segment_number} is empty and it has no point or box"
+    )
 
 
 def to_patient_points(volume: Volume, graphic: SliceGraphic) -> np.ndarray:

@@ -107,7 +107,9 @@ def build_report(
         identifier = classification.concept.meaning
         groups.append(sr_groups.qualitative_group(volume, result, tracking, identifier, classification=classification))
     if not groups:
-        raise ValueError(f"{result.pipeline}: nothing to report (no segments, findings, measurements or classifications)")
+        raise ValueError(
+            f"{result.pipeline}: nothing to report (no segments, findings, measurements or classifications)"
+        )
 
     modality = str(volume.datasets[0].get("Modality", ""))
     report = hd.sr.MeasurementReport(

@@ -212,7 +212,8 @@ def qualitative_group(
     scope, slice_index = "series", None
     if classification is not None:
         values += probability(classification.probability, algorithm_id)
-        evaluations = [hd.sr.QualitativeEvaluation(name=coded(classification.concept), value=coded(classification.value))]
+        evaluation = hd.sr.QualitativeEvaluation(name=coded(classification.concept), value=coded(classification.value))
+        evaluations = [evaluation]
         scope, slice_index = classification.scope, classification.slice_index
     scoped = scope_items(volume, scope, slice_index)
     group = hd.sr.MeasurementsAndQualitativeEvaluations(

@@ -434,7 +434,8 @@ _DRAWN = """() => {
       .map(n => [[+n.getAttribute('x1'), +n.getAttribute('y1')], [+n.getAttribute('x2'), +n.getAttribute('y2')]]),
     ellipses: Array.from(svg.querySelectorAll('ellipse')).map(n =>
       [+n.getAttribute('cx'), +n.getAttribute('cy'), +n.getAttribute('rx'), +n.getAttribute('ry')]),
-    texts: Array.from(svg.querySelectorAll('text')).map(n => Array.from(n.querySelectorAll('tspan')).map(t => t.textContent)),
+    texts: Array.from(svg.querySelectorAll('text'))
+      .map(n => Array.from(n.querySelectorAll('tspan')).map(t => t.textContent)),
   };
 }"""
 

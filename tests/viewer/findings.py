@@ -33,16 +33,18 @@ class Expected:
 
 def _square_corners(square: tuple[slice, slice]) -> list[tuple[float, float]]:
     rows, columns = square
-    return [(columns.start, rows.start), (columns.stop, rows.start), (columns.stop, rows.stop), (columns.start, rows.stop)]
+    return [(columns.start, rows.start), (columns.stop, rows.start), (columns.stop, rows.stop),
+            (columns.start, rows.stop)]
 
 
 def expected(series: PhantomSeries) -> dict[str, Expected]:
     """Where the segment, the box and the point must be drawn, by slice index in ``series.datasets``."""
     by_position = _slice_order(series)
+    rows, columns = DECOY
     return {
         "segment": Expected(by_position[TARGET_SLICES[0]], _square_corners(TARGET)),
         "box": Expected(by_position[BOX_SLICES[len(BOX_SLICES) // 2]], _square_corners(DECOY)),
-        "point": Expected(by_position[POINT_SLICE], [((DECOY[1].start + DECOY[1].stop) / 2, (DECOY[0].start + DECOY[0].stop) / 2)]),
+        "point": Expected(by_position[POINT_SLICE], [((columns.start + columns.stop) / 2, (rows.start + rows.stop) / 2)]),
     }
 
 
@@ -57,7 +59,8 @@ def to_world(series: PhantomSeries, slice_index: int, image_points: list[tuple[f
     """Patient coordinates of image points (column, row) on one slice, from that slice's own header."""
     ds = series.datasets[slice_index]
     origin = np.asarray(ds.ImagePositionPatient, float)
-    along_row, along_column = np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float)
+    orientation = np.asarray(ds.ImageOrientationPatient, float)
+    along_row, along_column = orientation[:3], orientation[3:]
     row_spacing, column_spacing = (float(v) for v in ds.PixelSpacing)
     return [
         list(origin + (c - 0.5) * column_spacing * along_row + (r - 0.5) * row_spacing * along_column)

@@ -73,7 +73,9 @@ def assert_arrow_at(drawn: Drawn, point: np.ndarray, what: str) -> None:
     )
 
 
-def check_findings_drawn(viewer: ViewerPage, series: PhantomSeries, sr_description: str, volume_ml: float, shots: Path) -> None:
+def check_findings_drawn(
+    viewer: ViewerPage, series: PhantomSeries, sr_description: str, volume_ml: float, shots: Path
+) -> None:
     """Open the SR in OHIF and check, slice by slice, that each location is drawn where the phantom has it."""
     places = expected(series)
     viewer.open_study(series.study_uid)
