@@ -15,8 +15,6 @@ from skimage import measure
 
 from pipelines.types import Finding, Point3, Segment, Volume
 
-OUTLINE_TOLERANCE_PX = 0.3
-"""How far (pixels) a simplified outline may stray from the traced boundary: fewer points, same shape."""
 
 
 @dataclass(frozen=True)
@@ -37,20 +35,34 @@ def key_slice(segment: Segment) -> int:
 
 def outline(segment: Segment, k: int) -> SliceGraphic:
     """The boundary of the segment's largest connected region on slice ``k``, as a closed polyline."""
-    plane = segment.on_slice(k)
+    if segment.empty or not segment.box[0].start <= k < segment.box[0].stop:
+        raise ValueError(f"segment {segment.number} ({segment.label}) has no voxel on slice {k}")
+    plane = segment.cropped[k - segment.box[0].start]  # the segment's box only: cheaper than the whole slice
     labels = measure.label(plane, connectivity=1)
     if labels.max() == 0:
         raise ValueError(f"segment {segment.number} ({segment.label}) has no voxel on slice {k}")
     largest = np.argmax(np.bincount(labels.ravel())[1:]) + 1
-    region = np.pad(labels == largest, 1)  # a region touching the image edge still gets a closed contour
+    region = np.pad(labels == largest, 1)  # a region touching the box's edge still gets a closed contour
     contours = measure.find_contours(region.astype(np.float32), 0.5)
     boundary = max(contours, key=len)  # the outer boundary is the longest; holes are inside it
-    boundary = measure.approximate_polygon(boundary, OUTLINE_TOLERANCE_PX)
-    rows, columns = boundary[:, 0] - 1 + 0.5, boundary[:, 1] - 1 + 0.5  # undo the padding; DICOM pixel origin
+    boundary = without_collinear_points(boundary)
+    # Back to the slice (undo the padding, add the box's offset), then DICOM's pixel origin.
+    rows = boundary[:, 0] - 1 + segment.box[1].start + 0.5
+    columns = boundary[:, 1] - 1 + segment.box[2].start + 0.5
     points = np.column_stack([columns, rows])
     if not np.array_equal(points[0], points[-1]):
         points = np.vstack([points, points[:1]])
     return SliceGraphic(k, "POLYLINE", points)
+
+
+def without_collinear_points(closed: np.ndarray) -> np.ndarray:
+    """A closed polyline (first point repeated last) without the points that lie on a straight run: the same
+    outline, exactly, in fewer points (a pixel boundary traces many)."""
+    ring = closed[:-1]
+    before, after = ring - np.roll(ring, 1, axis=0), np.roll(ring, -1, axis=0) - ring
+    turns = np.abs(before[:, 0] * after[:, 1] - before[:, 1] * after[:, 0]) > 1e-9
+    kept = ring[turns] if turns.any() else ring[:1]
+    return np.vstack([kept, kept[:1]])
 
 
 def nearest_slice(volume: Volume, xyz: Point3) -> tuple[int, float, float]:
