@@ -13,7 +13,6 @@ method gives no probability.
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import torch
@@ -23,9 +22,9 @@ from scipy import ndimage
 
 from pipelines import codes
 from pipelines.builtin import ops
-from pipelines.builtin.ct_lungs import LUNG_MAX_HU, accepts_chest_ct, airway_mask
-from pipelines.builtin.ct_tissue import body_mask, hu_tensor, volume_and_mean
-from pipelines.device import inference_mode, select_device
+from pipelines.builtin.base import BuiltinPipeline
+from pipelines.builtin.ct_lungs import accepts_chest_ct, lung_air
+from pipelines.builtin.ct_tissue import volume_and_mean
 from pipelines.registry import register_builtin
 from pipelines.settings import PipelineSettings
 from pipelines.types import Finding, PipelineResult, Segment, Volume, box_of_voxels
@@ -101,49 +100,37 @@ def cyst_finding(volume: Volume, segment: Segment) -> Finding:
     )
 
 
-class CtLungCystsPipeline:
+class CtLungCystsPipeline(BuiltinPipeline):
     """Air-filled spaces in the lungs as findings with their regions, centres, boxes and volumes."""
 
     name = NAME
     version = VERSION
     description = "chest CT: air-filled spaces in the lungs (bullae, cysts) of 1 mL and more, as located findings"
 
-    def __init__(self, settings: PipelineSettings | None = None) -> None:
-        self.device = select_device(settings.device if settings is not None else None)
-
     def accepts(self, header: Dataset) -> str | None:
         return accepts_chest_ct(header)
 
-    def run(self, volume: Volume) -> PipelineResult:
-        started = time.perf_counter()
-        with inference_mode(self.device):
-            hu = hu_tensor(volume, self.device)
-            air = body_mask(hu, min(volume.spacing[:2])) & (hu < LUNG_MAX_HU)
-            lungs = air & ~airway_mask(hu, air, volume)
-            labels, count = air_spaces(hu, lungs, volume)
-            kinds = {n: (f"{LABEL} {n}", codes.MORPHOLOGICALLY_ALTERED_STRUCTURE, CYST) for n in range(1, count + 1)}
-            segments = Segment.from_label_map(labels, kinds)
-            measurements = []
-            for segment in segments:
-                mask = torch.zeros_like(lungs)
-                mask[segment.box] = torch.from_numpy(segment.cropped).to(self.device)
-                measurements += volume_and_mean(hu, mask, volume.voxel_volume_ml, segment.number)
-        findings = [cyst_finding(volume, segment) for segment in segments]
-        elapsed = time.perf_counter() - started
-        logger.info("%s ran on %s in %.2f s: %d air spaces", NAME, self.device, elapsed, len(findings))
-        return PipelineResult(
-            pipeline=NAME,
-            version=VERSION,
-            algorithm_family=codes.MORPHOLOGICAL_OPERATIONS,
+    def infer(self, volume: Volume, hu: torch.Tensor) -> PipelineResult:
+        air, airway = lung_air(hu, volume)
+        lungs = air & ~airway
+        labels, count = air_spaces(hu, lungs, volume)
+        kinds = {n: (f"{LABEL} {n}", codes.MORPHOLOGICALLY_ALTERED_STRUCTURE, CYST) for n in range(1, count + 1)}
+        segments = Segment.from_label_map(labels, kinds)
+        measurements = []
+        for segment in segments:
+            mask = torch.zeros_like(lungs)
+            mask[segment.box] = torch.from_numpy(segment.cropped).to(self.device)
+            measurements += volume_and_mean(hu, mask, volume.voxel_volume_ml, segment.number)
+        logger.info("%s: %d air spaces", NAME, len(segments))
+        return self.result(
             segments=segments,
             measurements=measurements,
-            findings=findings,
+            findings=[cyst_finding(volume, segment) for segment in segments],
             parameters={
                 "seed below": f"{SEED_MAX_HU:g} HU",
                 "smallest": f"{MIN_CYST_ML:g} mL",
                 "most elongated": f"{MAX_ELONGATION:g}",
             },
-            timings={"inference": elapsed},
         )
 
 
