@@ -2,11 +2,11 @@
 
     python -m node.conformance > docs/conformance.md
 
-The SOP classes and transfer syntaxes the SCP accepts (``node.scp``), the C-STORE statuses it answers
-(``node.receive_handler``), the association rejections, the result objects and their SOP classes
-(``pipelines.results``), the SR and KOS content trees (written from an example result and walked,
-``pipelines.results.report_outline``) and the codes of the built-in pipelines (``pipelines.codes``) all come
-from the code, so the statement cannot drift from what the node does; a test compares the checked-in file.
+The SOP classes and transfer syntaxes the SCP accepts (``node.dicom.contexts``), the C-STORE statuses it
+answers (``node.dicom.status``), the association rejections (``node.receive.gate``), the result objects and
+their SOP classes (``pipelines.results``), the SR and KOS content trees (written from an example result and
+walked, ``pipelines.results.report_outline``) and the codes of the built-in pipelines (``pipelines.codes``)
+all come from the code, so the statement cannot drift from what the node does; a test compares the checked-in file.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import warnings
 
 from pydicom.uid import UID
 
-from node import scp
 from node.config import NodeConfig
-from node.receive_handler import StoreStatus
+from node.dicom import contexts
+from node.dicom.status import Status
+from node.receive import gate
 from pipelines import codes
 from pipelines.results import RESULT_SOP_CLASSES
 from pipelines.results.kos import KOS_SERIES_OFFSET
@@ -79,19 +80,20 @@ def networking() -> list[str]:
         "",
     ]
     lines += _table("| result, source, reason | when |", [
-        f"| {', '.join(str(v) for v in getattr(scp, name))} | {why} |" for name, why in _REJECTIONS.items()
+        f"| {', '.join(str(v) for v in getattr(gate, name))} | {why} |" for name, why in _REJECTIONS.items()
     ])
-    contexts = scp.supported_contexts()
+    accepted = contexts.supported_contexts()
     lines += ["### 1.2 As SCP: Verification and Storage", "",
-              f"Every SOP class below is accepted with each of the {len(scp.TRANSFER_SYNTAXES)} transfer syntaxes of "
-              "1.3; the instance is kept exactly as the sender encoded it (no transcoding), written, fsynced and "
+              f"Every SOP class below is accepted with each of the {len(contexts.TRANSFER_SYNTAXES)} transfer "
+              "syntaxes of 1.3; the instance is kept exactly as the sender encoded it (no transcoding), written, fsynced and "
               "indexed before Success is answered.", ""]
-    lines += _table("| SOP class | UID |", [_uid_row(cx.abstract_syntax) for cx in contexts])  # type: ignore[arg-type]
+    lines += _table("| SOP class | UID |", [_uid_row(cx.abstract_syntax) for cx in accepted])  # type: ignore[arg-type]
     lines += ["### 1.3 Transfer syntaxes accepted", ""]
-    lines += _table("| transfer syntax | UID |", [_uid_row(uid) for uid in scp.TRANSFER_SYNTAXES])
+    lines += _table("| transfer syntax | UID |", [_uid_row(uid) for uid in contexts.TRANSFER_SYNTAXES])
     lines += ["### 1.4 C-STORE response statuses", ""]
+    sent = [s for s in Status if s == Status.SUCCESS or (s & 0xF000) in (0xA000, 0xC000)]  # success, failures
     lines += _table("| status | meaning |", [
-        f"| `0x{int(status):04X}` | {status.name.replace('_', ' ').lower()} |" for status in StoreStatus
+        f"| `0x{int(status):04X}` | {status.name.replace('_', ' ').lower()} |" for status in sent
     ])
     return lines
 

@@ -131,37 +131,55 @@ def write_results(
         )
     if result.segments or result.findings or result.measurements or result.classifications:
         started = time.perf_counter()
-        uids = result_uids(job_key, "sr")
-        group_tracking = [job_uid(job_key, "group", index) for index in range(len(result.classifications) + 1)]
-        finding_tracking = [job_uid(job_key, "finding", index, "tracking") for index in range(len(result.findings))]
-        report = build_report(
-            volume,
-            result,
-            options,
-            series_uid=uids.series_uid,
-            sop_instance_uid=uids.sop_instance_uid,
-            segment_tracking_uids=segment_tracking,
-            group_tracking_uids=group_tracking,
-            finding_tracking_uids=finding_tracking,
-            seg=seg,
-        )
-        written.append(_written("sr", report, out_dir / "sr.dcm"))
+        written.append(_write_report(volume, result, options, job_key, out_dir, segment_tracking, seg))
         steps["sr"] = time.perf_counter() - started
-        logger.info("job %s: SR %s of series %s written", job_key, report.SOPInstanceUID, series_uid)
     if key_objects:
         started = time.perf_counter()
-        uids = result_uids(job_key, "kos")
-        selection = build_key_objects(
-            volume, result, options, series_uid=uids.series_uid, sop_instance_uid=uids.sop_instance_uid
-        )
-        if selection is not None:
-            written.append(_written("kos", selection, out_dir / "kos.dcm"))
+        written.extend(write_key_objects(volume, result, options, job_key, out_dir))
         steps["kos"] = time.perf_counter() - started
     if fallback:
         started = time.perf_counter()
         written.extend(write_fallback(volume, result, options, job_key, out_dir))
         steps["fallback"] = time.perf_counter() - started
     return written
+
+
+def _write_report(
+    volume: Volume,
+    result: PipelineResult,
+    options: ResultOptions,
+    job_key: str,
+    out_dir: Path,
+    segment_tracking: list[str],
+    seg: Dataset | None,
+) -> WrittenResult:
+    """Write the SR (``sr.dcm``); its groups' tracking UIDs derive from ``job_key``, the segments' are given."""
+    uids = result_uids(job_key, "sr")
+    report = build_report(
+        volume,
+        result,
+        options,
+        series_uid=uids.series_uid,
+        sop_instance_uid=uids.sop_instance_uid,
+        segment_tracking_uids=segment_tracking,
+        group_tracking_uids=[job_uid(job_key, "group", index) for index in range(len(result.classifications) + 1)],
+        finding_tracking_uids=[job_uid(job_key, "finding", index, "tracking") for index in range(len(result.findings))],
+        seg=seg,
+    )
+    logger.info("job %s: SR %s of series %s written", job_key, report.SOPInstanceUID,
+                volume.datasets[0].SeriesInstanceUID)
+    return _written("sr", report, out_dir / "sr.dcm")
+
+
+def write_key_objects(
+    volume: Volume, result: PipelineResult, options: ResultOptions, job_key: str, out_dir: Path
+) -> list[WrittenResult]:
+    """Write the Key Object Selection of ``result``'s key slices (``kos.dcm``); none when it has no key slice."""
+    uids = result_uids(job_key, "kos")
+    selection = build_key_objects(
+        volume, result, options, series_uid=uids.series_uid, sop_instance_uid=uids.sop_instance_uid
+    )
+    return [] if selection is None else [_written("kos", selection, Path(out_dir) / "kos.dcm")]
 
 
 def write_fallback(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from node.deliver.attempt import deliver
-from node.deliver.fallback import KEY_OBJECTS, wanted_outputs
+from node.deliver.outputs import KEY_OBJECTS, wanted_outputs
 from node.deliver.outbox import schedule_deliveries
 from pipelines.results import write_results
 from pipelines.settings import ResultOptions
 from pipelines.volume import load_datasets
-from tests.fallback.conftest import Peer, destination
+from tests.support.peers import ScpPeer as Peer, destination
 from tests.viewer.findings import findings_result
 from tests.viewer.phantom import make_ct
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from node import scp
+from node.dicom import contexts
 from node.conformance import render
 from pipelines.results import RESULT_SOP_CLASSES
 
@@ -17,9 +17,9 @@ def test_checked_in_statement_is_the_generated_one() -> None:
 
 def test_statement_lists_every_sop_class_transfer_syntax_and_template() -> None:
     text = STATEMENT.read_text()
-    for context in scp.supported_contexts():
+    for context in contexts.supported_contexts():
         assert f"`{context.abstract_syntax}`" in text
-    for uid in scp.TRANSFER_SYNTAXES:
+    for uid in contexts.TRANSFER_SYNTAXES:
         assert f"`{uid}`" in text
     for uids in RESULT_SOP_CLASSES.values():
         assert all(f"`{uid}`" in text for uid in uids)
