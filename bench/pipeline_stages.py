@@ -34,9 +34,9 @@ import numpy as np
 from bench import many_segments
 from node.config import QueueConfig
 from pipelines.bundle import BundlePipeline
-from pipelines.settings import PipelineSettings, ResultOptions
-from pipelines.hugepages import use_hugepages
 from pipelines.memory import PeakMemory
+from pipelines.settings import PipelineSettings, ResultOptions
+from pipelines.upstream.numpy_hugepages import use_hugepages
 from pipelines.registry import create_pipeline
 from pipelines.results import write_dataset
 from pipelines.results.seg import build_segmentation

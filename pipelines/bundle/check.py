@@ -157,7 +157,7 @@ def _run(pipeline: BundlePipeline, volume: Volume) -> Run:
     seconds = time.perf_counter() - started
     gpu = torch.cuda.max_memory_allocated(pipeline.device) if pipeline.device.type == "cuda" else 0
     stages = {stage: (result.timings.get(stage, 0.0), pipeline.stage_peaks.get(stage, 0)) for stage in result.timings}
-    found = len(result.segments) + len(getattr(result, "detections", [])) + len(result.classifications)
+    found = len(result.segments) + len(result.findings) + len(result.classifications)
     return Run(tuple(volume.array.shape), seconds, peak.bytes, stages, found, gpu)  # type: ignore[arg-type]
 
 

@@ -11,7 +11,7 @@ patient coordinates through the volume's affine whatever grid the model worked o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,37 +24,21 @@ from pipelines import codes
 from pipelines.bundle.errors import BundleRunError
 from pipelines.bundle.output import LPS_TO_RAS
 from pipelines.bundle.transforms import Loading
-from pipelines.types import PipelineResult, SegmentLabel, Volume
+from pipelines.bundle.labels import PRIVATE_SCHEME
+from pipelines.types import MORPHOLOGICALLY_ALTERED_STRUCTURE, Code, Finding, PipelineResult, Point3, SegmentLabel
 
 BOX_KEY, LABEL_KEY = "box", "label"
 
 
 @dataclass(frozen=True)
 class DetectedBox:
-    """One detection: a box on the volume's voxel grid (lowest and highest continuous ``(i, j, k)``), the
-    bundle's class index and its score (0..1)."""
+    """One detection: the smallest box along the patient axes holding it (lowest and highest corner, LPS mm),
+    the bundle's class index and its score (0..1)."""
 
-    low: tuple[float, float, float]
-    high: tuple[float, float, float]
+    low: Point3
+    high: Point3
     label: int
     score: float
-
-    def patient_box(self, volume: Volume) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-        """The smallest box along the patient axes (LPS mm) holding this one: (lowest, highest corner)."""
-        corners = np.array([[a, b, c, 1.0] for a in (self.low[0], self.high[0]) for b in (self.low[1], self.high[1])
-                            for c in (self.low[2], self.high[2])])
-        world = (volume.affine @ corners.T)[:3]
-        low, high = world.min(axis=1), world.max(axis=1)
-        return (float(low[0]), float(low[1]), float(low[2])), (float(high[0]), float(high[1]), float(high[2]))
-
-
-@dataclass
-class DetectionResult(PipelineResult):
-    """A pipeline result that also carries detected boxes, and the coded labels of the classes (by index) the
-    pipeline's ``labels`` setting gives."""
-
-    detections: list[DetectedBox] = field(default_factory=list)
-    classes: dict[int, SegmentLabel] = field(default_factory=dict)
 
 
 @dataclass
@@ -109,27 +93,26 @@ def postprocess(output: Any, image: torch.Tensor, postprocessing: Any, inferer: 
 
 
 def _box(corner: np.ndarray, to_lps: np.ndarray, label: int, score: float) -> DetectedBox:
-    """A box given by corners in some space, with the matrix from that space to patient LPS (the volume's voxel
-    grid is applied later, with the volume's own affine)."""
+    """A box given by its corners in some space, with the matrix from that space to patient LPS."""
     points = np.array([[a, b, c, 1.0] for a in (corner[0], corner[3]) for b in (corner[1], corner[4])
                        for c in (corner[2], corner[5])])
     mapped = (to_lps @ points.T)[:3]
     low, high = mapped.min(axis=1), mapped.max(axis=1)
     return DetectedBox((float(low[0]), float(low[1]), float(low[2])), (float(high[0]), float(high[1]), float(high[2])),
-                       label, score)
+                       label, min(1.0, max(0.0, score)))
 
 
-def on_volume(found: list[DetectedBox], volume: Volume) -> list[DetectedBox]:
-    """Boxes given in patient LPS (as :func:`postprocess` leaves them) as boxes on the volume's voxel grid."""
-    inverse = np.linalg.inv(volume.affine)
-    placed = []
-    for box in found:
-        placed.append(_box(np.array([*box.low, *box.high]), inverse, box.label, box.score))
-    return placed
+def class_label(index: int, classes: dict[int, SegmentLabel]) -> SegmentLabel:
+    """The coded label of a detected class: the pipeline's ``labels`` entry, else a private code naming it."""
+    if index in classes:
+        return classes[index]
+    return f"Class {index}", MORPHOLOGICALLY_ALTERED_STRUCTURE, Code(f"CLASS{index}", PRIVATE_SCHEME, f"Class {index}"), None
 
 
-def result(pipeline: str, version: str, volume: Volume, found: list[DetectedBox],
-           classes: dict[int, SegmentLabel]) -> DetectionResult:
-    """The detections of one run, on the volume's grid, highest score first."""
-    boxes = sorted(on_volume(found, volume), key=lambda box: -box.score)
-    return DetectionResult(pipeline, version, codes.ARTIFICIAL_INTELLIGENCE, detections=boxes, classes=classes)
+def result(pipeline: str, version: str, found: list[DetectedBox], classes: dict[int, SegmentLabel]) -> PipelineResult:
+    """The detections of one run as located findings (patient-axis boxes with the model's score), best first."""
+    findings = []
+    for box in sorted(found, key=lambda item: -item.score):
+        label, category, kind, _ = class_label(box.label, classes)
+        findings.append(Finding(kind, label, category, box=(box.low, box.high), probability=box.score))
+    return PipelineResult(pipeline, version, codes.ARTIFICIAL_INTELLIGENCE, findings=findings)

@@ -239,7 +239,7 @@ class BundlePipeline:
         if self.task == "detection":
             found = detection.postprocess(data.pop("pred"), data[self.loading.key], self.postprocessing, self.inferer,
                                           self.loading)
-            return detection.result(self.name, self.version, volume, found, self.detection_classes)
+            return detection.result(self.name, self.version, found, self.detection_classes)
         if self.task == "segmentation":
             return self._segmentation(volume, segments_from_prediction(data.pop("pred"), volume, self.labels, self.name))
         return self._classification(data["pred"])

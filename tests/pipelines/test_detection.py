@@ -1,16 +1,19 @@
-"""A detection bundle in the lung nodule layout: its own inferer and box postprocessing, boxes on the volume."""
+"""A detection bundle in the lung nodule layout: its own inferer and box postprocessing, located findings."""
 
 from __future__ import annotations
 
 import numpy as np
+import pydicom
 import pytest
 
 from pipelines.bundle import BundlePipeline
-from pipelines.settings import PipelineSettings
+from pipelines.results import write_results
+from pipelines.settings import PipelineSettings, ResultOptions
 from pipelines.types import Code
 from pipelines.volume import load_datasets
 from sample_dicom import generate
 from tests.pipelines import zoo_scripts
+from tests.results.conftest import dciodvfy_errors
 
 NODULE_CENTRE = np.array([25.0, -10.0, 40.0])
 NODULE = {0: {"label": "Lung nodule", "category": ["49755003", "SCT", "Morphologically Altered Structure"],
@@ -30,22 +33,26 @@ def nodule_volume():
     return load_datasets(datasets)
 
 
-def centre_and_size(box, volume):
-    low, high = (np.array(corner) for corner in box.patient_box(volume))
-    return (low + high) / 2, high - low
-
-
 @pytest.mark.parametrize("in_world", [True, False], ids=["world-coordinates", "image-coordinates"])
 def test_the_best_box_is_on_the_nodule_in_patient_coordinates(tmp_path, nodule_volume, in_world):
     overrides = {} if in_world else {"postprocessing#transforms#1": None}  # no AffineBoxToWorldCoordinated
     bundle = BundlePipeline(PipelineSettings(name="nodules", bundle_dir=zoo_scripts.lung_nodule(tmp_path / "lung"),
                                              task="detection", labels=NODULE, overrides=overrides))
     result = bundle.run(nodule_volume)
-    assert result.detections and all(0.02 <= box.score <= 1.0 for box in result.detections)
-    best = result.detections[0]
-    centre, size = centre_and_size(best, nodule_volume)
-    assert np.all(np.abs(centre - NODULE_CENTRE) <= 5.0)  # within the network's feature stride (2 voxels)
-    low, high = best.patient_box(nodule_volume)
-    assert np.all(np.array(low) <= NODULE_CENTRE) and np.all(NODULE_CENTRE <= np.array(high))
-    assert np.allclose(size, [20.0, 20.0, 10.0]) and best.label == 0  # the anchor: no box regression
-    assert result.classes[0][2] == Code("27925004", "SCT", "Nodule")
+    assert result.findings and all(0.02 <= finding.probability <= 1.0 for finding in result.findings)
+    best = result.findings[0]
+    assert best.finding_type == Code("27925004", "SCT", "Nodule") and best.label == "Lung nodule"
+    low, high = (np.array(corner) for corner in best.box)
+    assert np.all(np.abs((low + high) / 2 - NODULE_CENTRE) <= 5.0)  # within the network's feature stride
+    assert np.all(low <= NODULE_CENTRE) and np.all(NODULE_CENTRE <= high)
+    assert np.allclose(high - low, [20.0, 20.0, 10.0])  # the anchor: no box regression
+
+
+def test_detections_become_located_findings_in_a_valid_sr(tmp_path, nodule_volume):
+    bundle = BundlePipeline(PipelineSettings(name="nodules", bundle_dir=zoo_scripts.lung_nodule(tmp_path / "lung"),
+                                             task="detection", labels=NODULE))
+    result = bundle.run(nodule_volume)
+    written = write_results(nodule_volume, result, ResultOptions(fallback_key_slices=0), "job-nodules", tmp_path / "out")
+    [sr] = [item.path for item in written if item.kind == "sr"]
+    assert dciodvfy_errors(sr) == []
+    assert "Lung nodule" in str(pydicom.dcmread(sr).ContentSequence)

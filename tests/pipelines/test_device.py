@@ -67,7 +67,7 @@ def test_a_worker_process_loads_a_model_once_and_keeps_it(tmp_path):
 def test_huge_page_requests_follow_the_setting():
     from numpy._core import multiarray
 
-    from pipelines.hugepages import use_hugepages
+    from pipelines.upstream.numpy_hugepages import use_hugepages
 
     before = multiarray._get_madvise_hugepage()
     try:
