@@ -1,7 +1,9 @@
 """Dispatch: complete series become jobs (database first), then Celery messages carrying only job IDs.
 
 One job per (series, pipeline): a series that is reopened and completes again resets its jobs to queued
-instead of adding rows. Retrying jobs are enqueued here once their backoff has passed.
+instead of adding rows. Routes with ``inputs`` make one job per study instead (``node.jobs.study``); a series
+that is only such an input is recorded as routed to them. Retrying jobs are enqueued here once their backoff
+has passed.
 """
 
 from __future__ import annotations

@@ -74,3 +74,21 @@ def test_a_job_that_does_not_fit_now_waits_without_using_an_attempt(make_node, t
     assert job.reason == "waiting for memory: needs 600 MB; running jobs 99 hold 700 of the 1000 MB jobs may use on this host"
     assert process_job(node.settings, node.database, job_id) == Outcome.succeeded  # the other job is done
     assert os.path.exists(Ledger(node.settings).path) and "99" not in Ledger(node.settings).path.read_text()
+
+
+def test_jobs_share_a_gpu_while_their_gpu_memory_fits(make_node, tmp_path):
+    """The device's (free, total) MB come from the driver on a GPU host; here they are given."""
+    node = noop_node(make_node, tmp_path, 100)
+    ledger = Ledger(node.settings)
+    first, second = Need(100, 6000, "cuda:0"), Need(100, 6000, "cuda:0")
+    with ledger.reserve(1, first, budget_mb=10_000, available_mb=10_000, gpu=(16_000, 16_000)):
+        with ledger.reserve(2, second, budget_mb=10_000, available_mb=10_000, gpu=(10_000, 16_000)):
+            with pytest.raises(ResourcesBusy, match=r"waiting for GPU memory: needs 6000 MB on cuda:0; 4000 MB free, "
+                                                    r"12000 MB held by running jobs"):
+                with ledger.reserve(3, Need(100, 6000, "cuda:0"), 10_000, 10_000, gpu=(4_000, 16_000)):
+                    pass
+            with ledger.reserve(4, Need(100, 6000, "cuda:1"), 10_000, 10_000, gpu=(16_000, 16_000)):
+                pass  # another device
+    with pytest.raises(NeverFits, match="needs 20000 MB of GPU memory"):
+        with ledger.reserve(5, Need(100, 20_000, "cuda:0"), 10_000, 10_000, gpu=(16_000, 16_000)):
+            pass
