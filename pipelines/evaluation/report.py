@@ -64,7 +64,7 @@ figure { display: inline-block; margin: 0 1em 1em 0; vertical-align: top; }
 
 
 def _number(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if not isinstance(value, int | float) or (isinstance(value, float) and math.isnan(value)):
         return "–"
     return f"{value:.{digits}f}"
 
