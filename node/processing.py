@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from node.config import Settings
 from node.db import Database, Instance, Job, JobState, ResultObject, get_or_add, utcnow
+from node.quality.observe import Observation, observe, record_refusal, record_run
 from pipelines.types import UnsupportedSeries
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,14 @@ class Outcome(str, enum.Enum):
 
 class PermanentJobError(Exception):
     """The job can never succeed as it stands; the message says why."""
+
+
+class SeriesRefused(PermanentJobError):
+    """The pipeline declines the series or finds it unsupported; quality monitoring counts these."""
+
+    def __init__(self, message: str, version: str) -> None:
+        super().__init__(message)
+        self.version = version
 
 
 @dataclass(frozen=True)
@@ -219,8 +228,8 @@ class Heartbeat:
             self.lost = True
 
 
-def _run(settings: Settings, database: Database, lease: Lease) -> tuple[list, dict[str, float]]:
-    """Load, infer, write; returns the written results and per-stage seconds."""
+def _run(settings: Settings, database: Database, lease: Lease) -> tuple[list, dict[str, float], Observation]:
+    """Load, infer, write; returns the written results, per-stage seconds and what quality monitoring keeps."""
     from node.deliver.fallback import fallback_needed
     from pipelines.registry import get_pipeline
     from pipelines.volume import load_series
@@ -239,13 +248,17 @@ def _run(settings: Settings, database: Database, lease: Lease) -> tuple[list, di
         raise PermanentJobError(f"unreadable series: {paths[0].name}: {exc}") from exc
     refusal = pipeline.accepts(header)
     if refusal:
-        raise PermanentJobError(f"pipeline {lease.pipeline} does not accept this series: {refusal}")
-    started = time.perf_counter()
-    volume = load_series(paths)
-    timings["load"] = time.perf_counter() - started
-    started = time.perf_counter()
-    result = pipeline.run(volume)
-    timings["infer"] = time.perf_counter() - started
+        raise SeriesRefused(f"pipeline {lease.pipeline} does not accept this series: {refusal}", pipeline.version)
+    try:
+        started = time.perf_counter()
+        volume = load_series(paths)
+        timings["load"] = time.perf_counter() - started
+        started = time.perf_counter()
+        result = pipeline.run(volume)
+        timings["infer"] = time.perf_counter() - started
+    except UnsupportedSeries as exc:
+        raise SeriesRefused(str(exc), pipeline.version) from exc
+    observation = observe(header, result, settings.quality.input_attributes)
     written: list = []
     if result.segments or result.measurements or result.classifications:
         from pipelines.results import write_results
@@ -265,7 +278,7 @@ def _run(settings: Settings, database: Database, lease: Lease) -> tuple[list, di
         timings["write"] = time.perf_counter() - started
         timings.update({f"write_{step}": seconds for step, seconds in steps.items()})
     timings.update({f"pipeline_{k}": v for k, v in result.timings.items()})
-    return written, timings
+    return written, timings, observation
 
 
 def _register_results(database: Database, lease: Lease, written: list) -> bool:
@@ -332,13 +345,16 @@ def process_job(settings: Settings, database: Database, job_id: int) -> Outcome:
     started = time.perf_counter()
     try:
         with Heartbeat(database, lease, settings.queue.heartbeat_seconds) as heartbeat:
-            written, timings = _run(settings, database, lease)
+            written, timings, observation = _run(settings, database, lease)
             if heartbeat.lost or (written and not _register_results(database, lease, written)):
                 log.warning("job %s: lost its lease while running; this run's outcome is discarded", job_id)
                 return Outcome.lost
     except (PermanentJobError, UnsupportedSeries) as exc:
         log.error("job %s: failed permanently: %s", job_id, exc)
         _finish(database, lease, state=JobState.failed, reason=str(exc), heartbeat_at=None)
+        if isinstance(exc, SeriesRefused):
+            record_refusal(database, job_id, lease.pipeline, exc.version, lease.series_uid, str(exc),
+                           lease.paths[0] if lease.paths else None, settings.quality.input_attributes)
         return Outcome.failed
     except Exception as exc:  # noqa: BLE001 - any other error may be transient: retry, bounded
         reason = f"{type(exc).__name__}: {exc}"
@@ -362,5 +378,6 @@ def process_job(settings: Settings, database: Database, job_id: int) -> Outcome:
     if not _succeed(database, lease, timings):
         log.warning("job %s: lost its lease before it could be marked done", job_id)
         return Outcome.lost
+    record_run(database, job_id, lease.series_uid, observation)
     log.info("job %s: succeeded (%d result objects) in %.2f s", job_id, len(written), timings["total"])
     return Outcome.succeeded

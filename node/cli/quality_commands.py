@@ -64,7 +64,8 @@ def evaluate_cases(
     out: Path = typer.Option(None, "--out", "-o", help="Folder for report.json, report.html and each case's SEG and SR."),
 ) -> None:
     """Run a pipeline on a set of cases and score it against their references (DICOM SEG, reference.json)."""
-    from pipelines.evaluation import evaluate, write_report
+    from pipelines.evaluation.engine import evaluate
+    from pipelines.evaluation.report import write_report
     from pipelines.registry import get_pipeline
 
     settings = _settings(config)
@@ -93,3 +94,58 @@ def _parse_since(since: str | None) -> dt.datetime | None:
         return dt.datetime.fromisoformat(since)
     except ValueError as exc:
         raise typer.BadParameter(f"--since {since!r}: use a date or time like 2026-01-31 or 2026-01-31T08:00") from exc
+
+
+@app.command("quality")
+def quality(
+    config: Path = CONFIG_OPTION,
+    pipeline: str = typer.Option(None, "--pipeline", "-p", help="Only this pipeline's scores."),
+    since: str = typer.Option(None, "--since", help="Only scores from this date or time on (2026-01-31 or 2026-01-31T08:00)."),
+) -> None:
+    """Scores of references that arrived at the node (per job and pipeline version), and drift checks."""
+    from node.db import open_database
+    from node.quality import queries
+
+    settings = _settings(config)
+    start = _parse_since(since)
+    database = open_database(settings.node.resolved_database_url())
+    try:
+        with database.session() as session:
+            rows = queries.scores(session, pipeline, start)
+            received = queries.references(session)
+            checks = queries.drift(session)
+    finally:
+        database.dispose()
+    table = Table(title="scores against references")
+    for column in ("scored", "pipeline", "version", "job", "segment / finding", "Dice", "HD95 mm", "volume mL",
+                   "reference mL", "sender"):
+        table.add_column(column)
+    for row in rows:
+        finding = row["kind"] == "classification"
+        table.add_row(
+            f"{row['scored_at']:%Y-%m-%d %H:%M}", row["pipeline"], row["version"], str(row["job_id"]), row["name"],
+            f"{row['predicted']} / {row['reference']}" if finding else _number(row["dice"]), _number(row["hd95_mm"], 2),
+            _number(row["volume_ml"], 1), _number(row["reference_volume_ml"], 1), row["sender"],
+        )
+    console.print(table)
+    summary = Table(title="summary per pipeline version")
+    for column in ("pipeline", "version", "segment / finding", "scores", "mean Dice", "median HD95 mm", "agreement"):
+        summary.add_column(column)
+    for item in queries.summary(rows):
+        summary.add_row(item["pipeline"], item["version"], item["name"], str(item["count"]), _number(item["dice_mean"]),
+                        _number(item["hd95_mm_median"], 2), _number(item["agreement"], 2))
+    console.print(summary)
+    waiting = [r for r in received if r["state"] != "scored"]
+    for reference in waiting:
+        console.print(f"reference {reference['id']} of series {reference['series_uid']}: {reference['state']}"
+                      + (f": {reference['reason']}" if reference["reason"] else ""))
+    drift = Table(title="drift (recent runs against each version's first runs)")
+    for column in ("pipeline", "version", "kind", "name", "statistic", "p", "runs", "flag", "detail"):
+        drift.add_column(column)
+    for check in checks:
+        if pipeline and check["pipeline"] != pipeline:
+            continue
+        drift.add_row(check["pipeline"], check["version"], check["kind"], check["name"], _number(check["statistic"]),
+                      _number(check["p_value"], 4), f"{check['baseline']}/{check['recent']}",
+                      "DRIFT" if check["flagged"] else "", check["detail"])
+    console.print(drift if checks else "drift: no pipeline version has enough runs yet")

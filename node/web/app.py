@@ -17,6 +17,7 @@ from node import audit
 from node.config import Settings
 from node.db import Database
 from node.diskguard import disk_state
+from node.quality.page import format_number, quality_page
 from node.web import queries
 from node.web.auth import COOKIE_NAME, NotLoggedIn, presented_token, token_matches
 from node.web.health import broker_queues, readiness
@@ -37,6 +38,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     app = FastAPI(title="pacsnode", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=TEMPLATES)
     templates.env.filters["time"] = _format_time
+    templates.env.filters["num"] = format_number
     registry = make_registry(settings, database)
     web = settings.web
 
@@ -128,6 +130,10 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
         broker, broker_problem = broker_queues(settings)
         return page(request, "health", checks=readiness(settings, database), broker=broker,
                     broker_problem=broker_problem, **data)
+
+    @app.get("/quality", response_class=HTMLResponse, dependencies=[Depends(require_login)])
+    def quality(request: Request) -> HTMLResponse:
+        return page(request, "quality", **quality_page(settings, database))
 
     @app.get("/results/{result_id}/preview.png", dependencies=[Depends(require_login)])
     def preview(result_id: int) -> Response:

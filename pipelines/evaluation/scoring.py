@@ -8,10 +8,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
 
 from pipelines.evaluation.metrics import SegmentScore, segment_score
 from pipelines.evaluation.reference import ReferenceSegment
-from pipelines.types import Classification, Code, Segment, Volume
+from pipelines.types import Classification, Code, Volume
+
+
+class Labelled(Protocol):
+    """A segment with its label, Segmented Property Type and full-size mask: a pipeline's ``Segment``, or a
+    ``ReferenceSegment`` read from a SEG (the node scores its stored SEG results that way)."""
+
+    label: str
+    type: Code
+
+    @property
+    def mask(self) -> np.ndarray: ...
 
 
 @dataclass
@@ -36,8 +50,8 @@ def _same_label(a: str, b: str) -> bool:
 
 
 def match_segments(
-    predicted: Sequence[Segment], references: Sequence[ReferenceSegment]
-) -> tuple[list[tuple[Segment, ReferenceSegment]], list[str]]:
+    predicted: Sequence[Labelled], references: Sequence[ReferenceSegment]
+) -> tuple[list[tuple[Labelled, ReferenceSegment]], list[str]]:
     """Pairs (pipeline segment, reference segment) and a note for each pipeline segment left without one."""
     free = list(references)
     pairs, notes = [], []
@@ -62,7 +76,7 @@ def match_segments(
     return pairs, notes
 
 
-def score_segments(volume: Volume, predicted: Sequence[Segment], references: Sequence[ReferenceSegment]) -> SeriesScore:
+def score_segments(volume: Volume, predicted: Sequence[Labelled], references: Sequence[ReferenceSegment]) -> SeriesScore:
     """Dice, HD95 and volumes of each pipeline segment that has a reference segment."""
     spacing_kji = tuple(reversed(volume.spacing))
     pairs, notes = match_segments(predicted, references)

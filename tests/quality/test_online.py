@@ -1,0 +1,168 @@
+"""End to end: DCMTK sends the sample chest CT to a running `pacsnode serve`, ct-lungs runs, then a viewer
+stores a corrected SEG to the node; the node recognises it as a reference, scores the job against it, and the
+score shows in `pacsnode quality`, in /metrics and on the dashboard's Quality page (headless Chromium)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+
+from node.db import Job, JobState, QualityReference, QualityRun, QualityScore, ResultObject, Series, SeriesState
+from pipelines.registry import create_pipeline
+from pipelines.volume import load_series
+from tests.operate.webcheck import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, metric, wait_web, web_config
+from tests.quality.references import sample_files, shifted, truth_lungs, write_reference_seg
+from tests.quality.test_evaluate import expected_dice, expected_hd95
+from tests.receive.conftest import storescu
+from tests.support.node_process import NodeProcess, free_port
+
+pytestmark = pytest.mark.timeout(300)
+TOKEN = "quality-test-token"
+PACSNODE = Path(sys.executable).with_name("pacsnode")
+SEND_SEG = ["-R"]  # propose only the SOP classes present: storescu's default list has no SEG
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    web_port = free_port()
+    extra = {
+        "queue": {"embedded_worker": True, "reconcile_seconds": 1},
+        "routes": [{"name": "chest", "match": {"Modality": "CT"}, "pipelines": ["ct-lungs"]}],
+        "web": {**web_config(web_port, TOKEN), "refresh_seconds": 60},
+    }
+    with NodeProcess(tmp_path_factory.mktemp("quality"), extra=extra, start_timeout=90) as running:
+        running.web_url = f"http://127.0.0.1:{web_port}"  # type: ignore[attr-defined]
+        wait_web(running, running.web_url)  # type: ignore[attr-defined]
+        yield running
+
+
+def _job(node: NodeProcess) -> Job | None:
+    with node.database.session() as session:
+        job = session.scalars(select(Job).order_by(Job.id)).first()
+        return job if job is not None and job.state in (JobState.succeeded, JobState.failed) else None
+
+
+def _reference(node: NodeProcess) -> QualityReference | None:
+    with node.database.session() as session:
+        found = session.scalars(select(QualityReference)).first()
+        return found if found is not None and found.state != "pending" else None
+
+
+@pytest.fixture(scope="module")
+def scored(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    sent = storescu(node.port, sample_files(), calling="SCANNER")
+    assert sent.returncode == 0, sent.stderr
+    job = node.wait_for(lambda: _job(node), timeout=150)
+    assert job.state == JobState.succeeded, job.reason
+    truth = truth_lungs()
+    corrected = {"Right lung": shifted(truth["Right lung"], 2, axis=2), "Left lung": truth["Left lung"]}
+    path = tmp_path_factory.mktemp("viewer") / "corrected.dcm"
+    write_reference_seg(corrected, path)
+    sent = storescu(node.port, [path], calling="VIEWER", extra=SEND_SEG)
+    assert sent.returncode == 0, sent.stderr
+    reference = node.wait_for(lambda: _reference(node), timeout=60)
+    predicted = {s.label: s.mask for s in create_pipeline("ct-lungs").run(load_series(sample_files())).segments}
+    return {"job": job, "reference": reference, "corrected": corrected, "predicted": predicted}
+
+
+def test_the_corrected_seg_is_scored_against_the_job(node: NodeProcess, scored: dict) -> None:
+    reference, job = scored["reference"], scored["job"]
+    assert reference.state == "scored", reference.reason
+    assert reference.referenced_series_uid == job.series_uid and reference.calling_ae_title == "VIEWER"
+    with node.database.session() as session:
+        scores = {s.name: s for s in session.scalars(select(QualityScore).where(QualityScore.reference_id == reference.id))}
+        seg_series = session.get(Series, reference.series_uid)
+        jobs = session.scalars(select(Job)).all()
+        run = session.get(QualityRun, job.id)
+    assert set(scores) == {"Right lung", "Left lung"}
+    right = scores["Right lung"]
+    assert (right.job_id, right.pipeline, right.pipeline_version) == (job.id, "ct-lungs", "1.0.0")
+    ours, theirs = scored["predicted"]["Right lung"], scored["corrected"]["Right lung"]
+    assert right.dice == pytest.approx(expected_dice(ours, theirs), abs=1e-6)
+    assert right.hd95_mm == pytest.approx(expected_hd95(ours, theirs, (4.0, 2.2, 2.2)), abs=1e-4)
+    assert scores["Left lung"].dice > 0.999
+    # The SEG was scored, not fed to a pipeline: its series is a reference and no job was made for it.
+    assert seg_series.state == SeriesState.reference
+    assert [j.series_uid for j in jobs] == [job.series_uid]
+    assert run.pipeline_version == "1.0.0" and run.inputs["Manufacturer"] and not run.refused
+
+
+def test_pacsnode_quality_prints_the_score(node: NodeProcess, scored: dict) -> None:
+    right = expected_dice(scored["predicted"]["Right lung"], scored["corrected"]["Right lung"])
+    shown = subprocess.run(
+        [str(PACSNODE), "quality", "--config", str(node.config_path), "--pipeline", "ct-lungs"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "220"},
+    )
+    assert shown.returncode == 0, shown.stderr
+    lines = [line for line in shown.stdout.splitlines() if "Right lung" in line]
+    assert any(f"{right:.3f}" in line and "1.0.0" in line and "VIEWER" in line for line in lines), shown.stdout
+    none_since = subprocess.run(
+        [str(PACSNODE), "quality", "--config", str(node.config_path), "--since", "2999-01-01"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "220"},
+    )
+    assert none_since.returncode == 0 and f"{right:.3f}" not in none_since.stdout
+
+
+def test_metrics_carry_the_rolling_scores(node: NodeProcess, scored: dict) -> None:
+    url = node.web_url  # type: ignore[attr-defined]
+    right = expected_dice(scored["predicted"]["Right lung"], scored["corrected"]["Right lung"])
+    labels = {"pipeline": "ct-lungs", "version": "1.0.0", "segment": "Right lung"}
+    assert metric(url, "pacsnode_quality_dice_mean", **labels) == pytest.approx(right, abs=1e-6)
+    assert metric(url, "pacsnode_quality_scores", **labels) == 1
+    assert metric(url, "pacsnode_quality_references", state="scored") == 1
+    assert metric(url, "pacsnode_series", state="reference") == 1
+
+
+def test_the_quality_page_shows_the_score_and_its_plot(node: NodeProcess, scored: dict) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url = node.web_url  # type: ignore[attr-defined]
+    right = expected_dice(scored["predicted"]["Right lung"], scored["corrected"]["Right lung"])
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.goto(f"{url}/login")
+            page.fill("#token", TOKEN)
+            page.click("#login")
+            page.wait_for_url(f"{url}/")
+            page.click("text=Quality")
+            page.wait_for_url(f"{url}/quality")
+            summary = page.locator(".quality-summary-row", has_text="Right lung").inner_text()
+            assert "ct-lungs" in summary and "1.0.0" in summary and f"{right:.3f}" in summary
+            assert page.locator("#quality-plots svg").count() == 1  # Dice over time (no findings scored)
+            assert "VIEWER" in page.inner_text("#scores")
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = ARTIFACTS / "quality-page.png"
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    from PIL import Image
+
+    image = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    coloured = (np.abs(image[..., 0] - image[..., 2]) > 60).sum()
+    assert coloured > 200  # the plotted Dice line made it onto the screen
+
+
+def test_the_nodes_own_seg_sent_back_is_not_a_reference(node: NodeProcess, scored: dict) -> None:
+    with node.database.session() as session:
+        own = session.scalars(select(ResultObject).where(ResultObject.kind == "seg")).one()
+    sent = storescu(node.port, [Path(own.path)], calling="PACS", extra=SEND_SEG)
+    assert sent.returncode == 0, sent.stderr
+
+    def settled() -> Series | None:
+        with node.database.session() as session:
+            series = session.get(Series, own.series_uid)
+            return series if series is not None and series.state not in (SeriesState.receiving, SeriesState.complete) else None
+
+    series = node.wait_for(settled, timeout=30)
+    assert series.state != SeriesState.reference
+    with node.database.session() as session:
+        assert len(session.scalars(select(QualityReference)).all()) == 1
