@@ -149,3 +149,25 @@ def quality(
                       _number(check["p_value"], 4), f"{check['baseline']}/{check['recent']}",
                       "DRIFT" if check["flagged"] else "", check["detail"])
     console.print(drift if checks else "drift: no pipeline version has enough runs yet")
+
+
+@app.command("export")
+def export_dataset(
+    pipeline: str = typer.Option(..., "--pipeline", "-p", help="The pipeline whose cases with references are exported."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for imagesTr/, labelsTr/, metadata/ and datalist.json."),
+    config: Path = CONFIG_OPTION,
+) -> None:
+    """Write the cases that have references as a de-identified MONAI-style dataset (NIfTI and a datalist)."""
+    from node.db import open_database
+    from node.quality.export import export
+
+    settings = _settings(config)
+    logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    database = open_database(settings.node.resolved_database_url())
+    try:
+        names = export(database, pipeline, out)
+    finally:
+        database.dispose()
+    console.print(f"{len(names)} case(s) with references written to {out} (datalist.json)")
+    if not names:
+        console.print(f"no case of {pipeline} has a scored reference yet; see `pacsnode quality`")

@@ -4,6 +4,7 @@ score shows in `pacsnode quality`, in /metrics and on the dashboard's Quality pa
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from sqlalchemy import select
 
@@ -166,3 +168,35 @@ def test_the_nodes_own_seg_sent_back_is_not_a_reference(node: NodeProcess, score
     assert series.state != SeriesState.reference
     with node.database.session() as session:
         assert len(session.scalars(select(QualityReference)).all()) == 1
+
+
+def test_export_writes_a_deidentified_monai_dataset(node: NodeProcess, scored: dict, tmp_path: Path) -> None:
+    from monai.data import load_decathlon_datalist
+    from monai.transforms import LoadImaged
+
+    out = tmp_path / "dataset"
+    done = subprocess.run([str(PACSNODE), "export", "--pipeline", "ct-lungs", "--out", str(out),
+                           "--config", str(node.config_path)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    datalist = json.loads((out / "datalist.json").read_text())
+    assert datalist["labels"] == {"0": "background", "1": "Right lung", "2": "Left lung"}
+    assert datalist["modality"] == {"0": "CT"} and "Basic Application Confidentiality Profile" in datalist["deidentification"]
+    items = load_decathlon_datalist(str(out / "datalist.json"), data_list_key="training", base_dir=str(out))
+    assert len(items) == 1
+    loaded = LoadImaged(keys=["image", "label"], image_only=True)(items[0])
+    image, label = np.asarray(loaded["image"]), np.asarray(loaded["label"])
+    volume = load_series(sample_files())
+    assert image.shape == (160, 160, 72) and np.allclose(image, volume.array.transpose(2, 1, 0))
+    expected = np.zeros(volume.array.shape, dtype=np.uint8)
+    expected[scored["corrected"]["Right lung"]] = 1
+    expected[scored["corrected"]["Left lung"]] = 2
+    assert np.array_equal(label, expected.transpose(2, 1, 0))  # the corrected reference, not the AI's result
+    # Nothing written names the patient or carries an original UID.
+    source = pydicom.dcmread(sample_files()[0], stop_before_pixels=True)
+    written = b"".join(path.read_bytes() for path in out.rglob("*") if path.is_file() and path.suffix != ".gz")
+    for identifying in (str(source.PatientName), source.PatientID, source.StudyInstanceUID, source.SeriesInstanceUID,
+                        source.SOPInstanceUID, source.FrameOfReferenceUID, source.PatientBirthDate):
+        assert identifying and identifying.encode() not in written
+    header = pydicom.Dataset.from_json(json.loads((out / "metadata" / "case-0001.json").read_text()))
+    assert header.PatientIdentityRemoved == "YES" and header.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
+    assert header.Modality == "CT" and header.Manufacturer == source.Manufacturer  # what training needs is kept
