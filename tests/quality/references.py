@@ -60,11 +60,11 @@ def write_reference_seg(
     sources: Sequence[pydicom.Dataset] | None = None,
     types: dict[str, hd.sr.CodedConcept] | None = None,
     manufacturer: str = "OHIF",
+    description: str = "corrected lungs",
 ) -> pydicom.Dataset:
     """A BINARY SEG of ``masks`` (label -> [k, j, i] mask on the sources' grid), as a viewer stores a correction."""
     sources = list(sources) if sources is not None else [pydicom.dcmread(p) for p in sample_files()]
     types = types or {"Right lung": RIGHT_LUNG, "Left lung": LEFT_LUNG}
-    algorithm = hd.AlgorithmIdentificationSequence(name="reader", version="1", family=codes.DCM.ManualProcessing)
     descriptions = [
         hd.seg.SegmentDescription(
             segment_number=number,
@@ -89,10 +89,9 @@ def write_reference_seg(
         manufacturer_model_name="viewer",
         software_versions="3",
         device_serial_number="1",
-        series_description="corrected lungs",
+        series_description=description,
         omit_empty_frames=False,
     )
-    del algorithm
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path)
     return seg
