@@ -259,7 +259,7 @@ class QualityMeasurement(Base):
 
 
 class QualityReference(Base):
-    """A foreign SEG instance recognised as a reference for a series the node processed."""
+    """A foreign SEG or SR instance recognised as a reference for a series the node processed."""
 
     __tablename__ = "quality_references"
 

@@ -38,7 +38,7 @@ class ExportCase:
 
 
 def cases_with_references(database: Database, pipeline: str) -> list[ExportCase]:
-    """Each job of ``pipeline`` scored against a reference, with its latest reference; in job order."""
+    """Each job of ``pipeline`` scored against a reference SEG, with its latest one; in job order."""
     with database.session() as session:
         rows = session.execute(
             select(QualityScore.job_id, Instance.path, ResultObject.path, Job.series_uid)
@@ -46,7 +46,7 @@ def cases_with_references(database: Database, pipeline: str) -> list[ExportCase]
             .join(Instance, Instance.sop_instance_uid == QualityReference.sop_instance_uid)
             .join(ResultObject, (ResultObject.job_id == QualityScore.job_id) & (ResultObject.kind == "seg"))
             .join(Job, Job.id == QualityScore.job_id)
-            .where(QualityScore.pipeline == pipeline, QualityReference.state == "scored")
+            .where(QualityScore.pipeline == pipeline, QualityScore.kind == "segment", QualityReference.state == "scored")
             .order_by(QualityScore.job_id, QualityReference.received_at)
         ).all()
         latest = {job_id: (reference, seg, series) for job_id, reference, seg, series in rows}

@@ -1,6 +1,7 @@
-"""Which received series are references: a foreign DICOM SEG that references a series the node processed.
+"""Which received series are references: a foreign DICOM SEG (segments) or structured report (findings, such
+as a reader's TID 1500 qualitative evaluations) that references a series the node processed.
 
-A SEG counts when it is not one of the node's own results (those are recorded in ``result_objects``), it
+A SEG or SR counts when it is not one of the node's own results (those are recorded in ``result_objects``), it
 references a series with at least one job (through its Referenced Series Sequence, or the source images
 of its frames), and the configured filters (calling AE titles, a Series Description pattern) let it through.
 Such a series is recorded for scoring instead of being routed to pipelines.
@@ -18,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from node.config import QualityConfig
 from node.db import Instance, Job, QualityReference, ResultObject, Series, SeriesState, get_or_add
-from pipelines.evaluation.cases import is_segmentation
+from pipelines.evaluation.cases import is_segmentation, is_structured_report
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,12 @@ def _items(dataset: Dataset, keyword: str) -> Iterator[Dataset]:
 
 
 def referenced_series(header: Dataset) -> set[str]:
-    """Series UIDs the SEG names in its Referenced Series Sequence (the Common Instance Reference module)."""
-    return {str(item.SeriesInstanceUID) for item in _items(header, "ReferencedSeriesSequence") if "SeriesInstanceUID" in item}
+    """Series UIDs a SEG names in its Referenced Series Sequence (the Common Instance Reference module), or a
+    structured report in its Current Requested Procedure Evidence."""
+    items = list(_items(header, "ReferencedSeriesSequence"))
+    for study in _items(header, "CurrentRequestedProcedureEvidenceSequence"):
+        items += list(_items(study, "ReferencedSeriesSequence"))
+    return {str(item.SeriesInstanceUID) for item in items if "SeriesInstanceUID" in item}
 
 
 def referenced_instances(header: Dataset) -> set[str]:
@@ -48,7 +53,7 @@ def referenced_instances(header: Dataset) -> set[str]:
 
 
 def _processed_series(session: Session, header: Dataset) -> str | None:
-    """The first series the SEG references that has jobs, if any."""
+    """The first series the object references that has jobs, if any."""
     candidates = referenced_series(header)
     if not candidates:
         instances = referenced_instances(header)
@@ -83,21 +88,21 @@ def _filtered_out(config: QualityConfig, header: Dataset, calling_ae_title: str 
 def recognise_reference(
     session: Session, config: QualityConfig, series: Series, header: Dataset
 ) -> tuple[SeriesState, str, None] | None:
-    """The outcome of a complete series that is a reference (its SEG instances recorded for scoring), or None
+    """The outcome of a complete series that is a reference (its instances recorded for scoring), or None
     when it is to be routed like any other series."""
-    if not is_segmentation(header) or _is_own_result(session, header):
+    if not (is_segmentation(header) or is_structured_report(header)) or _is_own_result(session, header):
         return None
     processed = _processed_series(session, header)
     if processed is None:
         return None
     excluded = _filtered_out(config, header, series.calling_ae_title)
     if excluded:
-        log.info("series %s: a SEG of processed series %s, not taken as a reference: %s", series.series_uid, processed, excluded)
+        log.info("series %s: a %s of processed series %s, not taken as a reference: %s", series.series_uid, header.Modality, processed, excluded)
         return None
     instances = session.scalars(select(Instance.sop_instance_uid).where(Instance.series_uid == series.series_uid)).all()
     for sop_instance_uid in instances:
         reference = get_or_add(session, QualityReference, sop_instance_uid=sop_instance_uid)
         reference.series_uid, reference.referenced_series_uid = series.series_uid, processed
         reference.calling_ae_title, reference.state, reference.reason = series.calling_ae_title, "pending", None
-    log.info("series %s: reference SEG (%d instance(s)) of processed series %s; scoring it", series.series_uid, len(instances), processed)
+    log.info("series %s: reference %s (%d instance(s)) of processed series %s; scoring it", series.series_uid, header.Modality, len(instances), processed)
     return SeriesState.reference, f"reference for series {processed}", None

@@ -37,6 +37,10 @@ def is_segmentation(header: pydicom.Dataset) -> bool:
     return UID(str(getattr(header, "SOPClassUID", ""))) in SEGMENTATION_CLASSES or getattr(header, "Modality", "") == "SEG"
 
 
+def is_structured_report(header: pydicom.Dataset) -> bool:
+    return getattr(header, "Modality", "") == "SR" and "ContentSequence" in header
+
+
 def read_case(folder: Path) -> Case:
     """Sort one case folder's files (recursively) into images, reference SEGs and ``reference.json``."""
     case = Case(name=folder.name, folder=folder)

@@ -126,6 +126,25 @@ def read_reference_seg(source: Path | Dataset, volume: Volume) -> list[Reference
     ]
 
 
+def _code_items(items: list[Dataset]) -> list[tuple[Code, Code]]:
+    found = []
+    for item in items:
+        if getattr(item, "ValueType", "") == "CODE" and item.get("ConceptNameCodeSequence") and item.get("ConceptCodeSequence"):
+            found.append((_code(item.ConceptNameCodeSequence[0]), _code(item.ConceptCodeSequence[0])))
+        found += _code_items(list(item.get("ContentSequence", [])))
+    return found
+
+
+def read_reference_findings(report: Dataset) -> dict[str, str]:
+    """``{concept meaning: value meaning}`` of every coded finding (CODE content item) of a structured report,
+    such as a reader's TID 1500 qualitative evaluations; raises ReferenceError when it holds none."""
+    found = {concept.meaning: value.meaning for concept, value in _code_items(list(report.get("ContentSequence", [])))
+             if concept.meaning and value.meaning}
+    if not found:
+        raise ReferenceError("the structured report holds no coded finding")
+    return found
+
+
 def read_reference_classifications(path: Path) -> dict[str, str]:
     """``{"classifications": {concept: value}}`` of a ``reference.json``; raises ReferenceError naming the problem."""
     try:

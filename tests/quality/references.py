@@ -100,3 +100,25 @@ def write_reference_seg(
 def copy_series(folder: Path, files: Sequence[Path] | None = None) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy(f, folder / f.name)) for f in (files or sample_files())]
+
+
+def write_reference_sr(findings: list[tuple[hd.sr.CodedConcept, hd.sr.CodedConcept]], path: Path,
+                       sources: Sequence[pydicom.Dataset] | None = None) -> pydicom.Dataset:
+    """A reader's Comprehensive 3D SR with coded findings (concept = value) about the sample series."""
+    sources = list(sources) if sources is not None else [pydicom.dcmread(p, stop_before_pixels=True) for p in sample_files()]
+    items = [hd.sr.CodeContentItem(name=name, value=value, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+             for name, value in findings]
+    container = hd.sr.ContainerContentItem(name=codes.DCM.ImagingMeasurementReport, template_id="1500")
+    container.ContentSequence = items
+    report = hd.sr.Comprehensive3DSR(
+        evidence=sources,
+        content=container,
+        series_instance_uid=hd.UID(),
+        series_number=301,
+        sop_instance_uid=hd.UID(),
+        instance_number=1,
+        manufacturer="OHIF",
+        series_description="reader findings",
+    )
+    report.save_as(path)
+    return report

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -20,7 +21,7 @@ from node.db import Job, JobState, QualityReference, QualityRun, QualityScore, R
 from pipelines.registry import create_pipeline
 from pipelines.volume import load_series
 from tests.operate.webcheck import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, metric, wait_web, web_config
-from tests.quality.references import sample_files, shifted, truth_lungs, write_reference_seg
+from tests.quality.references import sample_files, shifted, truth_lungs, write_reference_seg, write_reference_sr
 from tests.quality.test_evaluate import expected_dice, expected_hd95
 from tests.receive.conftest import storescu
 from tests.support.node_process import NodeProcess, free_port
@@ -51,10 +52,11 @@ def _job(node: NodeProcess) -> Job | None:
         return job if job is not None and job.state in (JobState.succeeded, JobState.failed) else None
 
 
-def _reference(node: NodeProcess) -> QualityReference | None:
+def _references(node: NodeProcess) -> dict[str, QualityReference] | None:
+    """The two references by their series' modality, once both are scored (or failed)."""
     with node.database.session() as session:
-        found = session.scalars(select(QualityReference)).first()
-        return found if found is not None and found.state != "pending" else None
+        found = {session.get(Series, r.series_uid).modality: r for r in session.scalars(select(QualityReference))}
+        return found if len(found) == 2 and all(r.state != "pending" for r in found.values()) else None
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +69,16 @@ def scored(node: NodeProcess, tmp_path_factory: pytest.TempPathFactory) -> dict:
     corrected = {"Right lung": shifted(truth["Right lung"], 2, axis=2), "Left lung": truth["Left lung"]}
     path = tmp_path_factory.mktemp("viewer") / "corrected.dcm"
     write_reference_seg(corrected, path)
-    sent = storescu(node.port, [path], calling="VIEWER", extra=SEND_SEG)
+    # The reader also disagrees with the emphysema grade, in a structured report.
+    report = path.with_name("findings.dcm")
+    write_reference_sr([(hd.sr.CodedConcept("87433001", "SCT", "Pulmonary emphysema"),
+                         hd.sr.CodedConcept("24484000", "SCT", "Severe"))], report)
+    sent = storescu(node.port, [path, report], calling="VIEWER", extra=SEND_SEG)
     assert sent.returncode == 0, sent.stderr
-    reference = node.wait_for(lambda: _reference(node), timeout=60)
+    references = node.wait_for(lambda: _references(node), timeout=60)
     predicted = {s.label: s.mask for s in create_pipeline("ct-lungs").run(load_series(sample_files())).segments}
-    return {"job": job, "reference": reference, "corrected": corrected, "predicted": predicted}
+    return {"job": job, "reference": references["SEG"], "report": references["SR"], "corrected": corrected,
+            "predicted": predicted}
 
 
 def test_the_corrected_seg_is_scored_against_the_job(node: NodeProcess, scored: dict) -> None:
@@ -96,6 +103,15 @@ def test_the_corrected_seg_is_scored_against_the_job(node: NodeProcess, scored: 
     assert run.pipeline_version == "1.0.0" and run.inputs["Manufacturer"] and not run.refused
 
 
+def test_the_readers_report_is_scored_against_the_jobs_finding(node: NodeProcess, scored: dict) -> None:
+    report = scored["report"]
+    assert report.state == "scored", report.reason
+    with node.database.session() as session:
+        (finding,) = session.scalars(select(QualityScore).where(QualityScore.reference_id == report.id)).all()
+    assert (finding.kind, finding.name, finding.job_id) == ("classification", "Pulmonary emphysema", scored["job"].id)
+    assert (finding.predicted, finding.reference_value) == ("Absent", "Severe")
+
+
 def test_pacsnode_quality_prints_the_score(node: NodeProcess, scored: dict) -> None:
     right = expected_dice(scored["predicted"]["Right lung"], scored["corrected"]["Right lung"])
     shown = subprocess.run(
@@ -105,6 +121,7 @@ def test_pacsnode_quality_prints_the_score(node: NodeProcess, scored: dict) -> N
     assert shown.returncode == 0, shown.stderr
     lines = [line for line in shown.stdout.splitlines() if "Right lung" in line]
     assert any(f"{right:.3f}" in line and "1.0.0" in line and "VIEWER" in line for line in lines), shown.stdout
+    assert any("Absent / Severe" in line for line in shown.stdout.splitlines()), shown.stdout
     none_since = subprocess.run(
         [str(PACSNODE), "quality", "--config", str(node.config_path), "--since", "2999-01-01"],
         capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "220"},
@@ -118,8 +135,9 @@ def test_metrics_carry_the_rolling_scores(node: NodeProcess, scored: dict) -> No
     labels = {"pipeline": "ct-lungs", "version": "1.0.0", "segment": "Right lung"}
     assert metric(url, "pacsnode_quality_dice_mean", **labels) == pytest.approx(right, abs=1e-6)
     assert metric(url, "pacsnode_quality_scores", **labels) == 1
-    assert metric(url, "pacsnode_quality_references", state="scored") == 1
-    assert metric(url, "pacsnode_series", state="reference") == 1
+    assert metric(url, "pacsnode_quality_references", state="scored") == 2
+    assert metric(url, "pacsnode_series", state="reference") == 2
+    assert metric(url, "pacsnode_quality_agreement", pipeline="ct-lungs", finding="Pulmonary emphysema") == 0
 
 
 def test_the_quality_page_shows_the_score_and_its_plot(node: NodeProcess, scored: dict) -> None:
@@ -139,7 +157,9 @@ def test_the_quality_page_shows_the_score_and_its_plot(node: NodeProcess, scored
             page.wait_for_url(f"{url}/quality")
             summary = page.locator(".quality-summary-row", has_text="Right lung").inner_text()
             assert "ct-lungs" in summary and "1.0.0" in summary and f"{right:.3f}" in summary
-            assert page.locator("#quality-plots svg").count() == 1  # Dice over time (no findings scored)
+            assert page.locator("#quality-plots svg").count() == 2  # Dice over time, agreement of findings
+            finding = page.locator(".quality-summary-row", has_text="Pulmonary emphysema").inner_text()
+            assert "0.00" in finding  # the one finding scored disagrees
             assert "VIEWER" in page.inner_text("#scores")
             ARTIFACTS.mkdir(exist_ok=True)
             shot = ARTIFACTS / "quality-page.png"
@@ -167,7 +187,7 @@ def test_the_nodes_own_seg_sent_back_is_not_a_reference(node: NodeProcess, score
     series = node.wait_for(settled, timeout=30)
     assert series.state != SeriesState.reference
     with node.database.session() as session:
-        assert len(session.scalars(select(QualityReference)).all()) == 1
+        assert len(session.scalars(select(QualityReference)).all()) == 2
 
 
 def test_export_writes_a_deidentified_monai_dataset(node: NodeProcess, scored: dict, tmp_path: Path) -> None:
