@@ -13,20 +13,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from node.cli.app import app
-from node.config import ConfigError, Settings, load_settings
+from node.cli.app import app, settings_or_exit
 
 console = Console()
 
 CONFIG_OPTION = typer.Option(None, "--config", "-c", envvar="PACSNODE_CONFIG", help="The node's YAML configuration.")
-
-
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
 
 
 def _number(value: Any, digits: int = 3) -> str:
@@ -68,7 +59,7 @@ def evaluate_cases(
     from pipelines.evaluation.report import write_report
     from pipelines.registry import get_pipeline
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         pipeline = get_pipeline(pipeline_name, settings.pipelines)
@@ -106,7 +97,7 @@ def quality(
     from node.db import open_database
     from node.quality import queries
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     start = _parse_since(since)
     database = open_database(settings.node.resolved_database_url())
     try:
@@ -161,7 +152,7 @@ def export_dataset(
     from node.db import open_database
     from node.quality.export import export
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     database = open_database(settings.node.resolved_database_url())
     try:

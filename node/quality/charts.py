@@ -28,6 +28,17 @@ def _svg(figure: Figure) -> str:
     return text[text.index("<svg"):]
 
 
+def _label(figure: Figure, what: str, title: str) -> Figure:
+    """A 0-1 scale named ``what``, the title, a grid and the legend of the figure's one plot."""
+    axes = figure.axes[0]
+    axes.set_ylim(-0.05, 1.05)
+    axes.set_ylabel(what)
+    axes.set_title(title)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7, loc="lower left")
+    return figure
+
+
 def dice_over_time(rows: list[dict[str, Any]]) -> str | None:
     """Each score's Dice at the time it was scored, one series of points per segment and pipeline version."""
     series: dict[str, list[tuple[Any, float]]] = defaultdict(list)
@@ -40,12 +51,7 @@ def dice_over_time(rows: list[dict[str, Any]]) -> str | None:
     for name, points in sorted(series.items()):
         points.sort()
         axes.plot(*zip(*points), marker="o", markersize=4, linewidth=1, label=name)
-    axes.set_ylim(-0.05, 1.05)
-    axes.set_ylabel("Dice")
-    axes.set_title("Dice against references over time")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower left")
-    return _svg(figure)
+    return _svg(_label(figure, "Dice", "Dice against references over time"))
 
 
 def agreement_over_time(rows: list[dict[str, Any]]) -> str | None:
@@ -64,9 +70,4 @@ def agreement_over_time(rows: list[dict[str, Any]]) -> str | None:
             agreed += agrees
             shares.append(agreed / count)
         axes.step([t for t, _ in points], shares, where="post", label=name)
-    axes.set_ylim(-0.05, 1.05)
-    axes.set_ylabel("agreement")
-    axes.set_title("Findings agreeing with references (running share)")
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=7, loc="lower left")
-    return _svg(figure)
+    return _svg(_label(figure, "agreement", "Findings agreeing with references (running share)"))

@@ -20,7 +20,7 @@ from sqlalchemy import select
 from node.db import Job, JobState, QualityReference, QualityRun, QualityScore, ResultObject, Series, SeriesState
 from pipelines.registry import create_pipeline
 from pipelines.volume import load_series
-from tests.operate.webcheck import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, metric, wait_web, web_config
+from tests.operate.webcheck import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, log_in, metric, wait_web, web_config
 from tests.quality.references import sample_files, shifted, truth_lungs, write_reference_seg, write_reference_sr
 from tests.quality.test_evaluate import expected_dice, expected_hd95
 from tests.receive.conftest import storescu
@@ -149,10 +149,7 @@ def test_the_quality_page_shows_the_score_and_its_plot(node: NodeProcess, scored
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            page.goto(f"{url}/login")
-            page.fill("#token", TOKEN)
-            page.click("#login")
-            page.wait_for_url(f"{url}/")
+            log_in(page, url, TOKEN)
             page.click("text=Quality")
             page.wait_for_url(f"{url}/quality")
             summary = page.locator(".quality-summary-row", has_text="Right lung").inner_text()
