@@ -321,11 +321,15 @@ _SUCCEED = (
 """The common outcome, built once: a worker records it for every job."""
 
 
-def _succeed(database: Database, lease: Lease, timings: dict[str, float]) -> bool:
-    """Mark the job succeeded if we still hold the lease; False if we lost it."""
+def _succeed(database: Database, lease: Lease, timings: dict[str, float], observation: Observation) -> bool:
+    """Mark the job succeeded, with what quality monitoring keeps of the run, if we still hold the lease; False
+    if we lost it."""
     values = {"lease_job": lease.job_id, "lease_holder": lease.worker, "run_timings": timings, "done_at": utcnow()}
     with database.engine.begin() as connection:
-        return bool(connection.execute(_SUCCEED, values).rowcount)
+        if not connection.execute(_SUCCEED, values).rowcount:
+            return False
+        record_run(connection, lease.job_id, lease.series_uid, observation)
+        return True
 
 
 def retry_delay(settings: Settings, attempt: int) -> float:
@@ -375,9 +379,8 @@ def process_job(settings: Settings, database: Database, job_id: int) -> Outcome:
     timings["total"] = time.perf_counter() - started
     if queue_wait is not None:
         timings["queue_wait"] = queue_wait
-    if not _succeed(database, lease, timings):
+    if not _succeed(database, lease, timings, observation):
         log.warning("job %s: lost its lease before it could be marked done", job_id)
         return Outcome.lost
-    record_run(database, job_id, lease.series_uid, observation)
     log.info("job %s: succeeded (%d result objects) in %.2f s", job_id, len(written), timings["total"])
     return Outcome.succeeded

@@ -1,9 +1,14 @@
 """What quality monitoring keeps of each job's run: its pipeline version, the values it reported, the series'
-acquisition attributes, or that it refused the series. Recording never fails a job: a problem is logged."""
+acquisition attributes, or that it refused the series.
+
+A succeeded run is recorded in the transaction that marks the job succeeded (no commit of its own: a node's
+no-op jobs would otherwise pay a second fsync each); a refusal is recorded after the job's failure, and a
+problem recording it is logged, never raised."""
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +16,7 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import delete
+from sqlalchemy import Connection, delete, insert
 from sqlalchemy.exc import SQLAlchemyError
 
 from node.db import Database, QualityMeasurement, QualityRun, get_or_add, utcnow
@@ -46,32 +51,40 @@ def observe(header: Dataset, result: PipelineResult, keywords: Sequence[str]) ->
     whole series) and ``"<finding>"`` with its value as category."""
     labels = {segment.number: segment.label for segment in result.segments}
     observation = Observation(result.pipeline, result.version, inputs=input_attributes(header, keywords))
+    named: Counter[str] = Counter()
     for measurement in result.measurements:
+        if measurement.value != measurement.value:  # NaN: an empty segment has no mean
+            continue
         segment = labels.get(measurement.segment_number) if measurement.segment_number is not None else None
         name = f"{segment}: {measurement.name.meaning}" if segment else measurement.name.meaning
-        observation.values.append((name[:160], float(measurement.value), None, measurement.unit.value[:32]))
+        observation.values.append((_unique(name, named), float(measurement.value), None, measurement.unit.value[:32]))
     for finding in result.classifications:
-        observation.values.append((finding.concept.meaning[:160], None, finding.value.meaning[:128], None))
+        observation.values.append((_unique(finding.concept.meaning, named), None, finding.value.meaning[:128], None))
     return observation
 
 
-def record_run(database: Database, job_id: int, series_uid: str, observation: Observation) -> None:
-    """Keep the run's observation (a re-run replaces the job's earlier one)."""
+def _unique(name: str, named: Counter[str]) -> str:
+    """``name`` (shortened to fit), numbered from its second use: one job's values are keyed by name."""
+    named[name] += 1
+    suffix = f" ({named[name]})" if named[name] > 1 else ""
+    return name[: 160 - len(suffix)] + suffix
+
+
+def record_run(connection: Connection, job_id: int, series_uid: str, observation: Observation) -> None:
+    """Keep the run's observation in the caller's transaction (a re-run replaces the job's earlier one)."""
     now = utcnow()
-    try:
-        with database.session() as session:
-            run = get_or_add(session, QualityRun, job_id=job_id)
-            run.pipeline, run.pipeline_version, run.series_uid = observation.pipeline, observation.version, series_uid
-            run.refused, run.reason, run.inputs, run.recorded_at = False, None, observation.inputs, now
-            session.execute(delete(QualityMeasurement).where(QualityMeasurement.job_id == job_id))
-            for name, value, category, unit in observation.values:
-                if value is not None and value != value:  # NaN: an empty segment has no mean
-                    continue
-                session.add(QualityMeasurement(job_id=job_id, pipeline=observation.pipeline,
-                                               pipeline_version=observation.version, name=name, value=value,
-                                               category=category, unit=unit, recorded_at=now))
-    except SQLAlchemyError:
-        log.exception("job %s: its run could not be recorded for quality monitoring", job_id)
+    connection.execute(delete(QualityMeasurement).where(QualityMeasurement.job_id == job_id))
+    connection.execute(delete(QualityRun).where(QualityRun.job_id == job_id))
+    connection.execute(insert(QualityRun), [{
+        "job_id": job_id, "pipeline": observation.pipeline, "pipeline_version": observation.version,
+        "series_uid": series_uid, "refused": False, "reason": None, "inputs": observation.inputs, "recorded_at": now,
+    }])
+    if observation.values:
+        connection.execute(insert(QualityMeasurement), [
+            {"job_id": job_id, "pipeline": observation.pipeline, "pipeline_version": observation.version, "name": name,
+             "value": value, "category": category, "unit": unit, "recorded_at": now}
+            for name, value, category, unit in observation.values
+        ])
 
 
 def record_refusal(
