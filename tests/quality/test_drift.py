@@ -53,6 +53,19 @@ def _metric_samples(settings: Settings, database) -> dict:  # type: ignore[no-un
     return {(s.name, tuple(sorted(s.labels.items()))): s.value for f in text_string_to_metric_families(text) for s in f.samples}
 
 
+def _quality_page(settings: Settings, database) -> str:  # type: ignore[no-untyped-def]
+    """The dashboard's Quality page as the node's web app serves it."""
+    from fastapi.testclient import TestClient
+
+    from node.web.app import create_app
+
+    served = settings.model_copy(update={"web": settings.web.model_copy(update={"enabled": True, "token": "drift"})})
+    with TestClient(create_app(served, database)) as client:
+        response = client.get("/quality", headers={"Authorization": "Bearer drift"})
+    assert response.status_code == 200
+    return response.text
+
+
 def test_a_series_set_whose_measurements_shift_raises_drift_flags(node: Node) -> None:
     offsets = [-6, -3, -1, 0, 2, 5]  # scanner calibration wobbles by a few HU
     for offset in offsets:
@@ -78,6 +91,10 @@ def test_a_series_set_whose_measurements_shift_raises_drift_flags(node: Node) ->
     # The rejecting pipeline refused every series from the start: a high share, but no rise.
     assert not checks[("rejecting", "refusals", "refused series")].flagged
 
+    page = _quality_page(node.settings, node.database)
+    flagged_rows = [row for row in page.split('<tr class="drift-row"')[1:] if row.startswith(' data-flagged="yes"')]
+    assert any("Mean Attenuation Coefficient" in row and "DRIFT" in row for row in flagged_rows)
+    assert any("ManufacturerModelName" in row and "&#39;CT-B&#39; (6 series)" in row for row in flagged_rows)
     samples = _metric_samples(node.settings, node.database)
     labels = (("kind", "measurement"), ("name", "Mean Attenuation Coefficient"), ("pipeline", "density"), ("version", "1.0"))
     assert samples[("pacsnode_quality_drift", labels)] == 1
