@@ -94,7 +94,7 @@ def _version(job: JobSeg) -> str:
 
 def _finding_scores(database: Database, pending: Pending, report: pydicom.Dataset) -> tuple[list[QualityScore], list[str]]:
     """Every job's findings against the coded findings of a reference SR."""
-    from pipelines.evaluation.reference import read_reference_findings
+    from pipelines.evaluation.findings import read_reference_findings
     from pipelines.evaluation.scoring import score_classifications
     from pipelines.types import Classification, Code
 

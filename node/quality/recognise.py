@@ -2,8 +2,9 @@
 as a reader's TID 1500 qualitative evaluations) that references a series the node processed.
 
 A SEG or SR counts when it is not one of the node's own results (those are recorded in ``result_objects``), it
-references a series with at least one job (through its Referenced Series Sequence, or the source images
-of its frames), and the configured filters (calling AE titles, a Series Description pattern) let it through.
+references a series with at least one job (through its Referenced Series Sequence or Current Requested
+Procedure Evidence, or the source images of its frames), an SR also names a finding those jobs reported, and
+the configured filters (calling AE titles, a Series Description pattern) let it through.
 Such a series is recorded for scoring instead of being routed to pipelines.
 """
 
@@ -18,8 +19,9 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from node.config import QualityConfig
-from node.db import Instance, Job, QualityReference, ResultObject, Series, SeriesState, get_or_add
+from node.db import Instance, Job, QualityMeasurement, QualityReference, ResultObject, Series, SeriesState, get_or_add
 from pipelines.evaluation.cases import is_segmentation, is_structured_report
+from pipelines.evaluation.findings import ReferenceError, read_reference_findings
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,22 @@ def _is_own_result(session: Session, header: Dataset) -> bool:
     ) is not None
 
 
+def _names_no_finding(session: Session, header: Dataset, series_uid: str) -> bool:
+    """A report counts only when one of its coded findings is one the series' jobs reported (a dose report or
+    another unrelated SR about the series is routed as before)."""
+    if not is_structured_report(header):
+        return False
+    try:
+        concepts = {concept.casefold() for concept in read_reference_findings(header)}
+    except ReferenceError:
+        return True
+    reported = session.scalars(
+        select(QualityMeasurement.name).join(Job, Job.id == QualityMeasurement.job_id)
+        .where(Job.series_uid == series_uid, QualityMeasurement.category.is_not(None))
+    ).all()
+    return not concepts & {name.casefold() for name in reported}
+
+
 def _filtered_out(config: QualityConfig, header: Dataset, calling_ae_title: str | None) -> str | None:
     allowed = [title.strip() for title in config.reference_calling_ae_titles]
     if allowed and (calling_ae_title or "").strip() not in allowed:
@@ -93,7 +111,7 @@ def recognise_reference(
     if not (is_segmentation(header) or is_structured_report(header)) or _is_own_result(session, header):
         return None
     processed = _processed_series(session, header)
-    if processed is None:
+    if processed is None or _names_no_finding(session, header, processed):
         return None
     excluded = _filtered_out(config, header, series.calling_ae_title)
     if excluded:

@@ -17,16 +17,13 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 
+from pipelines.evaluation.findings import ReferenceError, code_of
 from pipelines.types import Code, Volume
 
 logger = logging.getLogger(__name__)
 
 GRID_TOLERANCE = 0.01
 """Largest deviation, in voxels, of a reference voxel from a voxel of the series' grid."""
-
-
-class ReferenceError(ValueError):
-    """A reference cannot be read, or does not fit the series; the message says why."""
 
 
 @dataclass
@@ -39,17 +36,11 @@ class ReferenceSegment:
     mask: np.ndarray
 
 
-def _code(item: Dataset | None) -> Code:
-    if item is None:
-        return Code("", "", "")
-    return Code(str(item.CodeValue), str(item.CodingSchemeDesignator), str(getattr(item, "CodeMeaning", "")))
-
-
 def _describe(seg: hd.seg.Segmentation) -> list[tuple[int, str, Code]]:
     described = []
     for item in seg.SegmentSequence:
         types = getattr(item, "SegmentedPropertyTypeCodeSequence", None)
-        described.append((int(item.SegmentNumber), str(getattr(item, "SegmentLabel", "")), _code(types[0] if types else None)))
+        described.append((int(item.SegmentNumber), str(getattr(item, "SegmentLabel", "")), code_of(types[0] if types else None)))
     return described
 
 
@@ -124,25 +115,6 @@ def read_reference_seg(source: Path | Dataset, volume: Volume) -> list[Reference
         ReferenceSegment(number, label, kind, masks[index])
         for index, (number, label, kind) in enumerate(described)
     ]
-
-
-def _code_items(items: list[Dataset]) -> list[tuple[Code, Code]]:
-    found = []
-    for item in items:
-        if getattr(item, "ValueType", "") == "CODE" and item.get("ConceptNameCodeSequence") and item.get("ConceptCodeSequence"):
-            found.append((_code(item.ConceptNameCodeSequence[0]), _code(item.ConceptCodeSequence[0])))
-        found += _code_items(list(item.get("ContentSequence", [])))
-    return found
-
-
-def read_reference_findings(report: Dataset) -> dict[str, str]:
-    """``{concept meaning: value meaning}`` of every coded finding (CODE content item) of a structured report,
-    such as a reader's TID 1500 qualitative evaluations; raises ReferenceError when it holds none."""
-    found = {concept.meaning: value.meaning for concept, value in _code_items(list(report.get("ContentSequence", [])))
-             if concept.meaning and value.meaning}
-    if not found:
-        raise ReferenceError("the structured report holds no coded finding")
-    return found
 
 
 def read_reference_classifications(path: Path) -> dict[str, str]:

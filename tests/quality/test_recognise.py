@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
@@ -15,7 +16,7 @@ from node.db import Instance, QualityReference, QualityScore, Series, SeriesStat
 from node.processing import Outcome, process_job
 from node.quality import online
 from node.queue.dispatch import route_complete
-from tests.quality.references import write_reference_seg
+from tests.quality.references import write_reference_seg, write_reference_sr
 from tests.queue.harness import Node
 
 pytestmark = pytest.mark.timeout(60)
@@ -99,3 +100,24 @@ def test_a_seg_of_a_series_the_node_never_processed_is_no_reference(tmp_path: Pa
     with node.database.session() as session:
         assert session.get(Study, session.get(Series, other).study_uid) is not None
         assert session.scalars(select(QualityReference)).all() == []
+
+
+def test_a_report_naming_no_finding_of_the_jobs_is_routed_as_before(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+    source = _processed(node)  # the threshold pipeline reports no finding
+    with node.database.session() as session:
+        paths = [Path(p) for p in session.scalars(select(Instance.path).where(Instance.series_uid == source))]
+    report_path = node.settings.node.storage_dir / "instances" / "reader" / "report.dcm"
+    report_path.parent.mkdir(parents=True)
+    report = write_reference_sr([(hd.sr.CodedConcept("87433001", "SCT", "Pulmonary emphysema"),
+                                  hd.sr.CodedConcept("24484000", "SCT", "Severe"))], report_path,
+                                sources=[pydicom.dcmread(p, stop_before_pixels=True) for p in paths])
+    with node.database.session() as session:
+        session.add(Series(series_uid=report.SeriesInstanceUID, study_uid=report.StudyInstanceUID, modality="SR",
+                           state=SeriesState.complete, calling_ae_title="VIEWER", instance_count=1))
+        session.flush()
+        session.add(Instance(sop_instance_uid=report.SOPInstanceUID, series_uid=report.SeriesInstanceUID,
+                             sop_class_uid=report.SOPClassUID, transfer_syntax_uid=ExplicitVRLittleEndian,
+                             path=str(report_path), size_bytes=report_path.stat().st_size, calling_ae_title="VIEWER"))
+    route_complete(node.settings, node.database, [str(report.SeriesInstanceUID)])
+    assert _state(node, str(report.SeriesInstanceUID)) == SeriesState.unrouted
