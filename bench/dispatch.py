@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from node.db import Job, JobState
-from tests.queue.harness import REDIS_URL, Node, base_config, delete_prefixed, wait_for
+from tests.jobs.harness import REDIS_URL, Node, base_config, delete_prefixed, wait_for
 from tests.support.postgres import throwaway_database
 
 BROKERS = {"embedded": "", "redis": REDIS_URL}

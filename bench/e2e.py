@@ -24,8 +24,8 @@ if str(REPO) not in sys.path:
 from sqlalchemy import select  # noqa: E402
 
 from node.db import Delivery, DeliveryState, Job, JobState, ResultObject, Series  # noqa: E402
-from node.local_pacs import Orthanc  # noqa: E402
-from node.scu import send_objects  # noqa: E402
+from node.demo.local_pacs import Orthanc  # noqa: E402
+from node.dicom.scu import send_objects  # noqa: E402
 from sample_dicom.generate import BENCHMARK, write_phantom  # noqa: E402
 from tests.support.node_process import NodeProcess, free_port  # noqa: E402
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from tests.support.dicom_factory import write_series  # noqa: E402
-from tests.support.node_process import NodeProcess, free_port  # noqa: E402
+from node.ports import free_port, wait_for_port  # noqa: E402
+from tests.support.node_process import NodeProcess  # noqa: E402
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # without it DCMTK stalls ~45 ms per instance (Nagle)
 CACHE = REPO / "bench" / "out"
@@ -62,16 +62,6 @@ def series_files(slices: int) -> list[Path]:
         shutil.rmtree(folder, ignore_errors=True)
         files = write_series(folder, slices, rows=512, columns=512)
     return files
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout} s")
 
 
 def send(port: int, called: str, files: list[Path], associations: int) -> float:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.settings import ResultOptions
-from node.scu import send_objects
+from node.dicom.scu import send_objects
 from pipelines.registry import create_pipeline
 from pipelines.results import write_results
 from pipelines.volume import load_series

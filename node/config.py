@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from pipelines.settings import PipelineSettings, ResultOptions
 
+CONFIG_ENV = "PACSNODE_CONFIG"
+"""The environment variable naming the configuration file, for commands and worker processes."""
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
 
 

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    func,
     select,
     event,
 )
@@ -381,6 +382,13 @@ def record_event(
     session.add(NodeEvent(kind=kind, message=message, level=level, calling_ae_title=calling_ae_title, uid=uid))
 
 
+def count_by_state(session: Session, column: object, *where: object) -> dict[str, int]:
+    """How many rows have each value of a state ``column`` (``Series.state``...), keyed by the value's name;
+    ``where`` narrows the rows counted."""
+    query = select(column, func.count()).where(*where).group_by(column)  # type: ignore[arg-type]
+    return {str(getattr(state, "value", state)): int(count) for state, count in session.execute(query)}
+
+
 def get_or_add(session: Session, model: type[Base], **key: object) -> Base:
     """The row of ``model`` with these column values, or a new one with them added to the session."""
     row = session.scalars(select(model).filter_by(**key)).first()
@@ -388,3 +396,22 @@ def get_or_add(session: Session, model: type[Base], **key: object) -> Base:
         row = model(**key)
         session.add(row)
     return row
+
+
+def relax_commit_sync(database: Database) -> None:
+    """Let ``database``'s commits return before the index's own disk sync (SQLite WAL ``synchronous=NORMAL``,
+    PostgreSQL ``synchronous_commit off``): the database stays consistent, and a power cut may lose the last
+    few commits. Used where what a commit records can be recovered otherwise (see each caller)."""
+    dialect = database.engine.dialect.name
+
+    def on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        if dialect == "sqlite":
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        elif dialect == "postgresql":
+            cursor.execute("SET synchronous_commit TO OFF")
+        cursor.close()
+        if dialect == "postgresql":
+            dbapi_connection.commit()
+
+    event.listen(database.engine, "connect", on_connect)

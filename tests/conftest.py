@@ -1,1 +1,3 @@
-"""Shared pytest fixtures; each stage keeps its own in tests/<stage>/conftest.py and tests/support/."""
+"""Shared pytest fixtures (tests/support/fixtures.py); each stage keeps its own in tests/<stage>/conftest.py."""
+
+pytest_plugins = ["tests.support.fixtures"]

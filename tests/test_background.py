@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from node import background
-from node.background import Loop
+from node.operate import background
+from node.operate.background import Loop
 from node.waiting import wait_until
 
 RUNS: list[tuple[str, float]] = []

@@ -1,14 +1,6 @@
 """The `pacsnode` Typer application; command modules attach their commands to it."""
 
-from __future__ import annotations
-
-from pathlib import Path
-from typing import TYPE_CHECKING
-
 import typer
-
-if TYPE_CHECKING:
-    from node.config import Settings
 
 app = typer.Typer(
     name="pacsnode",
@@ -16,16 +8,3 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-
-
-def settings_or_exit(config: Path | None) -> Settings:
-    """The validated configuration at ``config``; a bad file prints the problem and exits with status 2."""
-    from rich.console import Console
-
-    from node.config import ConfigError, load_settings
-
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        Console(stderr=True).print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc

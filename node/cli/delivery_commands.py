@@ -7,31 +7,26 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from node.cli.app import app
-from node.config import ConfigError, Settings, load_settings
-from node.db import Database, Delivery, DeliveryState, ResultObject, open_database
+from node.cli.options import ConfigOption, load_config, open_index
+from node.config import Settings
+from node.db import Database, Delivery, DeliveryState, ResultObject, count_by_state
 
 console = Console()
 
-ConfigOption = typer.Option(None, "--config", "-c", envvar="PACSNODE_CONFIG", help="The node's YAML configuration file.")
 
 
 def _open(config: Path | None) -> tuple[Settings, Database]:
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    return settings, open_database(settings.node.resolved_database_url())
+    settings = load_config(config)
+    return settings, open_index(settings)
 
 
 def delivery_counts(database: Database) -> dict[str, int]:
     """Deliveries per state (for `pacsnode status`)."""
     with database.session() as session:
-        rows = session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
-    return {state.value: count for state, count in rows}
+        return count_by_state(session, Delivery.state)
 
 
 def delivery_table(database: Database, state: DeliveryState | None = None, limit: int = 50) -> Table:
@@ -104,7 +99,7 @@ def refusals(
     clear: str = typer.Option(None, "--clear", help="Forget this destination's refusals (it supports SEG now)."),
 ) -> None:
     """SOP classes destinations refused at association; they get the fallback images instead of a SEG."""
-    from node.deliver.fallback import clear_refusals, list_refusals
+    from node.deliver.outputs import clear_refusals, list_refusals
 
     _, database = _open(config)
     if clear:

@@ -10,27 +10,21 @@ from rich.console import Console
 from rich.table import Table
 
 from node.cli.app import app
-from node.config import ConfigError, Settings, load_settings
+from node.cli.options import ConfigOption, load_config
 
 console = Console()
 
 
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
 
 
 @app.command("pipelines")
 def list_pipelines(
-    config: Path = typer.Option(None, "--config", "-c", envvar="PACSNODE_CONFIG", help="The node's YAML configuration."),
+    config: Path = ConfigOption,
 ) -> None:
     """List the pipelines this configuration can run: built-in ones and configured MONAI bundles."""
     from pipelines.registry import available
 
-    settings = _settings(config)
+    settings = load_config(config)
     configured = {entry.name: entry for entry in settings.pipelines}
     table = Table(title="pacsnode pipelines")
     table.add_column("name")
@@ -47,7 +41,7 @@ def list_pipelines(
 def infer_folder(
     name: str = typer.Argument(..., help="Pipeline name (see `pacsnode pipelines`)."),
     folder: Path = typer.Argument(..., exists=True, file_okay=False, help="Folder holding one series' DICOM files."),
-    config: Path = typer.Option(None, "--config", "-c", envvar="PACSNODE_CONFIG", help="The node's YAML configuration."),
+    config: Path = ConfigOption,
 ) -> None:
     """Run a pipeline on one series from disk and print its segments, measurements and findings."""
     from pydicom.misc import is_dicom
@@ -56,7 +50,7 @@ def infer_folder(
     from pipelines.types import UnsupportedSeries
     from pipelines.volume import load_series
 
-    settings = _settings(config)
+    settings = load_config(config)
     logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         pipeline = get_pipeline(name, settings.pipelines)

@@ -13,12 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from node.cli.app import app, settings_or_exit
+from node.cli.app import app
+from node.cli.options import ConfigOption, load_config, open_index
 
 console = Console()
-
-CONFIG_OPTION = typer.Option(None, "--config", "-c", envvar="PACSNODE_CONFIG", help="The node's YAML configuration.")
-
 
 def _number(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
@@ -51,7 +49,7 @@ def _print_evaluation(report: dict[str, Any]) -> None:
 def evaluate_cases(
     pipeline_name: str = typer.Argument(..., metavar="PIPELINE", help="Pipeline name (see `pacsnode pipelines`)."),
     cases_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="One folder per case: series and reference."),
-    config: Path = CONFIG_OPTION,
+    config: Path = ConfigOption,
     out: Path = typer.Option(None, "--out", "-o", help="Folder for report.json, report.html and each case's SEG and SR."),
 ) -> None:
     """Run a pipeline on a set of cases and score it against their references (DICOM SEG, reference.json)."""
@@ -59,7 +57,7 @@ def evaluate_cases(
     from pipelines.evaluation.report import write_report
     from pipelines.registry import get_pipeline
 
-    settings = settings_or_exit(config)
+    settings = load_config(config)
     logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         pipeline = get_pipeline(pipeline_name, settings.pipelines)
@@ -89,17 +87,16 @@ def _parse_since(since: str | None) -> dt.datetime | None:
 
 @app.command("quality")
 def quality(
-    config: Path = CONFIG_OPTION,
+    config: Path = ConfigOption,
     pipeline: str = typer.Option(None, "--pipeline", "-p", help="Only this pipeline's scores."),
     since: str = typer.Option(None, "--since", help="Only scores from this date or time on (2026-01-31 or 2026-01-31T08:00)."),
 ) -> None:
     """Scores of references that arrived at the node (per job and pipeline version), and drift checks."""
-    from node.db import open_database
     from node.quality import queries
 
-    settings = settings_or_exit(config)
+    settings = load_config(config)
     start = _parse_since(since)
-    database = open_database(settings.node.resolved_database_url())
+    database = open_index(settings)
     try:
         with database.session() as session:
             rows = queries.scores(session, pipeline, start)
@@ -146,15 +143,14 @@ def quality(
 def export_dataset(
     pipeline: str = typer.Option(..., "--pipeline", "-p", help="The pipeline whose cases with references are exported."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for imagesTr/, labelsTr/, metadata/ and datalist.json."),
-    config: Path = CONFIG_OPTION,
+    config: Path = ConfigOption,
 ) -> None:
     """Write the cases that have references as a de-identified MONAI-style dataset (NIfTI and a datalist)."""
-    from node.db import open_database
     from node.quality.export import export
 
-    settings = settings_or_exit(config)
+    settings = load_config(config)
     logging.basicConfig(level=settings.logging.level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    database = open_database(settings.node.resolved_database_url())
+    database = open_index(settings)
     try:
         names = export(database, pipeline, out)
     finally:

@@ -14,31 +14,21 @@ from rich.table import Table
 from sqlalchemy import select
 
 from node.cli.app import app
-from node.config import ConfigError, Settings, load_settings
-from node.db import Database, Instance, Job, JobState, Series, open_database
+from node.cli.options import ConfigOption, RequiredConfigOption, load_config, open_index
+from node.config import ConfigError, Settings
+from node.db import Instance, Job, JobState, Series
 
 console = Console()
 route_app = typer.Typer(help="Check routing rules.", no_args_is_help=True)
 app.add_typer(route_app, name="route")
 
-ConfigOption = typer.Option(None, "--config", "-c", help="The node's YAML configuration file.")
 
 
-def _settings(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        console.print(str(exc), style="red", markup=False)
-        raise typer.Exit(2) from exc
-
-
-def _database(settings: Settings) -> Database:
-    return open_database(settings.node.resolved_database_url())
 
 
 @app.command()
 def worker(
-    config: Path = typer.Option(..., "--config", "-c", envvar="PACSNODE_CONFIG", help="The node's YAML configuration."),
+    config: Path = RequiredConfigOption,
     queues: str = typer.Option("gpu,delivery", help="Comma-separated queues: gpu (inference), delivery."),
     concurrency: int = typer.Option(1, min=1, help="Worker processes (one per GPU is typical)."),
     pool: str = typer.Option("prefork", help="Celery pool: prefork (isolates crashes) or solo (one process)."),
@@ -50,9 +40,9 @@ def worker(
     """Run a worker that takes jobs from the queue (on this host or a GPU host sharing storage_dir)."""
     from node.queue.worker import run_worker
 
-    from node.logging_setup import configure_logging
+    from node.operate.logging_setup import configure_logging
 
-    settings = _settings(config)
+    settings = load_config(config)
     configure_logging(settings.logging)
     run_worker(
         settings,
@@ -78,7 +68,7 @@ def _folder_series(path: Path) -> dict[str, list[Path]]:
 
 
 def _print_decision(label: str, header: pydicom.Dataset, called: str | None, calling: str | None, settings: Settings) -> bool:
-    from node.routing import route_series
+    from node.route.rules import route_series
 
     decision = route_series(settings.routes, header, called, calling)
     console.print(f"[bold]{escape(label)}[/bold]  called AE {escape(repr(called))}, calling AE {escape(repr(calling))}")
@@ -102,9 +92,9 @@ def route_test(
     calling_ae: str = typer.Option(None, help="Calling AE title to assume for files."),
 ) -> None:
     """Print which routes and pipelines a series would trigger, and why each route matches or not."""
-    from node.routing import check_routes
+    from node.route.rules import check_routes
 
-    settings = _settings(config)
+    settings = load_config(config)
     try:
         check_routes(settings)
     except ConfigError as exc:
@@ -120,7 +110,7 @@ def route_test(
             label = f"series {series_uid} ({len(files)} files)"
             _print_decision(label, header, called_ae or settings.node.ae_title, calling_ae, settings)
         return
-    database = _database(settings)
+    database = open_index(settings)
     with database.session() as session:
         series = session.get(Series, target)
         first = session.scalars(
@@ -142,8 +132,8 @@ def jobs(
     limit: int = typer.Option(50, min=1, help="Most recent jobs to show."),
 ) -> None:
     """List jobs: pipeline, series, state, attempts, reason and stage timings."""
-    settings = _settings(config)
-    with _database(settings).session() as session:
+    settings = load_config(config)
+    with open_index(settings).session() as session:
         query = select(Job).order_by(Job.id.desc()).limit(limit)
         if state is not None:
             query = query.where(Job.state == state)
@@ -170,10 +160,10 @@ def jobs(
 @app.command()
 def rerun(job_ids: list[int] = typer.Argument(..., help="Job IDs to run again."), config: Path = ConfigOption) -> None:
     """Run finished jobs again; their results replace the earlier ones (same UIDs), never duplicate them."""
-    from node.queue.dispatch import rerun as rerun_job
+    from node.jobs.dispatch import rerun as rerun_job
 
-    settings = _settings(config)
-    database = _database(settings)
+    settings = load_config(config)
+    database = open_index(settings)
     for job_id in job_ids:
         if rerun_job(settings, database, job_id):
             console.print(f"job {job_id}: queued again")

@@ -12,10 +12,11 @@ from rich.table import Table
 from sqlalchemy import func, select
 
 from node.cli.app import app
-from node.config import ConfigError, Settings, load_settings
-from node.db import Delivery, Job, NodeEvent, Series, Study, open_database
-from node.diskguard import disk_state
-from node.logging_setup import configure_logging
+from node.cli.options import ConfigOption, RequiredConfigOption, load_config, open_index
+from node.config import ConfigError
+from node.db import Delivery, Job, NodeEvent, Series, Study, count_by_state
+from node.receive.diskguard import disk_state
+from node.operate.logging_setup import configure_logging
 
 console = Console()
 err_console = Console(stderr=True)
@@ -34,21 +35,15 @@ def parse_peer(text: str) -> tuple[str, str, int]:
     return match["aet"], match["host"].strip("[]"), int(match["port"])
 
 
-def _load(config: Path | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        err_console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
 
 
 @app.command()
-def serve(config: Path = typer.Option(..., "--config", "-c", help="The node's YAML configuration file.")) -> None:
+def serve(config: Path = RequiredConfigOption) -> None:
     """Run the node: the DICOM SCP, series assembly, dispatch, worker and outbox."""
-    from node.routing import check_routes
-    from node.serve import run
+    from node.route.rules import check_routes
+    from node.operate.serve import run
 
-    settings = _load(config)
+    settings = load_config(config)
     try:
         check_routes(settings)  # a bad rule stops the node at start, naming the rule
     except ConfigError as exc:
@@ -65,7 +60,7 @@ def echo(
     timeout: float = typer.Option(10.0, help="Seconds to wait for the peer."),
 ) -> None:
     """Verify a DICOM peer with C-ECHO."""
-    from node.verify import c_echo
+    from node.dicom.echo import c_echo
 
     aet, host, port = parse_peer(peer)
     result = c_echo(host, port, aet, calling_ae_title, timeout)
@@ -95,7 +90,7 @@ def send(
     timeout: float = typer.Option(30.0, help="Seconds to wait for the peer."),
 ) -> None:
     """C-STORE files to a peer, showing progress; exits 1 if any file was not stored."""
-    from node.scu import send_objects
+    from node.dicom.scu import send_objects
 
     aet, host, port = parse_peer(to)
     files = _collect(paths)
@@ -125,11 +120,6 @@ def send(
         raise typer.Exit(1)
 
 
-def _counts(session, column) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    rows = session.execute(select(column, func.count()).group_by(column)).all()
-    return {str(getattr(state, "value", state)): int(n) for state, n in rows}
-
-
 def _count_table(title: str, counts: dict[str, int]) -> Table:
     table = Table(title=title)
     table.add_column("state")
@@ -143,18 +133,18 @@ def _count_table(title: str, counts: dict[str, int]) -> Table:
 
 @app.command()
 def status(
-    config: Path | None = typer.Option(None, "--config", "-c", help="The node's YAML configuration file."),
+    config: Path = ConfigOption,
     errors: int = typer.Option(10, help="How many recent errors to show."),
 ) -> None:
     """Studies, series by state, jobs and deliveries by state, and recent errors."""
-    settings = _load(config)
-    database = open_database(settings.node.resolved_database_url())
+    settings = load_config(config)
+    database = open_index(settings)
     try:
         with database.session() as session:
             studies = session.scalar(select(func.count()).select_from(Study)) or 0
-            series = _counts(session, Series.state)
-            jobs = _counts(session, Job.state)
-            deliveries = _counts(session, Delivery.state)
+            series = count_by_state(session, Series.state)
+            jobs = count_by_state(session, Job.state)
+            deliveries = count_by_state(session, Delivery.state)
             recent = session.scalars(
                 select(NodeEvent).where(NodeEvent.level.in_(["error", "warning"]))
                 .order_by(NodeEvent.at.desc()).limit(errors)
@@ -180,7 +170,7 @@ def status(
 @config_app.command("check")
 def config_check(path: Path = typer.Argument(..., help="The YAML configuration file to validate.")) -> None:
     """Validate a configuration file; exit 2 naming the bad key."""
-    settings = _load(path)
+    settings = load_config(path)
     console.print(
         f"{path}: valid ({settings.node.ae_title} on {settings.node.host}:{settings.node.port}, "
         f"{len(settings.destinations)} destination(s), {len(settings.routes)} route(s))"

@@ -8,22 +8,24 @@ travel on one association.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+import datetime as dt
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
-from node import audit
+from node.operate import audit
 from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
-from node.deliver.fallback import is_seg_refusal, record_refusal, replaced_note, send_fallback_instead
+from node.deliver.outputs import is_seg_refusal, record_refusal, replaced_note, send_fallback_instead
 from node.deliver.late_fallback import write_late_fallback
-from node.deliver.outbox import Target, resolve_target
-from node.deliver.outbox import _enqueue_groups as enqueue_all  # the outbox's own grouping, shared
-from node.deliver.policy import Verdict, decide
-from node.processing import worker_identity
-from node.tls import client_context
-from node.scu import Failure, StoreOutcome, send_objects
+from node.deliver.outbox import enqueue_groups
+from node.deliver.targets import Target, resolve_target
+from node.deliver.policy import Decision, Verdict, decide
+from node.jobs.lease import worker_identity
+from node.dicom.tls import client_context
+from node.dicom.scu import Failure, StoreOutcome, send_objects
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,72 @@ def _send(settings: Settings, target: Target, rows: list[Claimed]) -> list[Store
     )
 
 
+@dataclass
+class Tally:
+    """What one attempt recorded: a count per verdict, the SOP instances sent and not sent, the refused SEGs."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    sent: list[str] = field(default_factory=list)
+    not_sent: list[str] = field(default_factory=list)
+    refused: list[int] = field(default_factory=list)  # delivery IDs whose SEG the destination refused
+
+
+def _outcomes(settings: Settings, target: Target | None, destination: str, rows: list[Claimed]) -> list[StoreOutcome]:
+    if target is not None:
+        return _send(settings, target, rows)
+    message = f"destination {destination!r} is not configured (or the sender's address is unknown)"
+    return [StoreOutcome(r.path, r.sop_class_uid, r.sop_instance_uid, failure=Failure.invalid, error=message)
+            for r in rows]
+
+
+def _judge(settings: Settings, session: Session, destination: str, row: Claimed, outcome: StoreOutcome,
+           now: dt.datetime) -> tuple[Decision, dict[str, object]]:
+    """The verdict on one row's attempt and the column values that record it."""
+    decision = decide(outcome, settings.delivery, row.attempts, row.created_at, now)  # type: ignore[arg-type]
+    values: dict[str, object] = {"last_status": decision.last_status, "error": decision.error or None,
+                                 "sending_since": None, "worker": None}
+    if is_seg_refusal(row.sop_class_uid, outcome.failure is Failure.not_accepted):
+        record_refusal(session, destination, row.sop_class_uid, outcome.error)
+        decision = replace(decision, verdict=Verdict.replaced)
+        values.update(state=DeliveryState.replaced, next_attempt_at=None,
+                      error=f"{replaced_note(destination, row.sop_class_uid)} ({outcome.error})")
+    elif decision.verdict is Verdict.delivered:
+        values.update(state=DeliveryState.delivered, delivered_at=now, next_attempt_at=None)
+    elif decision.verdict is Verdict.failed:
+        values.update(state=DeliveryState.failed, next_attempt_at=None)
+    else:
+        values.update(state=DeliveryState.pending, next_attempt_at=decision.next_attempt_at)
+    return decision, values
+
+
+def _record(settings: Settings, session: Session, destination: str, worker: str, rows: list[Claimed],
+            outcomes: list[StoreOutcome]) -> Tally:
+    """Record each row's outcome, if this sender still holds the row."""
+    tally, now = Tally(), utcnow()
+    for row, outcome in zip(rows, outcomes):
+        decision, values = _judge(settings, session, destination, row, outcome, now)
+        kept = session.execute(
+            update(Delivery)
+            .where(Delivery.id == row.delivery_id, Delivery.state == DeliveryState.sending, Delivery.worker == worker)
+            .values(**values)
+        ).rowcount
+        if not kept:
+            log.warning("delivery %s: was reset while sending; its outcome is not recorded", row.delivery_id)
+            continue
+        verdict = decision.verdict
+        tally.counts[verdict.value] = tally.counts.get(verdict.value, 0) + 1
+        (tally.sent if verdict is Verdict.delivered else tally.not_sent).append(row.sop_instance_uid)
+        if verdict is Verdict.replaced:
+            tally.refused.append(row.delivery_id)
+        level = logging.INFO if verdict is Verdict.delivered else logging.WARNING
+        log.log(level, "delivery %s (%s to %s, attempt %d): %s %s", row.delivery_id, row.sop_instance_uid,
+                destination, row.attempts, verdict.value, decision.error or decision.last_status)
+        if verdict is Verdict.failed:
+            record_event(session, "delivery_failed", f"delivery {row.delivery_id} to {destination}: {decision.error}"[:2000],
+                         uid=row.sop_instance_uid)
+    return tally
+
+
 def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[str, int]:
     """Attempt delivery ``delivery_id`` (and its pending siblings); returns a count per verdict."""
     worker = worker_identity()
@@ -108,58 +176,16 @@ def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[st
         log.info("delivery %s: not pending (done, or taken by another sender); nothing to do", delivery_id)
         return {}
     target = resolve_target(settings, destination, calling_host)
-    if target is None:
-        message = f"destination {destination!r} is not configured (or the sender's address is unknown)"
-        outcomes = [
-            StoreOutcome(r.path, r.sop_class_uid, r.sop_instance_uid, failure=Failure.invalid, error=message) for r in rows
-        ]
-    else:
-        outcomes = _send(settings, target, rows)
-    counts: dict[str, int] = {}
-    now = utcnow()
-    refused: list[int] = []
-    sent: list[str] = []
-    not_sent: list[str] = []
+    outcomes = _outcomes(settings, target, destination, rows)
     with database.session() as session:
-        for row, outcome in zip(rows, outcomes):
-            decision = decide(outcome, settings.delivery, row.attempts, row.created_at, now)  # type: ignore[arg-type]
-            values: dict[str, object] = {"last_status": decision.last_status, "error": decision.error or None,
-                                         "sending_since": None, "worker": None}
-            if is_seg_refusal(row.sop_class_uid, outcome.failure is Failure.not_accepted):
-                record_refusal(session, destination, row.sop_class_uid, outcome.error)
-                decision = replace(decision, verdict=Verdict.replaced)
-                values.update(state=DeliveryState.replaced, next_attempt_at=None,
-                              error=f"{replaced_note(destination, row.sop_class_uid)} ({outcome.error})")
-            elif decision.verdict is Verdict.delivered:
-                values.update(state=DeliveryState.delivered, delivered_at=now, next_attempt_at=None)
-            elif decision.verdict is Verdict.failed:
-                values.update(state=DeliveryState.failed, next_attempt_at=None)
-            else:
-                values.update(state=DeliveryState.pending, next_attempt_at=decision.next_attempt_at)
-            kept = session.execute(
-                update(Delivery)
-                .where(Delivery.id == row.delivery_id, Delivery.state == DeliveryState.sending, Delivery.worker == worker)
-                .values(**values)
-            ).rowcount
-            if not kept:
-                log.warning("delivery %s: was reset while sending; its outcome is not recorded", row.delivery_id)
-                continue
-            counts[decision.verdict.value] = counts.get(decision.verdict.value, 0) + 1
-            (sent if decision.verdict is Verdict.delivered else not_sent).append(row.sop_instance_uid)
-            if decision.verdict is Verdict.replaced:
-                refused.append(row.delivery_id)
-            level = logging.INFO if decision.verdict is Verdict.delivered else logging.WARNING
-            log.log(level, "delivery %s (%s to %s, attempt %d): %s %s", row.delivery_id, row.sop_instance_uid,
-                    destination, row.attempts, decision.verdict.value, decision.error or decision.last_status)
-            if decision.verdict is Verdict.failed:
-                record_event(session, "delivery_failed", f"delivery {row.delivery_id} to {destination}: {decision.error}"[:2000],
-                             uid=row.sop_instance_uid)
+        tally = _record(settings, session, destination, worker, rows, outcomes)
         audit.delivery_attempted(
             session, destination=destination, destination_ae_title=target.ae_title if target else None,
             destination_host=(target.host or target.url)[:64] if target else None, local_ae_title=settings.node.ae_title,
-            sent=sent, not_sent=not_sent, detail="; ".join(sorted({o.error for o in outcomes if o.error}))[:500] or None,
+            sent=tally.sent, not_sent=tally.not_sent,
+            detail="; ".join(sorted({o.error for o in outcomes if o.error}))[:500] or None,
         )
-    if refused:
+    if tally.refused:
         build = partial(write_late_fallback, settings, database)
-        enqueue_all(settings, database, send_fallback_instead(database, destination, refused, build=build))
-    return counts
+        enqueue_groups(settings, database, send_fallback_instead(database, destination, tally.refused, build=build))
+    return tally.counts

@@ -14,7 +14,8 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.errors import InvalidDicomError
 
-from node.scu import Failure, StoreOutcome
+from node.dicom.scu import Failure, StoreOutcome
+from node.dicom.status import Status
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def stow(url: str, paths: list[str | Path], timeout: float = 120.0) -> list[Stor
             log.warning("%s", message)
             response = None
         failed = {
-            str(item.ReferencedSOPInstanceUID): int(item.get("FailureReason", 0x0110))
+            str(item.ReferencedSOPInstanceUID): int(item.get("FailureReason", Status.PROCESSING_FAILURE))
             for item in (response.get("FailedSOPSequence", []) if response is not None else [])
         }
         warned = {

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from node.config import Settings
 from node.db import Database, Job, ResultObject, record_event
-from node.processing import record_results, series_paths
+from node.jobs.results import record_results, series_paths
 
 log = logging.getLogger(__name__)
 

@@ -9,113 +9,55 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from node.config import Settings
-from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, get_or_add, record_event, utcnow
-from node.deliver.fallback import plan, refused_classes, replaced_note
-from node.processing import _holder_is_dead as holder_is_dead  # the queue's own liveness test, shared
+from node.db import Database, Delivery, DeliveryState, Job, ResultObject, get_or_add, utcnow
+from node.deliver.outputs import plan, refused_classes, replaced_note
+from node.deliver.targets import job_targets
+from node.jobs.lease import holder_is_dead
+from node.queue.celery_app import DELIVER_TASK, send
 
 log = logging.getLogger(__name__)
 
-SENDER_PREFIX = "sender:"
+def add_deliveries(settings: Settings, session: Session, job_id: int) -> list[int]:
+    """Create (or reset to pending) job ``job_id``'s delivery rows in ``session``; their IDs.
 
-
-@dataclass(frozen=True)
-class Target:
-    """Where a delivery goes: a configured destination or a calling AE's known address."""
-
-    name: str
-    kind: str  # "dimse" or "dicomweb"
-    ae_title: str = ""
-    host: str = ""
-    port: int = 0
-    url: str = ""
-    outputs: tuple[str, ...] = ("seg", "sr")
-    tls: bool = False
-
-
-def sender_destination(ae_title: str) -> str:
-    """The Delivery.destination name of a reply to calling AE ``ae_title``."""
-    return f"{SENDER_PREFIX}{ae_title}"
-
-
-def resolve_target(settings: Settings, name: str, calling_host: str | None) -> Target | None:
-    """The address behind a destination name; None when the configuration no longer knows it."""
-    if name.startswith(SENDER_PREFIX):
-        sender = settings.sender(name[len(SENDER_PREFIX):])
-        if sender is None:
-            return None
-        host = sender.host or calling_host or ""
-        if not host:
-            return None
-        return Target(name, "dimse", sender.ae_title, host, sender.port, outputs=tuple(sender.outputs))
-    try:
-        dest = settings.destination(name)
-    except KeyError:
-        return None
-    return Target(name, dest.kind, dest.ae_title, dest.host, dest.port, dest.url, tuple(dest.outputs), dest.tls)
-
-
-def _job_targets(settings: Settings, session: Session, job: Job) -> list[Target]:
-    """The job's destinations plus, when one of its routes asks for it, the calling AE's address."""
-    series = session.get(Series, job.series_uid)
-    calling_host = series.calling_host if series is not None else None
-    targets: list[Target] = []
-    for name in job.destinations or []:
-        target = resolve_target(settings, name, calling_host)
-        if target is None:
-            log.error("job %s: destination %r is not configured; no delivery for it", job.id, name)
-            record_event(session, "delivery_config", f"job {job.id}: unknown destination {name!r}", uid=job.series_uid)
-        else:
-            targets.append(target)
-    wants_reply = any(r.reply_to_sender for r in settings.routes if r.name in (job.routes or []))
-    if wants_reply:
-        calling = (series.calling_ae_title if series is not None else None) or ""
-        target = resolve_target(settings, sender_destination(calling), calling_host) if calling else None
-        if target is None:
-            message = (
-                f"job {job.id}: reply_to_sender, but calling AE {calling or '(unknown)'!r} has no known address; "
-                "declare it under `senders:` (ae_title, host, port)"
-            )
-            log.error(message)
-            record_event(session, "delivery_config", message, calling_ae_title=calling or None, uid=job.series_uid)
-        elif target.name not in {t.name for t in targets}:
-            targets.append(target)
-    return targets
-
-
-def schedule_deliveries(settings: Settings, database: Database, job_id: int) -> list[int]:
-    """Create (or reset to pending) the job's delivery rows and enqueue them; returns their IDs.
-
-    Called once a job's ResultObject rows are written. A re-run of the job resets its rows rather than
-    adding new ones, so each (result, destination) pair is sent again exactly once.
+    Runs inside the transaction that records the job's results and success, so a job that succeeded always
+    has its deliveries. A re-run of the job resets its rows rather than adding new ones, so each (result,
+    destination) pair is sent again exactly once. The rows are due at once: the caller enqueues their tasks
+    after the commit (``enqueue_groups``), and the outbox loop enqueues them again if that message is lost.
     """
     now = utcnow()
     grace = dt.timedelta(seconds=settings.delivery.requeue_after_seconds)
-    with database.session() as session:
-        job = session.get(Job, job_id)
-        if job is None:
-            log.error("job %s: no such job; nothing to deliver", job_id)
-            return []
-        results = session.scalars(select(ResultObject).where(ResultObject.job_id == job_id)).all()
-        ids: list[int] = []
-        for target in _job_targets(settings, session, job):
-            to_send, replaced = plan(target.outputs, results, refused_classes(session, target.name))
-            for result in replaced:
-                _mark_replaced(session, result, target.name, now)
-            for result in to_send:
-                row = get_or_add(session, Delivery, result_id=result.id, destination=target.name)
-                row.state, row.attempts, row.last_status, row.error = DeliveryState.pending, 0, None, None
-                row.created_at, row.next_attempt_at = now, now + grace
-                row.sending_since, row.delivered_at, row.worker = None, None, None
-                session.flush()
-                ids.append(row.id)
-    _enqueue_groups(settings, database, ids)
+    job = session.get(Job, job_id)
+    if job is None:
+        log.error("job %s: no such job; nothing to deliver", job_id)
+        return []
+    results = session.scalars(select(ResultObject).where(ResultObject.job_id == job_id)).all()
+    ids: list[int] = []
+    for target in job_targets(settings, session, job):
+        to_send, replaced = plan(target.outputs, results, refused_classes(session, target.name))
+        for result in replaced:
+            _mark_replaced(session, result, target.name, now)
+        for result in to_send:
+            row = get_or_add(session, Delivery, result_id=result.id, destination=target.name)
+            row.state, row.attempts, row.last_status, row.error = DeliveryState.pending, 0, None, None
+            row.created_at, row.next_attempt_at = now, now + grace
+            row.sending_since, row.delivered_at, row.worker = None, None, None
+            session.flush()
+            ids.append(row.id)
     log.info("job %s: %d deliveries scheduled", job_id, len(ids))
+    return ids
+
+
+def schedule_deliveries(settings: Settings, database: Database, job_id: int) -> list[int]:
+    """Create (or reset) job ``job_id``'s delivery rows and enqueue them; their IDs (``add_deliveries``)."""
+    with database.session() as session:
+        ids = add_deliveries(settings, session, job_id)
+    enqueue_groups(settings, database, ids)
     return ids
 
 
@@ -131,7 +73,7 @@ def _mark_replaced(session: Session, result: ResultObject, destination: str, now
     row.error = replaced_note(destination, result.sop_class_uid)
 
 
-def _enqueue_groups(settings: Settings, database: Database, ids: list[int]) -> None:
+def enqueue_groups(settings: Settings, database: Database, ids: list[int]) -> None:
     """One task per (job, destination): the task sends that group's pending rows on one association."""
     if not ids:
         return
@@ -150,8 +92,6 @@ def _enqueue_groups(settings: Settings, database: Database, ids: list[int]) -> N
 
 def enqueue(settings: Settings, delivery_id: int) -> None:
     """Send the delivery task for ``delivery_id`` to the ``delivery`` queue."""
-    from node.queue.celery_app import DELIVER_TASK, send
-
     send(settings, DELIVER_TASK, delivery_id)
 
 
@@ -179,7 +119,7 @@ def tick(settings: Settings, database: Database) -> None:
         ).all()
         if due:
             session.execute(update(Delivery).where(Delivery.id.in_(due)).values(next_attempt_at=now + grace))
-    _enqueue_groups(settings, database, list(due))
+    enqueue_groups(settings, database, list(due))
 
 
 def retry_failed(settings: Settings, database: Database, delivery_ids: list[int] | None = None) -> list[int]:
@@ -199,5 +139,5 @@ def retry_failed(settings: Settings, database: Database, delivery_ids: list[int]
                     next_attempt_at=now + dt.timedelta(seconds=settings.delivery.requeue_after_seconds),
                 )
             )
-    _enqueue_groups(settings, database, ids)
+    enqueue_groups(settings, database, ids)
     return ids

@@ -11,11 +11,11 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 
+from node.backoff import backoff_seconds
 from node.config import DeliveryConfig
-from node.scu import SUCCESS_STATUSES, Failure, StoreOutcome
+from node.dicom.scu import Failure, StoreOutcome
+from node.dicom.status import is_permanent_failure, is_success
 
-# Failure statuses that will not change on a retry (PS3.4 Annex B and C.4).
-_PERMANENT_STATUSES = frozenset({0x0117, 0x0122, 0x0124, 0x0210, 0x0211, 0x0212})
 _PERMANENT_FAILURES = frozenset({Failure.rejected_permanent, Failure.not_accepted, Failure.invalid})
 
 
@@ -47,16 +47,13 @@ def is_permanent(outcome: StoreOutcome) -> bool:
     """True when sending the same object to the same peer again cannot succeed."""
     if outcome.status is not None:
         code = outcome.status
-        return code in _PERMANENT_STATUSES or (code & 0xFF00) == 0xA900 or (code & 0xF000) == 0xC000
+        return is_permanent_failure(code)
     return outcome.failure in _PERMANENT_FAILURES
 
 
 def retry_delay(config: DeliveryConfig, attempts: int) -> float:
     """Seconds to wait after the ``attempts``-th failed attempt: initial * 2^(n-1), capped."""
-    exponent = max(0, attempts - 1)
-    if exponent > 60:
-        return config.retry_max_seconds
-    return min(config.retry_max_seconds, config.retry_initial_seconds * 2**exponent)
+    return backoff_seconds(config.retry_initial_seconds, config.retry_max_seconds, attempts)
 
 
 def decide(
@@ -64,7 +61,7 @@ def decide(
 ) -> Decision:
     """Judge one attempt (``attempts`` counts it) of a delivery created at ``first_created_at``."""
     status = status_text(outcome)
-    if outcome.status in SUCCESS_STATUSES:
+    if is_success(outcome.status):
         return Decision(Verdict.delivered, status, outcome.error if outcome.status else "")
     error = outcome.describe()
     if is_permanent(outcome):

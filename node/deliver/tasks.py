@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from node.deliver.attempt import deliver
 from node.queue.celery_app import DELIVER_TASK, get_app, get_settings
-from node.queue.tasks import TASK_OPTIONS, worker_database
+from node.queue.task_base import TASK_OPTIONS, worker_database
 
 
 @get_app().task(name=DELIVER_TASK, **TASK_OPTIONS)

@@ -20,7 +20,7 @@ import pydicom
 from sqlalchemy import select
 
 from node.db import Database, Instance, Job, QualityReference, QualityScore, ResultObject
-from node.processing import series_paths
+from node.jobs.results import series_paths
 from node.quality.deidentify import METHOD, deidentify
 
 log = logging.getLogger(__name__)

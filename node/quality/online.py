@@ -28,7 +28,7 @@ from node.db import (
     ResultObject,
     utcnow,
 )
-from node.processing import series_paths
+from node.jobs.results import series_paths
 
 log = logging.getLogger(__name__)
 

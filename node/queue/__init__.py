@@ -1,4 +1,4 @@
-"""The job queue: dispatch of routed series to Celery workers, the tasks they run, and the reconciler.
+"""The queue: the Celery application, its transports (embedded filesystem broker, Redis) and worker processes.
 
 The node's database is the source of truth; Celery messages carry only job IDs.
 """

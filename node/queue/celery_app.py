@@ -17,16 +17,15 @@ from celery import Celery
 from kombu import Queue
 
 from node.queue import fs_transport, redis_transport
-from node.config import Settings, load_settings
+from node.config import CONFIG_ENV, Settings, load_settings
 
 RUN_JOB_TASK = "pacsnode.run_job"
 DELIVER_TASK = "pacsnode.deliver"
 GPU_QUEUE = "gpu"
 DELIVERY_QUEUE = "delivery"
-CONFIG_ENV = "PACSNODE_CONFIG"
 PROCESSES_ENV = "PACSNODE_WORKER_PROCESSES"  # how many pool processes the worker runs (set by run_worker)
 EMBEDDED_POLL_SECONDS = 0.005  # how soon a worker sees a new message file; idle CPU stays negligible (measured)
-TASK_MODULES = ("node.queue.tasks", "node.deliver.tasks")
+TASK_MODULES = ("node.jobs.tasks", "node.deliver.tasks")
 
 _LOCK = threading.Lock()
 _CURRENT: tuple[Celery, Settings] | None = None

@@ -17,8 +17,8 @@ from typing import NoReturn
 
 from celery.signals import worker_ready, worker_shutting_down
 
-from node.config import Settings
-from node.queue.celery_app import CONFIG_ENV, DELIVERY_QUEUE, GPU_QUEUE, PROCESSES_ENV, init_app
+from node.config import CONFIG_ENV, Settings
+from node.queue.celery_app import DELIVERY_QUEUE, GPU_QUEUE, PROCESSES_ENV, init_app
 
 log = logging.getLogger(__name__)
 

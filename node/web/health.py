@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from node.config import Settings
 from node.db import Database
-from node.diskguard import disk_state
+from node.receive.diskguard import disk_state
 
 log = logging.getLogger(__name__)
 

@@ -16,11 +16,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from node import audit
+from node.operate import audit
 from node.config import Settings
-from node.db import AuditEvent, Database, Delivery, DeliveryState, Instance, Job, JobState, Series, SeriesState
-from node.diskguard import disk_state
+from node.db import AuditEvent, Database, Delivery, DeliveryState, Instance, Job, JobState, Series, SeriesState, count_by_state
 from node.quality.metrics import QualityCollector
+from node.receive.diskguard import disk_state
 from node.web.health import broker_queues
 from node.web.queries import job_stage_timings
 
@@ -92,11 +92,9 @@ class IndexCollector(Collector):
                 select(func.count(), func.coalesce(func.sum(Instance.size_bytes), 0))
             ).one()
             completed = session.scalar(select(func.count()).where(Series.completed_at.is_not(None)))
-            series_states = dict(session.execute(select(Series.state, func.count()).group_by(Series.state)).all())
-            job_states = dict(session.execute(select(Job.state, func.count()).group_by(Job.state)).all())
-            delivery_states = dict(
-                session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
-            )
+            series_states = count_by_state(session, Series.state)
+            job_states = count_by_state(session, Job.state)
+            delivery_states = count_by_state(session, Delivery.state)
             finished_jobs = session.scalars(select(Job).where(Job.state.in_(FINISHED))).all()
 
         associations = CounterMetricFamily(
@@ -113,19 +111,19 @@ class IndexCollector(Collector):
 
         series = GaugeMetricFamily("pacsnode_series", "Series by state.", labels=["state"])
         for state in SeriesState:
-            series.add_metric([state.value], series_states.get(state, 0))
+            series.add_metric([state.value], series_states.get(state.value, 0))
         yield series
 
         jobs = GaugeMetricFamily("pacsnode_jobs", "Jobs by state.", labels=["state"])
         for state in JobState:
-            jobs.add_metric([state.value], job_states.get(state, 0))
+            jobs.add_metric([state.value], job_states.get(state.value, 0))
         yield jobs
-        depth = job_states.get(JobState.queued, 0) + job_states.get(JobState.retrying, 0)
+        depth = job_states.get(JobState.queued.value, 0) + job_states.get(JobState.retrying.value, 0)
         yield GaugeMetricFamily("pacsnode_queue_depth", "Jobs waiting for a worker (queued or retrying).", value=depth)
 
         deliveries = GaugeMetricFamily("pacsnode_deliveries", "Deliveries by state.", labels=["state"])
         for state in DeliveryState:
-            deliveries.add_metric([state.value], delivery_states.get(state, 0))
+            deliveries.add_metric([state.value], delivery_states.get(state.value, 0))
         yield deliveries
         outcomes = CounterMetricFamily(
             "pacsnode_delivery_attempts", "Delivery attempts by outcome (from the audit trail).", labels=["outcome"]

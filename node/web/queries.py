@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from node.db import (
+    count_by_state,
     AuditEvent,
     Delivery,
     DeliveryState,
@@ -152,10 +153,6 @@ def recent_results(session: Session, limit: int = 12) -> list[dict[str, Any]]:
     ]
 
 
-def counts_by_state(session: Session, column: Any) -> dict[str, int]:
-    return {state.value: count for state, count in session.execute(select(column, func.count()).group_by(column))}
-
-
 def workers(session: Session, now: dt.datetime | None = None) -> list[dict[str, Any]]:
     """Workers seen working on jobs recently (from job heartbeats), newest first."""
     now = now or utcnow()
@@ -174,8 +171,8 @@ def workers(session: Session, now: dt.datetime | None = None) -> list[dict[str, 
 
 
 def queue_summary(session: Session) -> dict[str, Any]:
-    jobs = counts_by_state(session, Job.state)
-    deliveries = counts_by_state(session, Delivery.state)
+    jobs = count_by_state(session, Job.state)
+    deliveries = count_by_state(session, Delivery.state)
     return {
         "jobs": {state.value: jobs.get(state.value, 0) for state in JobState},
         "deliveries": {state.value: deliveries.get(state.value, 0) for state in DeliveryState},

@@ -13,12 +13,12 @@ import pytest
 from pipelines.settings import ResultOptions
 from node.db import DeliveryState, DestinationRefusal, Instance, Job, JobState, ResultObject, Series, SeriesState, Study
 from node.deliver.attempt import deliver
-from node.deliver.fallback import fallback_needed
+from node.deliver.outputs import fallback_needed
 from node.deliver.outbox import schedule_deliveries
 from pipelines.results import write_results
 from pipelines.results.uids import job_key
 from pipelines.volume import load_series
-from tests.fallback.conftest import Peer, destination
+from tests.support.peers import ScpPeer as Peer, destination
 from tests.results.conftest import make_result, write_ct_series
 
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"

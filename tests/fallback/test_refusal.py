@@ -7,9 +7,9 @@ from sqlalchemy import select
 
 from node.db import Delivery, DeliveryState, DestinationRefusal, NodeEvent
 from node.deliver.attempt import deliver
-from node.deliver.fallback import SEG_SOP_CLASSES, send_fallback_instead
+from node.deliver.outputs import SEG_SOP_CLASSES, send_fallback_instead
 from node.deliver.outbox import schedule_deliveries
-from tests.fallback.conftest import Peer, destination
+from tests.support.peers import ScpPeer as Peer, destination
 
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 

@@ -19,7 +19,7 @@ import pydicom
 import pytest
 from pydicom.sr.codedict import codes
 
-from node import audit
+from node.operate import audit
 from node.config import Settings
 from node.db import (
     Database,

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from node import audit
+from node.operate import audit
 from node.db import AuditEvent
 from tests.operate.webcheck import metric, wait_web, web_config
 from tests.receive.conftest import echoscu, storescu

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import update
 
-from node import retention
+from node.operate import retention
 from node.config import RetentionConfig
 from node.db import Delivery, DeliveryState, Job, JobState, Series, utcnow
 from node.web.server import start_web

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, update
 
-from node import audit, retention
+from node.operate import audit
+
+from node.operate import retention
 from node.config import RetentionConfig
 from node.db import AuditEvent, Delivery, DeliveryState, Instance, Job, JobState, ResultObject, Series, utcnow
 from node.web.previews import preview_png

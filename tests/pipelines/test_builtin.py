@@ -39,7 +39,7 @@ def test_checking_routes_imports_no_pipeline():
     script = (
         "import sys\n"
         "from node.config import Settings\n"
-        "from node.routing import check_routes\n"
+        "from node.route.rules import check_routes\n"
         "settings = Settings.model_validate({'destinations': [{'name': 'pacs', 'ae_title': 'PACS', 'host': "
         "'127.0.0.1', 'port': 104}], 'routes': [{'name': 'ct', 'match': {'Modality': 'CT'}, "
         "'pipelines': ['ct-tissue', 'ct-lungs'], 'destinations': ['pacs']}]})\n"

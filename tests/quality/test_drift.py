@@ -16,11 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node.config import Settings
 from node.db import Job, QualityMeasurement, QualityRun, Series, SeriesState, Study, open_database, utcnow
-from node.processing import Outcome, process_job
+from node.jobs.runner import Outcome, process_job
 from node.quality import drift
-from node.queue.dispatch import route_complete
+from node.jobs.dispatch import route_complete
 from node.web.metrics import make_registry
-from tests.queue.harness import Node
+from tests.jobs.harness import Node
 
 pytestmark = pytest.mark.timeout(120)
 PACSNODE = Path(sys.executable).with_name("pacsnode")

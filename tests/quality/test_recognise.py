@@ -13,11 +13,11 @@ from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import select
 
 from node.db import Instance, QualityReference, QualityScore, Series, SeriesState, Study
-from node.processing import Outcome, process_job
+from node.jobs.runner import Outcome, process_job
 from node.quality import online
-from node.queue.dispatch import route_complete
+from node.jobs.dispatch import route_complete
 from tests.quality.references import write_reference_seg, write_reference_sr
-from tests.queue.harness import Node
+from tests.jobs.harness import Node
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -11,7 +11,7 @@ from pydicom.uid import CTImageStorage, MRImageStorage
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 
-from node.receive_handler import StoreStatus
+from node.dicom.status import Status
 from tests.support.dicom_factory import ct_series, write
 from tests.support.node_process import NodeProcess, echo
 
@@ -39,7 +39,7 @@ def stored_files(node: NodeProcess) -> set[Path]:
     return set(node.storage_dir.rglob("*.dcm"))
 
 
-def check_refused(node: NodeProcess, assoc: Association, path: Path, expected: StoreStatus, log_text: str) -> None:
+def check_refused(node: NodeProcess, assoc: Association, path: Path, expected: Status, log_text: str) -> None:
     before = stored_files(node)
     assert send_file(assoc, path) == expected
     assert stored_files(node) == before
@@ -52,14 +52,14 @@ def test_missing_uid(node: NodeProcess, assoc: Association, tmp_path: Path, keyw
     ds = next(ct_series(1))
     delattr(ds, keyword)
     path = write(ds, tmp_path / "bad.dcm")
-    check_refused(node, assoc, path, StoreStatus.INVALID_UID, f"{keyword} is missing")
+    check_refused(node, assoc, path, Status.INVALID_UID, f"{keyword} is missing")
 
 
 def test_malformed_uid(node: NodeProcess, assoc: Association, tmp_path: Path) -> None:
     ds = next(ct_series(1))
     ds.SeriesInstanceUID = "1.2.03..x/../../etc"
     path = write(ds, tmp_path / "bad.dcm")
-    check_refused(node, assoc, path, StoreStatus.INVALID_UID, "is not a valid UID")
+    check_refused(node, assoc, path, Status.INVALID_UID, "is not a valid UID")
 
 
 def test_sop_instance_uid_missing_from_dataset(node: NodeProcess, assoc: Association, tmp_path: Path) -> None:
@@ -69,7 +69,7 @@ def test_sop_instance_uid_missing_from_dataset(node: NodeProcess, assoc: Associa
     raw = pydicom.dcmread(path)
     del raw.SOPInstanceUID
     raw.save_as(path, enforce_file_format=True)
-    check_refused(node, assoc, path, StoreStatus.INVALID_UID, "SOPInstanceUID is missing")
+    check_refused(node, assoc, path, Status.INVALID_UID, "SOPInstanceUID is missing")
 
 
 def test_sop_class_not_matching_context(node: NodeProcess, assoc: Association, tmp_path: Path) -> None:
@@ -79,7 +79,7 @@ def test_sop_class_not_matching_context(node: NodeProcess, assoc: Association, t
     raw.SOPClassUID = MRImageStorage
     raw.file_meta.MediaStorageSOPClassUID = CTImageStorage  # the file meta (and so the context) says CT
     raw.save_as(path)  # not enforce_file_format: that would copy the dataset's SOP class into the meta
-    check_refused(node, assoc, path, StoreStatus.SOP_CLASS_MISMATCH, "does not match the presentation context")
+    check_refused(node, assoc, path, Status.SOP_CLASS_MISMATCH, "does not match the presentation context")
 
 
 def test_unparseable_dataset(node: NodeProcess, assoc: Association, tmp_path: Path) -> None:
@@ -88,7 +88,7 @@ def test_unparseable_dataset(node: NodeProcess, assoc: Association, tmp_path: Pa
     raw = path.read_bytes()
     body_start = raw.index(b"\x08\x00\x16\x00", 132)  # SOP Class UID, the first element after the meta
     path.write_bytes(raw[:body_start] + b"\x08\x00\x05\x00XX\x10\x00" + b"A" * 16)  # an unknown VR
-    check_refused(node, assoc, path, StoreStatus.CANNOT_PARSE, "does not parse")
+    check_refused(node, assoc, path, Status.CANNOT_PARSE, "does not parse")
 
 
 def test_good_instance_after_bad_ones_is_stored(node: NodeProcess, assoc: Association, tmp_path: Path) -> None:

@@ -14,10 +14,10 @@ from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import decode, encode
 
 from node.db import Instance, Series, SeriesState, Study, open_database, utcnow
-from node.index import KnownSeries, Received, record_instance
-from node.receive_dataset import Identifiers
-from node.upper_layer.dimse import MessageAssembler, decode_command, encode_response
-from node.upper_layer.pdu import ProtocolError, p_data
+from node.receive.instances import KnownSeries, Received, record_instance
+from node.receive.dataset import Identifiers
+from node.dicom.upper_layer.dimse import MessageAssembler, decode_command, encode_response
+from node.dicom.upper_layer.pdu import ProtocolError, p_data
 
 
 def _pynetdicom_store_rq(instance_uid: str, message_id: int) -> bytes:

@@ -11,12 +11,13 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import func, select
 
-from node import receive_commit
+from node.receive import commit as receive_commit
 from node.db import Instance, open_database
-from node.index import Received
-from node.receive_commit import GroupCommit, NotDurable
-from node.receive_dataset import Identifiers
-from node.receive_handler import StoreHandler, StoreRequest, StoreStatus
+from node.receive.instances import Received
+from node.receive.commit import GroupCommit, NotDurable
+from node.receive.dataset import Identifiers
+from node.dicom.status import Status
+from node.receive.handler import StoreHandler, StoreRequest
 from tests.support.dicom_factory import dataset_bytes_after_meta, write_series
 
 
@@ -157,7 +158,7 @@ def test_an_instance_is_renamed_then_its_folder_synced_then_indexed(tmp_path: Pa
     request = StoreRequest(dataset_bytes_after_meta(source), str(ds.file_meta.TransferSyntaxUID), ds.SOPClassUID,
                            ds.SOPClassUID, ds.SOPInstanceUID, "SENDER", "PACSNODE", "127.0.0.1", "1")
 
-    assert handler.store(request) == StoreStatus.SUCCESS
+    assert handler.store(request) == Status.SUCCESS
 
     folder = tmp_path / "storage" / ds.StudyInstanceUID / ds.SeriesInstanceUID
     assert seen == [(folder, [f"{ds.SOPInstanceUID}.dcm"], 0)]  # renamed, not yet indexed

@@ -11,9 +11,9 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from node import receive_dataset
-from node.receive_dataset import Identifiers, read_identifiers
-from node.storage import InvalidUID
+from node.receive import dataset as receive_dataset
+from node.receive.dataset import Identifiers, read_identifiers
+from node.receive.storage import InvalidUID
 from tests.support.dicom_factory import ct_series, dataset_bytes_after_meta, with_transfer_syntax, write
 
 SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]

@@ -8,9 +8,9 @@ from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.presentation import negotiate_as_acceptor
 
-from node.scp import supported_contexts
-from node.upper_layer.acse import Negotiator
-from node.upper_layer.pdu import HEADER, ProtocolError
+from node.dicom.contexts import supported_contexts
+from node.dicom.upper_layer.acse import Negotiator
+from node.dicom.upper_layer.pdu import HEADER, ProtocolError
 from tests.receive.raw_peer import associate_rq
 
 MAX_PDU = 65536

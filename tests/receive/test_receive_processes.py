@@ -42,7 +42,7 @@ def test_both_processes_receive_and_store_everything(two_process_node: NodeProce
     assert codes == [0] * 12
     assert node.instance_count() == 24
     node.wait_for(lambda: len(re.findall(r"released: 2 stored", node.log())) == 12, timeout=10)
-    handled_by = set(re.findall(r"(pacsnode-receiver-\d) node.receive_handler: association", node.log()))
+    handled_by = set(re.findall(r"(pacsnode-receiver-\d) node.receive.handler: association", node.log()))
     assert handled_by == {"pacsnode-receiver-0", "pacsnode-receiver-1"}  # 12 connections: 1 in 2048 to miss
 
 

@@ -12,9 +12,9 @@ import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from node.config import LoggingConfig
-from node.logging_setup import configure_logging
-from node.receive_dataset import file_meta_header, read_identifiers
-from node.storage import InvalidUID, instance_path, remove_partials, validate_uid, write_durably
+from node.operate.logging_setup import configure_logging
+from node.receive.dataset import file_meta_header, read_identifiers
+from node.receive.storage import InvalidUID, instance_path, remove_partials, validate_uid, write_durably
 from tests.support.dicom_factory import ct_series, dataset_bytes_after_meta, with_transfer_syntax, write
 
 

@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from node.config import load_settings
 from node.db import Database, Instance, Series, open_database
 from node.ports import free_port
-from node.verify import c_echo
+from node.dicom.echo import c_echo
 from node.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]

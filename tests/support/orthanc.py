@@ -1,5 +1,5 @@
-"""Orthanc as the tests' PACS: the node's own local-PACS runner (node.local_pacs), re-exported for tests."""
+"""Orthanc as the tests' PACS: the node's own local-PACS runner (node.demo.local_pacs), re-exported for tests."""
 
-from node.local_pacs import DICOMWEB_PLUGIN, Orthanc, orthanc_available, running_orthanc
+from node.demo.local_pacs import DICOMWEB_PLUGIN, Orthanc, orthanc_available, running_orthanc
 
 __all__ = ["DICOMWEB_PLUGIN", "Orthanc", "orthanc_available", "running_orthanc"]

@@ -1,0 +1,1 @@
+"""DICOM networking shared by receiving and delivering: the upper layer, statuses, the C-STORE and C-ECHO SCU, TLS."""

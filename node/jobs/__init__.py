@@ -1,0 +1,1 @@
+"""Jobs: routed series become jobs (dispatch), run under a lease (runner), recover when workers or messages vanish (reconcile)."""

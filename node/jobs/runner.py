@@ -1,0 +1,261 @@
+"""Run one job: take its lease, load its series, run its pipeline, write its results and record the outcome.
+
+Permanent problems (unreadable series, unsupported data, a pipeline that declines the series) fail the job at
+once; other errors are retried with backoff until ``queue.max_job_attempts``. A job's end is one transaction:
+its result rows, the work of the stages after it (``JobHooks.on_success``: the outbox's delivery rows) and its
+success are recorded together, under its lease, or not at all. The runner knows nothing of those stages: the
+task that runs a job passes them in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pydicom
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session
+
+from node.backoff import backoff_seconds
+from node.config import Settings
+from node.db import Database, Job, JobState, utcnow
+from node.jobs.lease import Heartbeat, Lease, claim, holds
+from node.jobs.results import record_results
+from node.quality.observe import Observation, observe, record_refusal, record_run
+from pipelines.types import UnsupportedSeries
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(str, enum.Enum):
+    succeeded = "succeeded"
+    failed = "failed"
+    retrying = "retrying"
+    skipped = "skipped"  # the job was not ours to run (done, or running elsewhere)
+    lost = "lost"  # our lease was taken over while we ran; our result was discarded
+
+
+class PermanentJobError(Exception):
+    """The job can never succeed as it stands; the message says why."""
+
+
+class SeriesRefused(PermanentJobError):
+    """The pipeline declines the series or finds it unsupported; quality monitoring counts these."""
+
+    def __init__(self, message: str, version: str) -> None:
+        super().__init__(message)
+        self.version = version
+
+
+def _no_fallback(_job_id: int) -> bool:
+    return False
+
+
+def _nothing_to_add(_session: Session, _job_id: int) -> list[int]:
+    return []
+
+
+def _nothing_to_announce(_ids: list[int]) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class JobHooks:
+    """What the stages after a job contribute to it, passed in so that the runner never imports them.
+
+    ``wants_fallback(job_id)``: whether to write the fallback images with the SEG and SR. ``on_success(session,
+    job_id)``: runs inside the transaction that marks the job succeeded (the outbox adds its delivery rows) and
+    returns what to announce once it is committed. ``after_commit(ids)``: announces them (the outbox sends its
+    task messages); a failure there loses nothing, since the rows are already recorded.
+    """
+
+    wants_fallback: Callable[[int], bool] = _no_fallback
+    on_success: Callable[[Session, int], list[int]] = _nothing_to_add
+    after_commit: Callable[[list[int]], None] = _nothing_to_announce
+
+
+@dataclass
+class RunOutput:
+    """What one run produced: the written result files, the seconds of each stage and what quality monitoring
+    keeps of the run."""
+
+    written: list = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    observation: Observation | None = None
+
+
+def _pipeline(settings: Settings, lease: Lease):  # type: ignore[no-untyped-def]
+    from pipelines.registry import get_pipeline
+
+    try:
+        return get_pipeline(lease.pipeline, settings.pipelines)
+    except KeyError as exc:
+        raise PermanentJobError(str(exc.args[0])) from exc
+
+
+def _check_series(pipeline, lease: Lease) -> pydicom.Dataset:  # type: ignore[no-untyped-def]
+    """The series' first header; refuse, for good, a series with no files, an unreadable first file, or one the
+    pipeline declines."""
+    if not lease.paths:
+        raise PermanentJobError(f"series {lease.series_uid} has no stored instances")
+    try:
+        header = pydicom.dcmread(lease.paths[0], stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError) as exc:
+        raise PermanentJobError(f"unreadable series: {lease.paths[0].name}: {exc}") from exc
+    refusal = pipeline.accepts(header)
+    if refusal:
+        raise SeriesRefused(f"pipeline {lease.pipeline} does not accept this series: {refusal}", pipeline.version)
+    return header
+
+
+def _run(settings: Settings, lease: Lease, hooks: JobHooks) -> RunOutput:
+    """Load, infer, write."""
+    from pipelines.volume import load_series
+
+    pipeline = _pipeline(settings, lease)
+    header = _check_series(pipeline, lease)
+    output = RunOutput()
+    try:
+        started = time.perf_counter()
+        volume = load_series(list(lease.paths))
+        output.timings["load"] = time.perf_counter() - started
+        started = time.perf_counter()
+        result = pipeline.run(volume)
+        output.timings["infer"] = time.perf_counter() - started
+    except UnsupportedSeries as exc:
+        raise SeriesRefused(str(exc), pipeline.version) from exc
+    output.observation = observe(header, result, settings.quality.input_attributes)
+    if result.segments or result.measurements or result.classifications:
+        output.written = _write(settings, lease, volume, result, hooks, output.timings)
+    output.timings.update({f"pipeline_{k}": v for k, v in result.timings.items()})
+    return output
+
+
+def _write(settings: Settings, lease: Lease, volume, result, hooks: JobHooks,  # type: ignore[no-untyped-def]
+           timings: dict[str, float]) -> list:
+    from pipelines.results import write_results
+    from pipelines.results.uids import job_key
+
+    started = time.perf_counter()
+    out_dir = settings.node.storage_dir / "results" / str(lease.job_id)
+    steps: dict[str, float] = {}
+    try:
+        written = write_results(
+            volume, result, settings.results, job_key=job_key(lease.series_uid, lease.pipeline), out_dir=out_dir,
+            fallback=hooks.wants_fallback(lease.job_id), timings=steps,
+        )
+    except ValueError as exc:
+        raise PermanentJobError(f"results do not fit the series: {exc}") from exc
+    timings["write"] = time.perf_counter() - started
+    timings.update({f"write_{step}": seconds for step, seconds in steps.items()})
+    return written
+
+
+def _finish(database: Database, lease: Lease, **values: object) -> bool:
+    """Record the run's outcome if we still hold the lease; False if we lost it."""
+    changes = {"finished_at": utcnow(), **values}
+    with database.engine.begin() as connection:
+        return bool(connection.execute(update(Job).where(*holds(lease)).values(**changes)).rowcount)
+
+
+_SUCCEED = (
+    update(Job)
+    .where(Job.id == bindparam("lease_job"), Job.state == JobState.running, Job.worker == bindparam("lease_holder"))
+    .values(
+        state=JobState.succeeded,
+        reason=None,
+        timings=bindparam("run_timings"),
+        run_count=Job.run_count + 1,
+        finished_at=bindparam("done_at"),
+    )
+)
+"""The common outcome, built once: a worker records it for every job."""
+
+
+def _succeed(database: Database, lease: Lease, output: RunOutput, hooks: JobHooks) -> list[int] | None:
+    """Record the results, the hooks' rows and the success in one transaction while we hold the lease.
+
+    Returns what ``hooks.after_commit`` should announce, or None when the lease was lost (nothing recorded).
+    """
+    values = {"lease_job": lease.job_id, "lease_holder": lease.worker, "run_timings": output.timings,
+              "done_at": utcnow()}
+    with database.session() as session:
+        if output.written:
+            held = session.scalars(select(Job.id).where(*holds(lease)).with_for_update()).first()
+            if held is None:
+                return None
+            record_results(session, lease.job_id, output.written)
+            announce = hooks.on_success(session, lease.job_id)
+        else:
+            announce = []
+        if not session.execute(_SUCCEED, values).rowcount:
+            session.rollback()
+            return None
+        if output.observation is not None:  # in the same transaction: no commit of its own
+            record_run(session.connection(), lease.job_id, lease.series_uid, output.observation)
+    return announce
+
+
+def retry_delay(settings: Settings, attempt: int) -> float:
+    """Backoff before the next attempt: initial, doubled per attempt, capped."""
+    return backoff_seconds(settings.queue.retry_initial_seconds, settings.queue.retry_max_seconds, attempt)
+
+
+def _failed_for_good(settings: Settings, database: Database, lease: Lease, exc: Exception) -> Outcome:
+    log.error("job %s: failed permanently: %s", lease.job_id, exc)
+    _finish(database, lease, state=JobState.failed, reason=str(exc), heartbeat_at=None)
+    if isinstance(exc, SeriesRefused):
+        record_refusal(database, lease.job_id, lease.pipeline, exc.version, lease.series_uid, str(exc),
+                       lease.paths[0] if lease.paths else None, settings.quality.input_attributes)
+    return Outcome.failed
+
+
+def _failed_for_now(settings: Settings, database: Database, lease: Lease, exc: Exception) -> Outcome:
+    """Retry later with backoff, or fail once ``queue.max_job_attempts`` are used up."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if lease.attempt >= settings.queue.max_job_attempts:
+        log.exception("job %s: failed after %d attempts", lease.job_id, lease.attempt)
+        _finish(database, lease, state=JobState.failed, reason=f"gave up after {lease.attempt} attempts: {reason}")
+        return Outcome.failed
+    delay = retry_delay(settings, lease.attempt)
+    log.warning("job %s: attempt %d failed (%s); retrying in %.1f s", lease.job_id, lease.attempt, reason, delay)
+    # A retrying job's queued_at is when it is due again; the dispatcher enqueues it then.
+    due = utcnow() + dt.timedelta(seconds=delay)
+    _finish(database, lease, state=JobState.retrying, reason=reason, queued_at=due, finished_at=None)
+    return Outcome.retrying
+
+
+def process_job(settings: Settings, database: Database, job_id: int, hooks: JobHooks | None = None) -> Outcome:
+    """Run job ``job_id`` once under a lease and record its outcome in the database."""
+    hooks = hooks or JobHooks()
+    lease = claim(settings, database, job_id)
+    if lease is None:
+        return Outcome.skipped
+    log.info("job %s: %s on series %s, attempt %d (%s)", job_id, lease.pipeline, lease.series_uid, lease.attempt,
+             lease.worker)
+    started = time.perf_counter()
+    try:
+        with Heartbeat(database, lease, settings.queue.heartbeat_seconds) as heartbeat:
+            output = _run(settings, lease, hooks)
+            if heartbeat.lost:
+                log.warning("job %s: lost its lease while running; this run's outcome is discarded", job_id)
+                return Outcome.lost
+            output.timings["total"] = time.perf_counter() - started
+            if lease.queued_at is not None:
+                output.timings["queue_wait"] = (lease.started_at - lease.queued_at).total_seconds()
+            announce = _succeed(database, lease, output, hooks)
+    except (PermanentJobError, UnsupportedSeries) as exc:
+        return _failed_for_good(settings, database, lease, exc)
+    except Exception as exc:  # noqa: BLE001 - any other error may be transient: retry, bounded
+        return _failed_for_now(settings, database, lease, exc)
+    if announce is None:
+        log.warning("job %s: lost its lease before it could be marked done", job_id)
+        return Outcome.lost
+    hooks.after_commit(announce)
+    log.info("job %s: succeeded (%d result objects) in %.2f s", job_id, len(output.written), output.timings["total"])
+    return Outcome.succeeded

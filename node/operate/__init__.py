@@ -1,0 +1,1 @@
+"""Operate: `pacsnode serve` and its background loops, the audit trail, retention and logging."""

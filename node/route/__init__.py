@@ -1,0 +1,1 @@
+"""Route: which pipelines and destinations a complete series triggers, by rules over its attributes and AE titles."""

@@ -1,0 +1,48 @@
+"""What every router of the web application shares: the settings, the index, the templates and the login check."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from node.config import Settings
+from node.db import Database
+from node.web.auth import NotLoggedIn, presented_token, token_matches
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def format_time(value: dt.datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+
+
+@dataclass
+class WebContext:
+    """The state the routers work with, made once by ``create_app`` and passed in (never a global)."""
+
+    settings: Settings
+    database: Database
+    templates: Jinja2Templates
+
+    @classmethod
+    def build(cls, settings: Settings, database: Database) -> "WebContext":
+        templates = Jinja2Templates(directory=TEMPLATES)
+        templates.env.filters["time"] = format_time
+        return cls(settings, database, templates)
+
+    def require_login(self, request: Request) -> None:
+        """A dependency of every dashboard page and API call: a valid token, or NotLoggedIn."""
+        if not token_matches(self.settings.web.token, presented_token(request)):
+            raise NotLoggedIn()
+
+    def page(self, request: Request, name: str, **context: Any) -> HTMLResponse:
+        """The template ``name``.html with the dashboard's common context."""
+        context.update(refresh_seconds=self.settings.web.refresh_seconds, ae_title=self.settings.node.ae_title,
+                       active=name)
+        return self.templates.TemplateResponse(request, f"{name}.html", context)

@@ -1,0 +1,208 @@
+"""A node as the queue tests and the dispatch benchmark drive it: config, stored series, real worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+import yaml
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from sqlalchemy import select
+
+from node.operate.background import start_background
+from node.config import Settings
+from node.db import Database, Instance, Job, Series, SeriesState, Study, open_database, utcnow
+from tests.support.pipelines import RUN_LOG_ENV, SLEEP_ENV
+from tests.support.waiting import wait_for
+
+REDIS_URL = "redis://127.0.0.1:6379/7"
+TEST_PIPELINES = [
+    "NoopPipeline", "RejectingPipeline", "UnsupportedPipeline", "SleepPipeline", "FlakyPipeline", "ThresholdPipeline"
+]
+
+
+
+def base_config(storage: Path, broker_url: str = "", key_prefix: str = "", **queue: Any) -> dict[str, Any]:
+    """A node configuration with the test pipelines, short timeouts and one route per pipeline."""
+    pipelines = [{"name": name.removesuffix("Pipeline").lower(), "factory": f"tests.support.pipelines:{name}"}
+                 for name in TEST_PIPELINES]
+    return {
+        "node": {"storage_dir": str(storage)},
+        "queue": {
+            "broker_url": broker_url,
+            "key_prefix": key_prefix,
+            "reconcile_seconds": 0.5,
+            "heartbeat_seconds": 0.3,
+            "job_timeout_seconds": 2.5,
+            "requeue_after_seconds": 1.0,
+            "retry_initial_seconds": 0.2,
+            "retry_max_seconds": 1.0,
+            **queue,
+        },
+        "pipelines": pipelines,
+        "routes": [{"name": "all-ct", "match": {"Modality": "CT"}, "pipelines": ["noop"]}],
+    }
+
+
+class Node:
+    """A node's settings, config file, database and run log, as the tests drive it."""
+
+    def __init__(self, root: Path, config: dict[str, Any]) -> None:
+        self.root = root
+        self.config_path = root / "pacsnode.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.settings = Settings(**config)
+        self.settings.node.storage_dir.mkdir(parents=True, exist_ok=True)
+        self.database: Database = open_database(self.settings.node.resolved_database_url())
+        self.run_log = root / "runs.log"
+        self.run_log.touch()
+        self.workers: list[subprocess.Popen] = []
+        self._stop = threading.Event()
+        self._loops: list[threading.Thread] = []
+
+    def runs(self, event: str = "done") -> list[str]:
+        return [line for line in self.run_log.read_text().splitlines() if line.startswith(event + " ")]
+
+    def add_series(self, slices: int = 3, modality: str = "CT", called: str = "PACSNODE", calling: str = "SCANNER",
+                   complete: bool = True, **attributes: Any) -> str:
+        """Write a small CT series under storage_dir and index it (as complete, by default); its UID."""
+        study_uid, series_uid = generate_uid(), generate_uid()
+        folder = self.settings.node.storage_dir / "instances" / series_uid
+        folder.mkdir(parents=True)
+        with self.database.session() as session:
+            session.add(Study(study_uid=study_uid))
+            session.flush()
+            session.add(Series(series_uid=series_uid, study_uid=study_uid, modality=modality,
+                               state=SeriesState.receiving, called_ae_title=called, calling_ae_title=calling,
+                               instance_count=slices))
+            session.flush()
+            for k in range(slices):
+                ds = ct_slice(study_uid, series_uid, k, modality, attributes)
+                path = folder / f"{k:04d}.dcm"
+                ds.save_as(path, enforce_file_format=True)
+                session.add(Instance(sop_instance_uid=ds.SOPInstanceUID, series_uid=series_uid,
+                                     sop_class_uid=CTImageStorage, transfer_syntax_uid=ExplicitVRLittleEndian,
+                                     path=str(path), size_bytes=path.stat().st_size, called_ae_title=called,
+                                     calling_ae_title=calling))
+        if complete:
+            self.complete(series_uid)
+        return series_uid
+
+    def complete(self, *series_uids: str) -> None:
+        """Mark series complete, as the assembler does after the quiet period."""
+        with self.database.session() as session:
+            for series_uid in series_uids:
+                series = session.get(Series, series_uid)
+                series.state, series.completed_at = SeriesState.complete, utcnow()
+
+    def jobs(self, series_uid: str | None = None) -> list[Job]:
+        with self.database.session() as session:
+            query = select(Job).order_by(Job.id)
+            if series_uid:
+                query = query.where(Job.series_uid == series_uid)
+            return list(session.scalars(query).all())
+
+    def series(self, series_uid: str) -> Series:
+        with self.database.session() as session:
+            return session.get(Series, series_uid)
+
+    def wait_job(self, series_uid: str, states: set[str], timeout: float = 30) -> Job:
+        def done() -> Job | None:
+            jobs = self.jobs(series_uid)
+            return jobs[0] if jobs and jobs[0].state.value in states else None
+
+        return wait_for(done, timeout, f"a job of series {series_uid} in {states}")
+
+    def start_loops(self) -> None:
+        """The node's dispatcher and reconciler loops, as `pacsnode serve` runs them."""
+        self._loops = start_background(self.settings, self.database, self._stop, only=["dispatcher", "reconciler"])
+
+    def start_worker(
+        self, queues: str = "gpu", pool: str = "prefork", sleep: float = 3.0, concurrency: int = 1
+    ) -> subprocess.Popen:
+        """A real `pacsnode worker` process; returns once it is ready for tasks."""
+        log_path = self.root / f"worker-{len(self.workers)}.log"
+        env = {**os.environ, RUN_LOG_ENV: str(self.run_log), SLEEP_ENV: str(sleep)}
+        command = [sys.executable, "-m", "node.queue", "--config", str(self.config_path),
+                   "--queues", queues, "--pool", pool, "--concurrency", str(concurrency)]
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                       start_new_session=True)
+        self.workers.append(process)
+
+        def ready() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+            return "pacsnode worker " in log_path.read_text()
+
+        wait_for(ready, 30, f"worker ready ({log_path})", every=0.1)
+        return process
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._loops:
+            thread.join(timeout=10)
+        for process in self.workers:
+            if process.poll() is None:
+                _signal(process, signal.SIGTERM)
+        for process in self.workers:
+            try:
+                process.wait(timeout=2)
+            except subprocess.TimeoutExpired:  # the filesystem transport's shutdown takes seconds; not under test
+                _signal(process, signal.SIGKILL)
+                process.wait()
+        self.database.dispose()
+
+
+def _signal(process: subprocess.Popen, signum: int) -> None:
+    """Signal a worker and its pool children (its process group when it leads one)."""
+    try:
+        if os.getpgid(process.pid) == process.pid:
+            os.killpg(process.pid, signum)
+            return
+    except ProcessLookupError:
+        return
+    process.send_signal(signum)
+
+
+def ct_slice(study_uid: str, series_uid: str, k: int, modality: str, attributes: dict[str, Any]) -> Dataset:
+    """One 16x16 axial CT slice at z = 2.5 k mm."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, generate_uid(entropy_srcs=[series_uid])
+    ds.PatientName, ds.PatientID, ds.Modality = "Test^Queue", "Q1", modality
+    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName = "20260101", "120000", "A1", ""
+    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, k + 1
+    ds.PatientBirthDate, ds.PatientSex, ds.Manufacturer = "", "O", "pacsnode-test"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 2.5 * k], [1, 0, 0, 0, 1, 0]
+    ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 2.5
+    ds.Rows = ds.Columns = 16
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
+    pixels = np.full((16, 16), 1024, dtype=np.int16)
+    pixels[4:12, 4:12] = 1424
+    ds.PixelData = pixels.tobytes()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+def delete_prefixed(prefix: str) -> int:
+    """Delete every Redis key under ``prefix`` (the node's broker state): a flush of this node's broker."""
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    return client.delete(*keys) if keys else 0
