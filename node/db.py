@@ -47,7 +47,7 @@ class SeriesState(str, enum.Enum):
     complete = "complete"
     routed = "routed"
     unrouted = "unrouted"
-    reference = "reference"  # a foreign SEG of a processed series: scored against its jobs, not routed
+    reference = "reference"  # a foreign SEG or SR of a processed series: scored against its jobs, not routed
 
 
 class JobState(str, enum.Enum):
