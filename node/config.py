@@ -19,6 +19,8 @@ from pipelines.settings import PipelineSettings, ResultOptions
 
 CONFIG_ENV = "PACSNODE_CONFIG"
 """The environment variable naming the configuration file, for commands and worker processes."""
+RETIRED_NODE_KEYS = frozenset({"index_fsync"})
+"""``node`` keys of earlier releases, ignored: ``index_fsync`` (every index row is now durable before Success)."""
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
 
 
@@ -72,13 +74,22 @@ class NodeConfig(StrictModel):
     dimse_timeout: float = Field(60, gt=0, description="Seconds to wait for the rest of a DIMSE message once it has begun.")
     network_timeout: float = Field(60, gt=0, description="Seconds of network silence before an association is aborted.")
     min_free_disk_mb: int = Field(0, ge=0, description="Refuse new associations below this much free space (0: off).")
-    index_fsync: bool = Field(
-        False, description="Sync the index on every received instance. Off: the instance file itself is always "
-        "fsynced before Success, and `serve` re-indexes at start any stored file the index lost in a power cut."
+    upgrade_database: bool = Field(
+        False, description="`serve` upgrades an index made by an earlier release to this release's schema at "
+        "start. Off: it refuses to start on such an index and says to run `pacsnode db upgrade`."
     )
     tls: TlsConfig = Field(default_factory=TlsConfig, description="DICOM TLS of the SCP.")
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, data: Any) -> Any:
+        """Keys earlier releases had and this one no longer needs are accepted and ignored, so that a node's
+        configuration file stays valid across an upgrade."""
+        if isinstance(data, dict) and RETIRED_NODE_KEYS & data.keys():
+            data = {key: value for key, value in data.items() if key not in RETIRED_NODE_KEYS}
+        return data
 
     @field_validator("allowed_calling_ae_titles")
     @classmethod
