@@ -19,6 +19,17 @@ UID = sa.String(length=64)
 
 
 def upgrade() -> None:
+    _runs_and_measurements()
+    _references_and_scores()
+    _drift()
+
+
+def _indexes(table: str, *columns: str) -> None:
+    for column in columns:
+        op.create_index(op.f(f"ix_{table}_{column}"), table, [column], unique=False)
+
+
+def _runs_and_measurements() -> None:
     op.create_table(
         "quality_runs",
         sa.Column("job_id", sa.Integer(), nullable=False),
@@ -32,8 +43,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"]),
         sa.PrimaryKeyConstraint("job_id"),
     )
-    for column in ("pipeline", "series_uid", "recorded_at"):
-        op.create_index(op.f(f"ix_quality_runs_{column}"), "quality_runs", [column], unique=False)
+    _indexes("quality_runs", "pipeline", "series_uid", "recorded_at")
     op.create_table(
         "quality_measurements",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -49,8 +59,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("job_id", "name", name="uq_quality_measurement_job_name"),
     )
-    for column in ("job_id", "pipeline", "recorded_at"):
-        op.create_index(op.f(f"ix_quality_measurements_{column}"), "quality_measurements", [column], unique=False)
+    _indexes("quality_measurements", "job_id", "pipeline", "recorded_at")
+
+
+def _references_and_scores() -> None:
     op.create_table(
         "quality_references",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -65,8 +77,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("sop_instance_uid"),
     )
-    for column in ("series_uid", "referenced_series_uid", "state"):
-        op.create_index(op.f(f"ix_quality_references_{column}"), "quality_references", [column], unique=False)
+    _indexes("quality_references", "series_uid", "referenced_series_uid", "state")
     op.create_table(
         "quality_scores",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -88,8 +99,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("reference_id", "job_id", "kind", "name", name="uq_quality_score"),
     )
-    for column in ("reference_id", "job_id", "pipeline", "scored_at"):
-        op.create_index(op.f(f"ix_quality_scores_{column}"), "quality_scores", [column], unique=False)
+    _indexes("quality_scores", "reference_id", "job_id", "pipeline", "scored_at")
+
+
+def _drift() -> None:
     op.create_table(
         "quality_drift",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -106,8 +119,7 @@ def upgrade() -> None:
         sa.Column("computed_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
     )
-    for column in ("pipeline", "flagged"):
-        op.create_index(op.f(f"ix_quality_drift_{column}"), "quality_drift", [column], unique=False)
+    _indexes("quality_drift", "pipeline", "flagged")
 
 
 def downgrade() -> None:
