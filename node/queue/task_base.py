@@ -26,7 +26,7 @@ def worker_database(settings: Settings) -> Database:
 
     Job-state commits from workers do not wait for the disk: a power cut can lose the last few
     transitions, and the reconciler then runs those jobs again (results keep their UIDs and replace
-    themselves), whereas waiting for two fsyncs per job would cap a worker near 100 jobs/s. The node's
+    themselves), whereas waiting for two fsyncs per job would cap how many jobs a worker can finish. The node's
     own connections (received instances, routing) keep full durability.
     """
     global _DATABASE
