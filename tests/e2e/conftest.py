@@ -19,7 +19,7 @@ PIPELINES = ["ct-tissue", "ct-lungs"]
 def node_extra(orthanc: Orthanc, pipelines: list[str] = PIPELINES, **delivery: Any) -> dict[str, Any]:
     """Node configuration: CT series go through ``pipelines``; results go back to Orthanc."""
     return {
-        "node": {"series_quiet_seconds": 1},
+        "node": {"completion": {"quiet_seconds": 1}},
         "queue": {"embedded_worker": True, "reconcile_seconds": 1, "requeue_after_seconds": 5},
         "delivery": {"retry_initial_seconds": 0.5, "retry_max_seconds": 2, "connect_timeout": 2,
                      "requeue_after_seconds": 10, **delivery},
