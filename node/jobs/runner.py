@@ -25,7 +25,7 @@ from node.backoff import backoff_seconds
 from node.config import Settings
 from node.db import Database, Job, JobState, utcnow
 from node.jobs.lease import Heartbeat, Lease, claim, holds
-from node.jobs.results import record_results
+from node.jobs.results import record_results, replaced_results
 from pipelines.types import UnsupportedSeries
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class RunOutput:
 
     written: list = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    replaces: str | None = None  # for a re-run: what its report says it replaces
 
 
 def _pipeline(settings: Settings, lease: Lease):  # type: ignore[no-untyped-def]
@@ -100,13 +101,14 @@ def _check_series(pipeline, lease: Lease) -> None:  # type: ignore[no-untyped-de
         raise PermanentJobError(f"pipeline {lease.pipeline} does not accept this series: {refusal}")
 
 
-def _run(settings: Settings, lease: Lease, hooks: JobHooks) -> RunOutput:
+def _run(settings: Settings, database: Database, lease: Lease, hooks: JobHooks) -> RunOutput:
     """Load, infer, write."""
     from pipelines.volume import load_series
 
     pipeline = _pipeline(settings, lease)
     _check_series(pipeline, lease)
-    output = RunOutput()
+    with database.session() as session:
+        output = RunOutput(replaces=replaced_results(session, lease.job_id, len(lease.paths)))
     started = time.perf_counter()
     volume = load_series(list(lease.paths))
     output.timings["load"] = time.perf_counter() - started
@@ -114,13 +116,13 @@ def _run(settings: Settings, lease: Lease, hooks: JobHooks) -> RunOutput:
     result = pipeline.run(volume)
     output.timings["infer"] = time.perf_counter() - started
     if result.segments or result.measurements or result.classifications:
-        output.written = _write(settings, lease, volume, result, hooks, output.timings)
+        output.written = _write(settings, lease, volume, result, hooks, output)
     output.timings.update({f"pipeline_{k}": v for k, v in result.timings.items()})
     return output
 
 
 def _write(settings: Settings, lease: Lease, volume, result, hooks: JobHooks,  # type: ignore[no-untyped-def]
-           timings: dict[str, float]) -> list:
+           output: RunOutput) -> list:
     from pipelines.results import write_results
     from pipelines.results.uids import job_key
 
@@ -130,12 +132,12 @@ def _write(settings: Settings, lease: Lease, volume, result, hooks: JobHooks,  #
     try:
         written = write_results(
             volume, result, settings.results, job_key=job_key(lease.series_uid, lease.pipeline), out_dir=out_dir,
-            fallback=hooks.wants_fallback(lease.job_id), timings=steps,
+            fallback=hooks.wants_fallback(lease.job_id), timings=steps, replaces=output.replaces,
         )
     except ValueError as exc:
         raise PermanentJobError(f"results do not fit the series: {exc}") from exc
-    timings["write"] = time.perf_counter() - started
-    timings.update({f"write_{step}": seconds for step, seconds in steps.items()})
+    output.timings["write"] = time.perf_counter() - started
+    output.timings.update({f"write_{step}": seconds for step, seconds in steps.items()})
     return written
 
 
@@ -154,6 +156,7 @@ _SUCCEED = (
         reason=None,
         timings=bindparam("run_timings"),
         run_count=Job.run_count + 1,
+        source_instances=bindparam("instances"),
         finished_at=bindparam("done_at"),
     )
 )
@@ -166,7 +169,7 @@ def _succeed(database: Database, lease: Lease, output: RunOutput, hooks: JobHook
     Returns what ``hooks.after_commit`` should announce, or None when the lease was lost (nothing recorded).
     """
     values = {"lease_job": lease.job_id, "lease_holder": lease.worker, "run_timings": output.timings,
-              "done_at": utcnow()}
+              "done_at": utcnow(), "instances": len(lease.paths)}
     with database.session() as session:
         if output.written:
             held = session.scalars(select(Job.id).where(*holds(lease)).with_for_update()).first()
@@ -219,7 +222,7 @@ def process_job(settings: Settings, database: Database, job_id: int, hooks: JobH
     started = time.perf_counter()
     try:
         with Heartbeat(database, lease, settings.queue.heartbeat_seconds) as heartbeat:
-            output = _run(settings, lease, hooks)
+            output = _run(settings, database, lease, hooks)
             if heartbeat.lost:
                 log.warning("job %s: lost its lease while running; this run's outcome is discarded", job_id)
                 return Outcome.lost

@@ -16,9 +16,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from node.assemble.summary import completion_summary, reopenings_by_sender
 from node.operate import audit
 from node.config import Settings
-from node.db import AuditEvent, Database, Delivery, DeliveryState, Instance, Job, JobState, Series, SeriesState, count_by_state
+from node.db import (AuditEvent, CompletionRule, Database, Delivery, DeliveryState, Instance, Job, JobState, Series,
+                     SeriesState, count_by_state)
 from node.receive.diskguard import disk_state
 from node.web.health import broker_queues
 from node.web.queries import job_stage_timings
@@ -92,6 +94,8 @@ class IndexCollector(Collector):
             ).one()
             completed = session.scalar(select(func.count()).where(Series.completed_at.is_not(None)))
             series_states = count_by_state(session, Series.state)
+            completion = completion_summary(session)
+            reopenings = reopenings_by_sender(session)
             job_states = count_by_state(session, Job.state)
             delivery_states = count_by_state(session, Delivery.state)
             finished_jobs = session.scalars(select(Job).where(Job.state.in_(FINISHED))).all()
@@ -107,6 +111,16 @@ class IndexCollector(Collector):
         yield GaugeMetricFamily("pacsnode_instances_stored", "Instances currently in storage.", value=stored[0])
         yield GaugeMetricFamily("pacsnode_stored_bytes", "Bytes of instances currently in storage.", value=stored[1])
         yield CounterMetricFamily("pacsnode_series_completed", "Series assembled as complete.", value=completed or 0)
+        rules = GaugeMetricFamily("pacsnode_series_completed_by", "Series by the rule that last declared them "
+                                  "complete (association, declared, quiet).", labels=["rule"])
+        for rule in CompletionRule:
+            rules.add_metric([rule.value], completion["by_rule"].get(rule.value, 0))
+        yield rules
+        reopened = CounterMetricFamily("pacsnode_series_reopened", "Series reopened by an instance that came after "
+                                       "they were declared complete, per calling AE.", labels=["calling_ae_title"])
+        for row in reopenings:
+            reopened.add_metric([row["calling_ae_title"]], row["reopenings"])
+        yield reopened
 
         series = GaugeMetricFamily("pacsnode_series", "Series by state.", labels=["state"])
         for state in SeriesState:

@@ -70,14 +70,15 @@ def write_results(
     *,
     fallback: bool = True,
     timings: dict[str, float] | None = None,
+    replaces: str | None = None,
 ) -> list[WrittenResult]:
     """Write the SEG (if there are segments) and the SR (if there is anything to report) into ``out_dir``.
 
     With segments, ``fallback`` and ``options.fallback_key_slices``, also the Secondary Capture key slices for
     viewers without SEG (``fallback-1.dcm``..., see ``write_fallback``). Files are named ``seg.dcm`` and
     ``sr.dcm``; the same ``job_key`` always gives the same UIDs. ``timings``, when given, receives the seconds
-    of each step (``seg_build``, ``seg_write``, ``sr``, ``fallback``).
-    Raises ValueError when the result does not fit the volume.
+    of each step (``seg_build``, ``seg_write``, ``sr``, ``fallback``). ``replaces``, for a re-run, says in the SR
+    which earlier report it replaces. Raises ValueError when the result does not fit the volume.
     """
     steps = timings if timings is not None else {}
     out_dir = Path(out_dir)
@@ -123,6 +124,7 @@ def write_results(
             segment_tracking_uids=segment_tracking,
             group_tracking_uids=group_tracking,
             seg=seg,
+            replaces=replaces,
         )
         written.append(_written("sr", report, out_dir / "sr.dcm"))
         steps["sr"] = time.perf_counter() - started

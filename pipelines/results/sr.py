@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 PROBABILITY = codes.DCM.Probability
 NO_UNITS = codes.UCUM.NoUnits
+QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
 
 _PROCEDURES = {
     "CT": codes.LN.CTUnspecifiedBodyRegion,
@@ -129,6 +130,15 @@ def _finite_only(result: PipelineResult, series_uid: str) -> PipelineResult:
     return result if len(finite) == len(result.measurements) else dataclasses.replace(result, measurements=finite)
 
 
+def replacement_note(text: str) -> hd.sr.ContainerContentItem:
+    """TID 1500's Qualitative Evaluations container with one Comment: which earlier report this one replaces."""
+    note = hd.sr.ContainerContentItem(name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    note.ContentSequence = hd.sr.ContentSequence([
+        hd.sr.TextContentItem(name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    ])
+    return note
+
+
 def build_report(
     volume: Volume,
     result: PipelineResult,
@@ -139,11 +149,14 @@ def build_report(
     segment_tracking_uids: Sequence[str],
     group_tracking_uids: Sequence[str],
     seg: Dataset | None,
+    replaces: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """The measurement report of ``result`` on ``volume``; ``seg`` is the SEG its segment groups reference.
 
     ``group_tracking_uids`` holds one UID for the group of segment-less measurements followed by one per
-    classification. Raises ValueError when there is nothing to report or segments have no SEG to reference.
+    classification. ``replaces``, for a re-run, says in words which earlier report this one replaces (a
+    Comment under Qualitative Evaluations). Raises ValueError when there is nothing to report or segments
+    have no SEG to reference.
     """
     source_series_uid = volume.datasets[0].SeriesInstanceUID
     result = _finite_only(result, source_series_uid)
@@ -174,6 +187,8 @@ def build_report(
         procedure_reported=_PROCEDURES.get(modality, codes.SCT.ImagingProcedure),
         imaging_measurements=groups,
     )
+    if replaces:
+        report[0].ContentSequence.append(replacement_note(replaces))
     evidence = [seg, *volume.datasets] if seg is not None else source_images(volume)
     return hd.sr.Comprehensive3DSR(
         evidence=evidence,
