@@ -40,10 +40,6 @@ class CompletionPolicy:
         return min(rule.settle_seconds if rule.mode == "association" else rule.quiet_seconds
                    for rule in self.all_rules())
 
-    def needs_header(self, calling_ae_title: str | None) -> bool:
-        """Whether the rule of a series from this sender depends on its instances (through the routes)."""
-        return bool(self.route_rules) and (calling_ae_title or "").strip() not in self.by_sender
-
     def for_series(self, calling_ae_title: str | None, called_ae_title: str | None,
                    first_header: Callable[[], Dataset | None]) -> CompletionConfig:
         """The rule of a series sent by ``calling_ae_title`` to ``called_ae_title``; ``first_header`` reads its

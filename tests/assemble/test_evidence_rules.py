@@ -151,3 +151,40 @@ def test_sender_with_quiet_mode_ignores_its_released_associations(database: Data
     sender.end("a1")
     assert tick(settings, database, now=later(utcnow(), 30)) == 0
     assert tick(settings, database, now=later(utcnow(), 60.1)) == 1
+
+
+def _index_files(database: Database, files: list[Path], association_id: str) -> str:
+    """Index real files as one association carries them; the series UID."""
+    import pydicom
+
+    for index, path in enumerate(files):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ids = Identifiers(ds.SOPClassUID, ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID, "CT", None)
+        with database.engine.begin() as connection:
+            record_instance(connection, Received(ids, "1.2.840.10008.1.2.1", str(path), 100, "SCANNER", "PACSNODE",
+                                                 "127.0.0.1", association_id, index == 0))
+    close_association_evidence(database, association_id, "released")
+    return str(ds.SeriesInstanceUID)
+
+
+@pytest.mark.parametrize(("routes", "rule"), [
+    ([{"name": "mr", "match": {"Modality": "MR"}, "completion": {"mode": "quiet"}}], "association"),
+    ([{"name": "ct", "match": {"Modality": "CT"}, "completion": {"mode": "quiet"}}], "quiet"),
+    ([{"name": "ct", "match": {"Modality": "CT"}, "completion": {"settle_seconds": 30}},
+      {"name": "any", "match": {}, "completion": {"settle_seconds": 10}}], "association after 30 s"),
+])
+def test_the_routes_matching_a_series_set_its_rule(database: Database, tmp_path: Path, routes: list, rule: str) -> None:
+    from tests.support.dicom_factory import write_series
+
+    settings = Settings(routes=routes)
+    series_uid = _index_files(database, write_series(tmp_path / "in", 3), "a1")
+    if rule == "association":
+        assert tick(settings, database, now=later(utcnow(), 2.1)) == 1
+    elif rule == "quiet":
+        assert tick(settings, database, now=later(utcnow(), 30)) == 0
+        assert tick(settings, database, now=later(utcnow(), 60.1)) == 1
+    else:  # the most cautious of the matching routes
+        assert tick(settings, database, now=later(utcnow(), 29)) == 0
+        assert tick(settings, database, now=later(utcnow(), 30.1)) == 1
+    with database.session() as session:
+        assert session.get(Series, series_uid).completed_by.value == rule.split()[0]
