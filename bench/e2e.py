@@ -5,7 +5,7 @@ the sending association to the last of a job's SEG and SR stored in Orthanc, for
 and the 300-slice phantom, as the median of several runs (each run sends a fresh copy: new UIDs). Beside it,
 the same study from a sender the node treats with the quiet period (``senders: [{completion: {mode:
 quiet}}]``, the default 60 s), as completion worked before it came from evidence. Goal: under 5 s plus the
-pipeline's own inference time, and at least 10x faster than the quiet period.
+pipeline's own inference time, and at least 10x faster than the quiet period beyond that inference time.
 
     python -m bench.e2e [--runs 3] [--quiet-runs 1] [--concurrency 2] [--pipelines ct-tissue ct-lungs]
 """
@@ -139,28 +139,33 @@ def _median(values: list[float]) -> float:
 
 
 def report(name: str, fast: list[list[JobRun]], quiet: list[list[JobRun]], pipelines: list[str]) -> bool:
-    """Print the medians per pipeline for one input; True when every goal is met."""
+    """Print the medians per pipeline for one input; True when every goal is met.
+
+    The speed-up compares the time beyond the pipeline's own inference (what completion, queueing, loading,
+    writing and delivery take), since no way of completing a series changes the inference itself.
+    """
     ok = True
-    print(f"{name}: {len(fast)} run(s) with the default configuration, {len(quiet)} with the quiet period")
-    header = (f"  {'pipeline':10} {'completed by':13} {'complete':>9} {'inference':>9} {'SEG+SR stored':>13} "
-              f"{'beyond inference':>16} {'quiet period':>12} {'speed-up':>8}")
-    print(header)
+    print(f"{name}: {len(fast)} run(s) with the default configuration, {len(quiet)} with the quiet period "
+          "(seconds from the last C-STORE response; medians)")
+    print(f"  {'pipeline':10} {'rule':11} {'complete':>8} {'inference':>9} {'SEG+SR':>7} {'beyond inf.':>11} | "
+          f"{'quiet: complete':>15} {'SEG+SR':>7} {'beyond inf.':>11} | {'speed-up':>8}")
     for pipeline in pipelines:
         runs = [job for run in fast for job in run if job.pipeline == pipeline]
         slow = [job for run in quiet for job in run if job.pipeline == pipeline]
-        end_to_end, beyond = _median([j.end_to_end for j in runs]), _median([j.beyond_inference for j in runs])
-        quiet_end_to_end = _median([j.end_to_end for j in slow])
-        speed_up = quiet_end_to_end / end_to_end if slow else float("nan")
+        beyond, slow_beyond = _median([j.beyond_inference for j in runs]), _median([j.beyond_inference for j in slow])
+        speed_up = slow_beyond / beyond if slow else float("nan")
         rules = "/".join(sorted({j.completed_by for j in runs}))
-        print(f"  {pipeline:10} {rules:13} {_median([j.completion for j in runs]):8.2f}s "
-              f"{_median([j.inference for j in runs]):8.2f}s {end_to_end:12.2f}s {beyond:15.2f}s "
-              f"{quiet_end_to_end:11.2f}s {speed_up:7.1f}x")
-        print(f"    each run (SEG+SR stored): {', '.join(f'{j.end_to_end:.2f}s' for j in runs)}")
-        print("    medians beyond completion: " + ", ".join(
-            f"{stage} {_median([j.stages[stage] for j in runs]):.2f}s" for stage in (runs[0].stages if runs else {})))
+        print(f"  {pipeline:10} {rules:11} {_median([j.completion for j in runs]):8.2f} "
+              f"{_median([j.inference for j in runs]):9.2f} {_median([j.end_to_end for j in runs]):7.2f} "
+              f"{beyond:11.2f} | {_median([j.completion for j in slow]):15.2f} "
+              f"{_median([j.end_to_end for j in slow]):7.2f} {slow_beyond:11.2f} | {speed_up:7.1f}x")
+        print(f"    each run, SEG+SR stored: {', '.join(f'{j.end_to_end:.2f}' for j in runs)}")
+        print("    beyond completion (medians): " + ", ".join(
+            f"{stage} {_median([j.stages[stage] for j in runs]):.2f}" for stage in (runs[0].stages if runs else {})))
         met = beyond < GOAL_BEYOND_INFERENCE and (not slow or speed_up >= GOAL_SPEED_UP)
         print(f"    goal: < {GOAL_BEYOND_INFERENCE:g} s beyond inference"
-              + (f" and >= {GOAL_SPEED_UP:g}x the quiet period" if slow else "") + f": {'met' if met else 'NOT met'}")
+              + (f", >= {GOAL_SPEED_UP:g}x faster than the quiet period" if slow else "") + f": "
+              + ("met" if met else "NOT met"))
         ok = ok and met
     return ok
 

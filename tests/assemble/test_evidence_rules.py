@@ -60,6 +60,14 @@ def later(start: dt.datetime, seconds: float) -> dt.datetime:
     return start + dt.timedelta(seconds=seconds)
 
 
+def completes_only_after_the_quiet_period(sender: Sender, settings: Settings = DEFAULTS) -> None:
+    """Nothing at 59 s after the series' last instance (or the restart that reset it); complete at 60 s."""
+    last = sender.last()
+    assert tick(settings, sender.database, now=later(last, 59)) == 0
+    assert tick(settings, sender.database, now=later(last, 60.1)) == 1
+    assert sender.series().completed_by.value == "quiet"
+
+
 def test_released_association_completes_after_the_default_settle_time(database: Database) -> None:
     sender = Sender(database)
     sender.send("a1", 5)
@@ -78,10 +86,7 @@ def test_released_association_completes_after_the_default_settle_time(database: 
 def test_open_association_holds_the_series_until_the_default_quiet_period(database: Database) -> None:
     sender = Sender(database)
     sender.send("a1", 5)
-    last = sender.last()
-    assert tick(DEFAULTS, database, now=later(last, 59)) == 0
-    assert tick(DEFAULTS, database, now=later(last, 60.1)) == 1
-    assert sender.series().completed_by.value == "quiet"
+    completes_only_after_the_quiet_period(sender)
 
 
 def test_one_association_per_instance_waits_for_the_default_quiet_period(database: Database) -> None:
@@ -89,18 +94,14 @@ def test_one_association_per_instance_waits_for_the_default_quiet_period(databas
     for number in range(4):
         sender.send(f"a{number}", 1)
         sender.end(f"a{number}")
-    last = sender.last()
-    assert tick(DEFAULTS, database, now=later(last, 59)) == 0
-    assert tick(DEFAULTS, database, now=later(last, 60.1)) == 1
-    assert sender.series().completed_by.value == "quiet"
+    completes_only_after_the_quiet_period(sender)
 
 
 def test_aborted_association_gives_no_evidence(database: Database) -> None:
     sender = Sender(database)
     sender.send("a1", 3)
     sender.end("a1", "aborted")
-    assert tick(DEFAULTS, database, now=later(sender.last(), 30)) == 0
-    assert tick(DEFAULTS, database, now=later(sender.last(), 60.1)) == 1
+    completes_only_after_the_quiet_period(sender)
 
 
 def test_two_associations_at_once_complete_when_both_are_released(database: Database) -> None:
@@ -139,9 +140,7 @@ def test_restart_sets_the_evidence_aside(database: Database) -> None:
     sender.send("a1", 3)
     sender.end("a1")
     resume(DEFAULTS, database)  # the node restarted before the settle time passed
-    assert tick(DEFAULTS, database, now=later(utcnow(), 30)) == 0
-    assert tick(DEFAULTS, database, now=later(utcnow(), 60.1)) == 1
-    assert sender.series().completed_by.value == "quiet"
+    completes_only_after_the_quiet_period(sender)
 
 
 def test_sender_with_quiet_mode_ignores_its_released_associations(database: Database) -> None:
@@ -149,8 +148,7 @@ def test_sender_with_quiet_mode_ignores_its_released_associations(database: Data
     sender = Sender(database, calling="ONEBYONE")
     sender.send("a1", 3)
     sender.end("a1")
-    assert tick(settings, database, now=later(utcnow(), 30)) == 0
-    assert tick(settings, database, now=later(utcnow(), 60.1)) == 1
+    completes_only_after_the_quiet_period(sender, settings)
 
 
 def _index_files(database: Database, files: list[Path], association_id: str) -> str:
