@@ -94,8 +94,6 @@ class IndexCollector(Collector):
             ).one()
             completed = session.scalar(select(func.count()).where(Series.completed_at.is_not(None)))
             series_states = count_by_state(session, Series.state)
-            completion = completion_summary(session)
-            reopenings = reopenings_by_sender(session)
             job_states = count_by_state(session, Job.state)
             delivery_states = count_by_state(session, Delivery.state)
             finished_jobs = session.scalars(select(Job).where(Job.state.in_(FINISHED))).all()
@@ -111,16 +109,7 @@ class IndexCollector(Collector):
         yield GaugeMetricFamily("pacsnode_instances_stored", "Instances currently in storage.", value=stored[0])
         yield GaugeMetricFamily("pacsnode_stored_bytes", "Bytes of instances currently in storage.", value=stored[1])
         yield CounterMetricFamily("pacsnode_series_completed", "Series assembled as complete.", value=completed or 0)
-        rules = GaugeMetricFamily("pacsnode_series_completed_by", "Series by the rule that last declared them "
-                                  "complete (association, declared, quiet).", labels=["rule"])
-        for rule in CompletionRule:
-            rules.add_metric([rule.value], completion["by_rule"].get(rule.value, 0))
-        yield rules
-        reopened = CounterMetricFamily("pacsnode_series_reopened", "Series reopened by an instance that came after "
-                                       "they were declared complete, per calling AE.", labels=["calling_ae_title"])
-        for row in reopenings:
-            reopened.add_metric([row["calling_ae_title"]], row["reopenings"])
-        yield reopened
+        yield from self._completion()
 
         series = GaugeMetricFamily("pacsnode_series", "Series by state.", labels=["state"])
         for state in SeriesState:
@@ -156,6 +145,22 @@ class IndexCollector(Collector):
             buckets, total = _histogram(values)
             histogram.add_metric([pipeline, stage], buckets, total)
         yield histogram
+
+    def _completion(self) -> Iterator[Metric]:
+        """How series were declared complete, and the reopenings per sender (a sender the fast rule misjudges)."""
+        with self.database.session() as session:
+            completion = completion_summary(session)
+            reopenings = reopenings_by_sender(session)
+        rules = GaugeMetricFamily("pacsnode_series_completed_by", "Series by the rule that last declared them "
+                                  "complete (association, declared, quiet).", labels=["rule"])
+        for rule in CompletionRule:
+            rules.add_metric([rule.value], completion["by_rule"].get(rule.value, 0))
+        yield rules
+        reopened = CounterMetricFamily("pacsnode_series_reopened", "Series reopened by an instance that came after "
+                                       "they were declared complete, per calling AE.", labels=["calling_ae_title"])
+        for row in reopenings:
+            reopened.add_metric([row["calling_ae_title"]], row["reopenings"])
+        yield reopened
 
     def _disk(self) -> Iterator[Metric]:
         try:
