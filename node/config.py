@@ -19,6 +19,8 @@ from pipelines.settings import PipelineSettings, ResultOptions
 
 CONFIG_ENV = "PACSNODE_CONFIG"
 """The environment variable naming the configuration file, for commands and worker processes."""
+RETIRED_NODE_KEYS = frozenset({"index_fsync"})
+"""``node`` keys of earlier releases, ignored: ``index_fsync`` (every index row is now durable before Success)."""
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
 
 
@@ -105,6 +107,9 @@ class NodeConfig(StrictModel):
         description="When a series is complete: from the evidence of its associations, or a quiet period. Routes "
         "and senders may set their own.",
     )
+    study_quiet_seconds: float = Field(
+        300, gt=0, description="A study-level job (a route with inputs) whose inputs are not all there waits this long "
+        "after the study's last instance before it fails, naming the missing inputs.")
     max_associations: int = Field(25, ge=1, description="Concurrent associations before new ones are rejected.")
     receive_processes: int = Field(
         1, ge=1, le=64, description="Receiving processes sharing the port (SO_REUSEPORT); more use more cores."
@@ -114,13 +119,22 @@ class NodeConfig(StrictModel):
     dimse_timeout: float = Field(60, gt=0, description="Seconds to wait for the rest of a DIMSE message once it has begun.")
     network_timeout: float = Field(60, gt=0, description="Seconds of network silence before an association is aborted.")
     min_free_disk_mb: int = Field(0, ge=0, description="Refuse new associations below this much free space (0: off).")
-    index_fsync: bool = Field(
-        False, description="Sync the index on every received instance. Off: the instance file itself is always "
-        "fsynced before Success, and `serve` re-indexes at start any stored file the index lost in a power cut."
+    upgrade_database: bool = Field(
+        False, description="`serve` upgrades an index made by an earlier release to this release's schema at "
+        "start. Off: it refuses to start on such an index and says to run `pacsnode db upgrade`."
     )
     tls: TlsConfig = Field(default_factory=TlsConfig, description="DICOM TLS of the SCP.")
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, data: Any) -> Any:
+        """Keys earlier releases had and this one no longer needs are accepted and ignored, so that a node's
+        configuration file stays valid across an upgrade."""
+        if isinstance(data, dict) and RETIRED_NODE_KEYS & data.keys():
+            data = {key: value for key, value in data.items() if key not in RETIRED_NODE_KEYS}
+        return data
 
     @model_validator(mode="before")
     @classmethod
@@ -180,6 +194,12 @@ class QueueConfig(StrictModel):
     retry_initial_seconds: float = Field(5, gt=0, description="First delay before a job's transient error is retried; doubles.")
     retry_max_seconds: float = Field(600, gt=0, description="Cap on one job retry delay.")
     key_prefix: str = Field("", description="Prefix of every Redis key the node uses, to share one Redis safely.")
+    job_memory_mb: int = Field(
+        0, ge=0, description="Memory (MB) the jobs of one worker host may take together: each job reserves its "
+        "pipeline's memory_mb while it runs, and one that would not fit waits (its reason says so) instead of "
+        "starting. 0: the host's total memory less 1 GB.")
+    resource_wait_seconds: float = Field(
+        30, gt=0, description="How long a job that waits for memory (or GPU memory) waits before it is tried again.")
 
 
 class DeliveryConfig(StrictModel):
@@ -260,6 +280,23 @@ class RouteConfig(StrictModel):
         None, description="The completion rule of series this route matches (on their first instance); when "
         "several matching routes set one, the most cautious applies. Null: node.completion."
     )
+    inputs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Study-level route: input name -> conditions (as match) one series of the study must meet, e.g. "
+        "{t1: {SeriesDescription: '~(?i)t1(?!.*c)'}, flair: {...}}. The pipelines get every input as a channel, in "
+        "the order they declare, on the reference input's grid; one job per study. Empty: one job per series.")
+    reference: str = Field("", description="The input whose grid the others are resampled onto; empty: the first input.")
+
+    @model_validator(mode="after")
+    def _check_inputs(self) -> "RouteConfig":
+        if self.reference and self.reference not in self.inputs:
+            raise ValueError(f"route {self.name!r}: reference {self.reference!r} is not one of its inputs {sorted(self.inputs)}")
+        return self
+
+    @property
+    def reference_input(self) -> str:
+        """The input whose grid the study-level job uses ('' for a series-level route)."""
+        return self.reference or next(iter(self.inputs), "")
 
 
 class LoggingConfig(StrictModel):
@@ -296,6 +333,43 @@ class RetentionConfig(StrictModel):
     check_seconds: float = Field(300, gt=0, description="How often the retention loop runs.")
 
 
+INPUT_ATTRIBUTES = ["Manufacturer", "ManufacturerModelName", "ConvolutionKernel", "SliceThickness", "ProtocolName", "BodyPartExamined"]
+
+
+class QualityConfig(StrictModel):
+    """Quality monitoring: references that arrive at the node are scored; measurements are watched for drift."""
+
+    reference_calling_ae_titles: list[str] = Field(
+        default_factory=list,
+        description="Calling AE titles whose foreign SEGs count as references (empty: any sender).",
+    )
+    reference_series_description: str = Field(
+        "", description="A regular expression a reference SEG's Series Description must match (empty: any)."
+    )
+    score_seconds: float = Field(5, gt=0, description="How often references that arrived are scored.")
+    drift_seconds: float = Field(300, gt=0, description="How often drift is checked.")
+    drift_baseline_runs: int = Field(
+        100, ge=2, description="The first runs of a pipeline version: the baseline its later runs are compared with."
+    )
+    drift_recent_runs: int = Field(50, ge=2, description="The latest runs after the baseline compared with it.")
+    drift_min_runs: int = Field(20, ge=2, description="Fewest runs in each window before drift is judged.")
+    drift_psi_threshold: float = Field(
+        0.25, gt=0, description="Population stability index above which a measurement or finding is flagged."
+    )
+    drift_p_value: float = Field(
+        0.01, gt=0, lt=1,
+        description="A flagged shift must also be significant: KS test (measurements) or chi-square (findings) p-value below this.",
+    )
+    drift_refusal_increase: float = Field(
+        0.2, gt=0, le=1, description="Rise of the share of series a pipeline refuses (0-1) that is flagged."
+    )
+    input_attributes: list[str] = Field(
+        default_factory=lambda: list(INPUT_ATTRIBUTES),
+        description="DICOM keywords of the inputs watched for values the baseline never had.",
+    )
+    metrics_window_days: float = Field(30, gt=0, description="Window of the rolling quality metrics on /metrics.")
+
+
 class Settings(BaseSettings):
     """The whole configuration file."""
 
@@ -315,6 +389,7 @@ class Settings(BaseSettings):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @classmethod
     def settings_customise_sources(

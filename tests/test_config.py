@@ -101,3 +101,9 @@ routes:
     route = settings.routes[0].completion.over(settings.node.completion)
     assert (sender.mode, sender.settle_seconds, sender.quiet_seconds) == ("quiet", 3, 90)
     assert (route.mode, route.settle_seconds, route.quiet_seconds) == ("association", 10, 90)
+
+
+def test_a_file_of_an_earlier_release_stays_valid(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "node:\n  index_fsync: false\n  port: 11113\n"))
+    assert settings.node.port == 11113
+    assert "index_fsync" not in settings.node.model_dump()

@@ -1,7 +1,7 @@
 """Run one job: take its lease, load its series, run its pipeline, write its results and record the outcome.
 
-Permanent problems (unreadable series, unsupported data, a pipeline that declines the series) fail the job at
-once; other errors are retried with backoff until ``queue.max_job_attempts``. A job's end is one transaction:
+Permanent problems (unreadable series, unsupported data, a pipeline that declines the series, a bundle that
+cannot run it: :class:`pipelines.types.PipelineFailure`) fail the job at once with the reason; other errors are retried with backoff until ``queue.max_job_attempts``. A job's end is one transaction:
 its result rows, the work of the stages after it (``JobHooks.on_success``: the outbox's delivery rows) and its
 success are recorded together, under its lease, or not at all. The runner knows nothing of those stages: the
 task that runs a job passes them in.
@@ -26,7 +26,9 @@ from node.config import Settings
 from node.db import Database, Job, JobState, utcnow
 from node.jobs.lease import Heartbeat, Lease, claim, holds
 from node.jobs.results import record_results, replaced_results
-from pipelines.types import UnsupportedSeries
+from node.jobs.admission import NeverFits, ResourcesBusy, admitted, pipeline_need
+from node.quality.observe import Observation, observe, record_refusal, record_run
+from pipelines.types import PipelineFailure, UnsupportedSeries
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,14 @@ class Outcome(str, enum.Enum):
 
 class PermanentJobError(Exception):
     """The job can never succeed as it stands; the message says why."""
+
+
+class SeriesRefused(PermanentJobError):
+    """The pipeline declines the series or finds it unsupported; quality monitoring counts these."""
+
+    def __init__(self, message: str, version: str) -> None:
+        super().__init__(message)
+        self.version = version
 
 
 def _no_extra_outputs(_job_id: int) -> set[str]:
@@ -73,10 +83,12 @@ class JobHooks:
 
 @dataclass
 class RunOutput:
-    """What one run produced: the written result files and the seconds of each stage."""
+    """What one run produced: the written result files, the seconds of each stage and what quality monitoring
+    keeps of the run."""
 
     written: list = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    observation: Observation | None = None
     replaces: str | None = None  # for a re-run: what its report says it replaces
 
 
@@ -89,8 +101,9 @@ def _pipeline(settings: Settings, lease: Lease):  # type: ignore[no-untyped-def]
         raise PermanentJobError(str(exc.args[0])) from exc
 
 
-def _check_series(pipeline, lease: Lease) -> None:  # type: ignore[no-untyped-def]
-    """Refuse, for good, a series with no files, an unreadable first file, or one the pipeline declines."""
+def _check_series(pipeline, lease: Lease) -> pydicom.Dataset:  # type: ignore[no-untyped-def]
+    """The series' first header; refuse, for good, a series with no files, an unreadable first file, or one the
+    pipeline declines."""
     if not lease.paths:
         raise PermanentJobError(f"series {lease.series_uid} has no stored instances")
     try:
@@ -99,25 +112,44 @@ def _check_series(pipeline, lease: Lease) -> None:  # type: ignore[no-untyped-de
         raise PermanentJobError(f"unreadable series: {lease.paths[0].name}: {exc}") from exc
     refusal = pipeline.accepts(header)
     if refusal:
-        raise PermanentJobError(f"pipeline {lease.pipeline} does not accept this series: {refusal}")
+        raise SeriesRefused(f"pipeline {lease.pipeline} does not accept this series: {refusal}", pipeline.version)
+    return header
+
+
+def _load(lease: Lease):  # type: ignore[no-untyped-def]
+    """The job's volume: its series, or a study-level job's inputs on the reference input's grid."""
+    from pipelines.multiseries import stack_series
+    from pipelines.volume import load_series
+
+    if not lease.inputs:
+        return load_series(list(lease.paths))
+    return stack_series({name: load_series(list(paths)) for name, paths in lease.inputs.items()}, lease.reference)
+
+
+def _instances(lease: Lease) -> int:
+    """How many instances the job reads: its series', or all of a study-level job's inputs'."""
+    return sum(len(paths) for paths in lease.inputs.values()) if lease.inputs else len(lease.paths)
 
 
 def _run(settings: Settings, database: Database, lease: Lease, hooks: JobHooks) -> RunOutput:
-    """Load, infer, write."""
-    from pipelines.volume import load_series
-
+    """Load, infer, write, with the pipeline's memory reserved on this host."""
     pipeline = _pipeline(settings, lease)
-    _check_series(pipeline, lease)
+    header = _check_series(pipeline, lease)
     with database.session() as session:
-        output = RunOutput(replaces=replaced_results(session, lease.job_id, len(lease.paths)))
-    started = time.perf_counter()
-    volume = load_series(list(lease.paths))
-    output.timings["load"] = time.perf_counter() - started
-    started = time.perf_counter()
-    result = pipeline.run(volume)
-    output.timings["infer"] = time.perf_counter() - started
-    if result.segments or result.findings or result.measurements or result.classifications:
-        output.written = _write(settings, lease, volume, result, hooks, output)
+        output = RunOutput(replaces=replaced_results(session, lease.job_id, _instances(lease)))
+    with admitted(settings, lease.job_id, pipeline_need(settings, lease.pipeline, pipeline)):
+        try:
+            started = time.perf_counter()
+            volume = _load(lease)
+            output.timings["load"] = time.perf_counter() - started
+            started = time.perf_counter()
+            result = pipeline.run(volume)
+            output.timings["infer"] = time.perf_counter() - started
+        except UnsupportedSeries as exc:
+            raise SeriesRefused(str(exc), pipeline.version) from exc
+        output.observation = observe(header, result, settings.quality.input_attributes)
+        if result.segments or result.findings or result.measurements or result.classifications:
+            output.written = _write(settings, lease, volume, result, hooks, output)
     output.timings.update({f"pipeline_{k}": v for k, v in result.timings.items()})
     return output
 
@@ -171,7 +203,7 @@ def _succeed(database: Database, lease: Lease, output: RunOutput, hooks: JobHook
     Returns what ``hooks.after_commit`` should announce, or None when the lease was lost (nothing recorded).
     """
     values = {"lease_job": lease.job_id, "lease_holder": lease.worker, "run_timings": output.timings,
-              "done_at": utcnow(), "instances": len(lease.paths)}
+              "done_at": utcnow(), "instances": _instances(lease)}
     with database.session() as session:
         if output.written:
             held = session.scalars(select(Job.id).where(*holds(lease)).with_for_update()).first()
@@ -184,6 +216,8 @@ def _succeed(database: Database, lease: Lease, output: RunOutput, hooks: JobHook
         if not session.execute(_SUCCEED, values).rowcount:
             session.rollback()
             return None
+        if output.observation is not None:  # in the same transaction: no commit of its own
+            record_run(session.connection(), lease.job_id, lease.series_uid, output.observation)
     return announce
 
 
@@ -192,9 +226,12 @@ def retry_delay(settings: Settings, attempt: int) -> float:
     return backoff_seconds(settings.queue.retry_initial_seconds, settings.queue.retry_max_seconds, attempt)
 
 
-def _failed_for_good(database: Database, lease: Lease, exc: Exception) -> Outcome:
+def _failed_for_good(settings: Settings, database: Database, lease: Lease, exc: Exception) -> Outcome:
     log.error("job %s: failed permanently: %s", lease.job_id, exc)
     _finish(database, lease, state=JobState.failed, reason=str(exc), heartbeat_at=None)
+    if isinstance(exc, SeriesRefused):
+        record_refusal(database, lease.job_id, lease.pipeline, exc.version, lease.series_uid, str(exc),
+                       lease.paths[0] if lease.paths else None, settings.quality.input_attributes)
     return Outcome.failed
 
 
@@ -210,6 +247,15 @@ def _failed_for_now(settings: Settings, database: Database, lease: Lease, exc: E
     # A retrying job's queued_at is when it is due again; the dispatcher enqueues it then.
     due = utcnow() + dt.timedelta(seconds=delay)
     _finish(database, lease, state=JobState.retrying, reason=reason, queued_at=due, finished_at=None)
+    return Outcome.retrying
+
+
+def _waits(settings: Settings, database: Database, lease: Lease, exc: ResourcesBusy) -> Outcome:
+    """Put the job back to wait for resources, its reason saying what for; the attempt does not count."""
+    log.info("job %s: %s; trying again in %.0f s", lease.job_id, exc, settings.queue.resource_wait_seconds)
+    due = utcnow() + dt.timedelta(seconds=settings.queue.resource_wait_seconds)
+    _finish(database, lease, state=JobState.retrying, reason=str(exc), queued_at=due, finished_at=None,
+            attempts=lease.attempt - 1, heartbeat_at=None)
     return Outcome.retrying
 
 
@@ -232,8 +278,10 @@ def process_job(settings: Settings, database: Database, job_id: int, hooks: JobH
             if lease.queued_at is not None:
                 output.timings["queue_wait"] = (lease.started_at - lease.queued_at).total_seconds()
             announce = _succeed(database, lease, output, hooks)
-    except (PermanentJobError, UnsupportedSeries) as exc:
-        return _failed_for_good(database, lease, exc)
+    except (PermanentJobError, PipelineFailure, NeverFits) as exc:
+        return _failed_for_good(settings, database, lease, exc)
+    except ResourcesBusy as exc:
+        return _waits(settings, database, lease, exc)
     except Exception as exc:  # noqa: BLE001 - any other error may be transient: retry, bounded
         return _failed_for_now(settings, database, lease, exc)
     if announce is None:

@@ -13,7 +13,7 @@ from node.config import Settings
 from node.db import Database
 from node.web.auth import NotLoggedIn
 from node.web.context import WebContext
-from node.web.routes import api, login, pages, probes
+from node.web.routes import api, login, pages, probes, quality
 
 
 def _not_logged_in(request: Request, _exc: Exception) -> Response:
@@ -27,6 +27,6 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     app = FastAPI(title="pacsnode", docs_url=None, redoc_url=None, openapi_url=None)
     context = WebContext.build(settings, database)
     app.add_exception_handler(NotLoggedIn, _not_logged_in)
-    for module in (probes, login, pages, api):
+    for module in (probes, login, pages, quality, api):
         app.include_router(module.router(context))
     return app

@@ -21,6 +21,7 @@ from node.operate import audit
 from node.config import Settings
 from node.db import (AuditEvent, CompletionRule, Database, Delivery, DeliveryState, Instance, Job, JobState, Series,
                      SeriesState, count_by_state)
+from node.quality.metrics import QualityCollector
 from node.receive.diskguard import disk_state
 from node.web.health import broker_queues
 from node.web.queries import job_stage_timings
@@ -182,4 +183,5 @@ def make_registry(settings: Settings, database: Database) -> CollectorRegistry:
     """A registry of its own (not the process-global one), so several apps can live in one process."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(IndexCollector(settings, database))
+    registry.register(QualityCollector(settings, database))
     return registry
