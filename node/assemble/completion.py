@@ -13,9 +13,7 @@ import logging
 from dataclasses import dataclass
 from functools import lru_cache
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
@@ -35,6 +33,7 @@ from node.db import (
 from node.assemble.declared import DECLARING_MODALITIES, consistent_count
 from node.assemble.evidence import Verdict, association_evidence, judge
 from node.assemble.policy import CompletionPolicy
+from node.jobs.headers import first_paths, read_header
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +56,16 @@ class Candidate:
 
 @lru_cache(maxsize=256)
 def _header(path: str) -> Dataset | None:
-    """An instance's header (files are never rewritten under the same path while a series is receiving)."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError) as exc:
-        log.warning("cannot read %s to judge its series' completion: %s", path, exc)
+    """An instance's header (cached: a stored instance keeps its path while its series is receiving)."""
+    header = read_header(path)
+    if isinstance(header, str):
+        log.warning("cannot judge the completion of the series of %s by its headers: %s", path, header)
         return None
+    return header
 
 
 def _first_header(database: Database, series_uid: str) -> Dataset | None:
-    with database.session() as session:
-        path = session.scalar(select(func.min(Instance.path)).where(Instance.series_uid == series_uid))
+    path = first_paths(database, [series_uid]).get(series_uid)
     return _header(path) if path else None
 
 
