@@ -152,5 +152,12 @@ def test_a_rerun_report_says_what_it_replaces(series_volume, options, tmp_path):
     assert notes[0].ContentSequence[0].ConceptNameCodeSequence[0].CodeValue == codes.DCM.Comment.value
     assert not any(item.ConceptNameCodeSequence[0].CodeValue == "C0034375"
                    for item in hd.sr.srread(first.path).ContentSequence)
-    report = hd.sr.srread(again.path)  # highdicom still reads the measurement groups
+    report = hd.sr.srread(again.path)  # highdicom and dcmqi still read the measurement groups
     assert len(report.content.get_volumetric_roi_measurement_groups()) == len(make_result(volume).segments)
+    out = tmp_path / "again.json"
+    tool = Path(sys.executable).parent / "tid1500reader"
+    completed = subprocess.run([str(tool), "--inputDICOM", str(again.path), "--outputMetadata", str(out)],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    read_back = json.loads(out.read_text())["Measurements"]
+    assert len([item for item in read_back if "ReferencedSegment" in item]) == len(make_result(volume).segments)
