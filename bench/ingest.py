@@ -124,7 +124,7 @@ def run_storescp(files: list[Path], associations: int, workdir: Path, preload: P
 
 
 def run_pacsnode(files: list[Path], associations: int, workdir: Path, processes: int) -> Run:
-    extra = {"node": {"receive_processes": processes, "series_quiet_seconds": 60},
+    extra = {"node": {"receive_processes": processes, "completion": {"mode": "quiet", "quiet_seconds": 60}},
              "logging": {"level": "WARNING"}}
     with NodeProcess(workdir / "pacsnode", extra=extra) as node:
         seconds = send(node.port, "PACSNODE", files, associations)

@@ -45,6 +45,44 @@ class TlsConfig(StrictModel):
     require_client_certificate: bool = Field(False, description="SCP: refuse callers without a certificate signed by ca_certificates.")
 
 
+CompletionMode = Literal["association", "quiet"]
+
+
+class CompletionConfig(StrictModel):
+    """When a series counts as complete (and its study): from evidence, or after a quiet period.
+
+    ``association``: complete once every association that carried the series was released (not aborted) and
+    none is still sending it, or once it holds as many instances as its headers declare (PET), followed by
+    ``settle_seconds`` without an instance of the series; without such evidence, after ``quiet_seconds``.
+    ``quiet``: only after ``quiet_seconds`` without an instance (for senders that pause mid-series or send
+    one association per instance). A series declared complete too early reopens when an instance arrives.
+    """
+
+    mode: CompletionMode = Field(
+        "association", description="association: complete from evidence (association released, declared counts), "
+        "falling back to quiet_seconds; quiet: only after quiet_seconds without an instance."
+    )
+    settle_seconds: float = Field(
+        2, ge=0, description="After the evidence says complete, how long no instance of the series may arrive "
+        "before it is declared complete."
+    )
+    quiet_seconds: float = Field(
+        60, gt=0, description="A series with no evidence is complete after this long with no new instance."
+    )
+
+
+class CompletionOverride(StrictModel):
+    """A route's or a sender's own completion rule; a key left out takes node.completion's value."""
+
+    mode: CompletionMode | None = Field(None, description="association or quiet; null: node.completion.mode.")
+    settle_seconds: float | None = Field(None, ge=0, description="Null: node.completion.settle_seconds.")
+    quiet_seconds: float | None = Field(None, gt=0, description="Null: node.completion.quiet_seconds.")
+
+    def over(self, base: CompletionConfig) -> CompletionConfig:
+        """``base`` with the keys this override sets."""
+        return base.model_copy(update=self.model_dump(exclude_none=True))
+
+
 class NodeConfig(StrictModel):
     """The receiving node (SCP)."""
 
@@ -64,7 +102,11 @@ class NodeConfig(StrictModel):
         default_factory=dict,
         description="Optional host binding: a calling AE title is accepted only from this address.",
     )
-    series_quiet_seconds: float = Field(60, gt=0, description="A series is complete after this long with no new instance.")
+    completion: CompletionConfig = Field(
+        default_factory=CompletionConfig,
+        description="When a series is complete: from the evidence of its associations, or a quiet period. Routes "
+        "and senders may set their own.",
+    )
     study_quiet_seconds: float = Field(
         300, gt=0, description="A study-level job (a route with inputs) whose inputs are not all there waits this long "
         "after the study's last instance before it fails, naming the missing inputs.")
@@ -92,6 +134,21 @@ class NodeConfig(StrictModel):
         configuration file stays valid across an upgrade."""
         if isinstance(data, dict) and RETIRED_NODE_KEYS & data.keys():
             data = {key: value for key, value in data.items() if key not in RETIRED_NODE_KEYS}
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quiet_seconds_moved(cls, data: Any) -> Any:
+        """Accept the former ``node.series_quiet_seconds`` as ``node.completion.quiet_seconds``."""
+        if not isinstance(data, dict) or "series_quiet_seconds" not in data:
+            return data
+        data = dict(data)
+        quiet = data.pop("series_quiet_seconds")
+        completion = dict(data.get("completion") or {})
+        if "quiet_seconds" in completion:
+            raise ValueError("series_quiet_seconds and completion.quiet_seconds are the same setting: keep "
+                             "completion.quiet_seconds only")
+        data["completion"] = {**completion, "quiet_seconds": quiet}
         return data
 
     @field_validator("allowed_calling_ae_titles")
@@ -166,7 +223,7 @@ class DeliveryConfig(StrictModel):
 
 
 class SenderConfig(StrictModel):
-    """A calling AE whose address is known, for routes with reply_to_sender."""
+    """A calling AE known to the node: its address (for routes with reply_to_sender), its completion rule."""
 
     ae_title: str
     host: str = Field("", description="Empty: the address the series came from.")
@@ -174,6 +231,10 @@ class SenderConfig(StrictModel):
     outputs: list[Literal["seg", "sr", "kos", "fallback"]] = Field(
         default_factory=lambda: ["seg", "sr"],
         description="Which result objects go back to this sender: seg, sr, kos (key images), fallback.",
+    )
+    completion: CompletionOverride | None = Field(
+        None, description="This sender's own completion rule (e.g. {mode: quiet} for a sender that opens one "
+        "association per instance); it wins over the routes'. Null: the routes' or node.completion."
     )
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
@@ -215,6 +276,10 @@ class RouteConfig(StrictModel):
     pipelines: list[str] = Field(default_factory=list, description="Pipelines run on matching series.")
     destinations: list[str] = Field(default_factory=list, description="Destinations that receive the results.")
     reply_to_sender: bool = Field(False, description="Also send results back to the calling AE's known address.")
+    completion: CompletionOverride | None = Field(
+        None, description="The completion rule of series this route matches (on their first instance); when "
+        "several matching routes set one, the most cautious applies. Null: node.completion."
+    )
     inputs: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Study-level route: input name -> conditions (as match) one series of the study must meet, e.g. "
@@ -316,7 +381,8 @@ class Settings(BaseSettings):
     results: ResultOptions = Field(default_factory=ResultOptions)
     destinations: list[DestinationConfig] = Field(default_factory=list)
     senders: list[SenderConfig] = Field(
-        default_factory=list, description="Known calling AEs (AE title, host, port) for routes with reply_to_sender."
+        default_factory=list, description="Known calling AEs: address (AE title, host, port) for routes with "
+        "reply_to_sender, and their own completion rule."
     )
     routes: list[RouteConfig] = Field(default_factory=list)
     pipelines: list[PipelineSettings] = Field(default_factory=list)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     func,
     select,
     event,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -48,6 +49,20 @@ class SeriesState(str, enum.Enum):
     routed = "routed"
     unrouted = "unrouted"
     reference = "reference"  # a foreign SEG or SR of a processed series: scored against its jobs, not routed
+
+
+class AssociationOutcome(str, enum.Enum):
+    released = "released"  # A-RELEASE: the sender said it was done
+    aborted = "aborted"  # A-ABORT, a timeout or a broken connection
+    interrupted = "interrupted"  # the node restarted before the series completed
+
+
+class CompletionRule(str, enum.Enum):
+    """What declared a series complete."""
+
+    association = "association"  # its associations were released, then nothing arrived for settle_seconds
+    declared = "declared"  # it holds as many instances as its headers declare
+    quiet = "quiet"  # nothing arrived for quiet_seconds
 
 
 class JobState(str, enum.Enum):
@@ -84,6 +99,7 @@ class Study(Base):
     accession_number: Mapped[str | None] = mapped_column(String(64))
     first_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)  # when its last receiving series completed
 
 
 class Series(Base):
@@ -101,7 +117,27 @@ class Series(Base):
     first_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
     completed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    completed_by: Mapped[CompletionRule | None] = mapped_column(_enum(CompletionRule))
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    reopened_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     removed_at: Mapped[dt.datetime | None] = mapped_column(DateTime)  # files removed by retention
+
+
+class SeriesAssociation(Base):
+    """Evidence of completion: an association that carried instances of a series being assembled.
+
+    A row is added with the association's first instance of the series and closed (``outcome``) when the
+    association ends. Rows of a series are removed when it completes, so the table holds only the evidence
+    of series still receiving (and of associations still open).
+    """
+
+    __tablename__ = "series_associations"
+
+    association_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    series_uid: Mapped[str] = mapped_column(String(UID_LENGTH), primary_key=True, index=True)
+    first_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)  # its first instance of the series
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    outcome: Mapped[AssociationOutcome | None] = mapped_column(_enum(AssociationOutcome))  # null: still open
 
 
 class Instance(Base):
@@ -133,6 +169,7 @@ class Job(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     run_count: Mapped[int] = mapped_column(Integer, default=0)
+    source_instances: Mapped[int | None] = mapped_column(Integer)  # instances its last successful run read
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
     worker: Mapped[str | None] = mapped_column(String(128))
     timings: Mapped[dict] = mapped_column(JSON, default=dict)

@@ -13,7 +13,7 @@ node:
   port: 11112
   storage_dir: var/pacsnode
   allowed_calling_ae_titles: []
-  series_quiet_seconds: 60
+  completion: {mode: association, settle_seconds: 2, quiet_seconds: 60}
   max_associations: 25
 queue:
   broker_url: ""
@@ -54,7 +54,9 @@ def test_environment_overrides_file(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ("node:\n  port: seventy\n", "node.port"),
         ("node:\n  prot: 104\n", "node.prot"),
         ("node:\n  ae_title: WAY_TOO_LONG_AE_TITLE_X\n", "node.ae_title"),
-        ("node:\n  series_quiet_seconds: -1\n", "node.series_quiet_seconds"),
+        ("node:\n  completion: {quiet_seconds: -1}\n", "node.completion.quiet_seconds"),
+        ("node:\n  completion: {mode: eventually}\n", "node.completion.mode"),
+        ("routes:\n  - {name: r, completion: {settle_seconds: -2}}\n", "routes.0.completion.settle_seconds"),
         ("routes:\n  - {name: r, destinations: [nowhere]}\n", "unknown destination 'nowhere'"),
         ("destinations:\n  - {name: pacs, host: 127.0.0.1}\n", "needs ae_title and host"),
     ],
@@ -72,6 +74,33 @@ def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "node: [unclosed"))
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_settings(write(tmp_path, "- a\n- b\n"))
+
+
+def test_completion_defaults_answer_fast_and_fall_back_to_a_minute(tmp_path: Path) -> None:
+    completion = load_settings(write(tmp_path, "node: {}\n")).node.completion
+    assert (completion.mode, completion.settle_seconds, completion.quiet_seconds) == ("association", 2, 60)
+
+
+def test_former_quiet_period_key_still_sets_the_quiet_period(tmp_path: Path) -> None:
+    completion = load_settings(write(tmp_path, "node:\n  series_quiet_seconds: 30\n")).node.completion
+    assert (completion.mode, completion.quiet_seconds) == ("association", 30)
+    with pytest.raises(ConfigError, match="same setting"):
+        load_settings(write(tmp_path, "node:\n  series_quiet_seconds: 30\n  completion: {quiet_seconds: 20}\n"))
+
+
+def test_route_and_sender_completion_take_unset_keys_from_the_node(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, """
+node:
+  completion: {settle_seconds: 3, quiet_seconds: 90}
+senders:
+  - {ae_title: MODALITY1, completion: {mode: quiet}}
+routes:
+  - {name: mr, match: {Modality: MR}, pipelines: [x], completion: {settle_seconds: 10}}
+"""))
+    sender = settings.sender("MODALITY1").completion.over(settings.node.completion)
+    route = settings.routes[0].completion.over(settings.node.completion)
+    assert (sender.mode, sender.settle_seconds, sender.quiet_seconds) == ("quiet", 3, 90)
+    assert (route.mode, route.settle_seconds, route.quiet_seconds) == ("association", 10, 90)
 
 
 def test_a_file_of_an_earlier_release_stays_valid(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from sqlalchemy import func, select
 
+from node.assemble.summary import completion_summary, reopenings_by_sender
 from node.cli.app import app
 from node.cli.options import ConfigOption, RequiredConfigOption, load_config, open_index
 from node.config import ConfigError
@@ -137,6 +138,22 @@ def _count_table(title: str, counts: dict[str, int]) -> Table:
     return table
 
 
+def _completion_table(completion: dict, reopenings: list[dict]) -> Table:
+    """How series were declared complete, and the senders whose series reopened (a late instance)."""
+    table = Table(title=f"Completion: {completion['reopened_series']} series reopened "
+                        f"({completion['reopenings']} reopenings)")
+    table.add_column("completed by / reopened from")
+    table.add_column("series", justify="right")
+    table.add_column("reopenings", justify="right")
+    for rule, count in sorted(completion["by_rule"].items()):
+        table.add_row(f"{rule} rule", str(count), "")
+    for row in reopenings:
+        table.add_row(f"calling AE {row['calling_ae_title'] or '(unknown)'}", str(row["series"]), str(row["reopenings"]))
+    if not completion["by_rule"] and not reopenings:
+        table.add_row("(none)", "0", "")
+    return table
+
+
 @app.command()
 def status(
     config: Path = ConfigOption,
@@ -148,7 +165,10 @@ def status(
     try:
         with database.session() as session:
             studies = session.scalar(select(func.count()).select_from(Study)) or 0
+            complete_studies = session.scalar(select(func.count()).where(Study.completed_at.is_not(None))) or 0
             series = count_by_state(session, Series.state)
+            completion = completion_summary(session)
+            reopenings = reopenings_by_sender(session)
             jobs = count_by_state(session, Job.state)
             deliveries = count_by_state(session, Delivery.state)
             recent = session.scalars(
@@ -157,9 +177,11 @@ def status(
             ).all()
     finally:
         database.dispose()
-    console.print(f"node {settings.node.ae_title} on port {settings.node.port}: {studies} studies")
+    console.print(f"node {settings.node.ae_title} on port {settings.node.port}: {studies} studies "
+                  f"({complete_studies} complete)")
     console.print(f"disk: {disk_state(settings).describe()}")
     console.print(_count_table("Series", series))
+    console.print(_completion_table(completion, reopenings))
     console.print(_count_table("Jobs", jobs))
     console.print(_count_table("Deliveries", deliveries))
     table = Table(title="Recent errors")

@@ -56,6 +56,7 @@ class Orthanc:
     dicom_port: int = field(default_factory=_free_port)
     modalities: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     dicomweb: bool = False
+    overwrite_instances: bool = False  # replace a stored instance re-sent with the same SOP Instance UID
     process: subprocess.Popen | None = None
 
     @property
@@ -84,6 +85,7 @@ class Orthanc:
             "DicomAlwaysAllowStore": True,
             "DicomModalities": {name: [ae, host, port] for name, (ae, host, port) in self.modalities.items()},
             "StableAge": 1,
+            "OverwriteInstances": self.overwrite_instances,
             # DCMTK's largest PDU instead of Orthanc's 16 KiB default: a 40 MB SEG in 300 PDUs, not 2,400
             "MaximumPduLength": 131072,
         }

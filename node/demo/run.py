@@ -105,8 +105,7 @@ def _wait(predicate, timeout: float, what: str, every: float = 0.1):  # type: ig
 
 def _write_config(var: Path, pacs: LocalPacs, port: int) -> Path:
     config = {
-        "node": {"ae_title": "PACSNODE", "host": "127.0.0.1", "port": port, "storage_dir": str(var / "storage"),
-                 "series_quiet_seconds": 1.5},
+        "node": {"ae_title": "PACSNODE", "host": "127.0.0.1", "port": port, "storage_dir": str(var / "storage")},
         "queue": {"embedded_worker": True, "reconcile_seconds": 2, "requeue_after_seconds": 5},
         "delivery": {"retry_initial_seconds": 1, "retry_max_seconds": 5, "connect_timeout": 5, "requeue_after_seconds": 5},
         "destinations": [{"name": "local-pacs", "ae_title": pacs.ae_title, "host": "127.0.0.1", "port": pacs.port,

@@ -25,7 +25,7 @@ from node.backoff import backoff_seconds
 from node.config import Settings
 from node.db import Database, Job, JobState, utcnow
 from node.jobs.lease import Heartbeat, Lease, claim, holds
-from node.jobs.results import record_results
+from node.jobs.results import record_results, replaced_results
 from node.jobs.admission import NeverFits, ResourcesBusy, admitted, pipeline_need
 from node.quality.observe import Observation, observe, record_refusal, record_run
 from pipelines.types import PipelineFailure, UnsupportedSeries
@@ -89,6 +89,7 @@ class RunOutput:
     written: list = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     observation: Observation | None = None
+    replaces: str | None = None  # for a re-run: what its report says it replaces
 
 
 def _pipeline(settings: Settings, lease: Lease):  # type: ignore[no-untyped-def]
@@ -125,11 +126,17 @@ def _load(lease: Lease):  # type: ignore[no-untyped-def]
     return stack_series({name: load_series(list(paths)) for name, paths in lease.inputs.items()}, lease.reference)
 
 
-def _run(settings: Settings, lease: Lease, hooks: JobHooks) -> RunOutput:
+def _instances(lease: Lease) -> int:
+    """How many instances the job reads: its series', or all of a study-level job's inputs'."""
+    return sum(len(paths) for paths in lease.inputs.values()) if lease.inputs else len(lease.paths)
+
+
+def _run(settings: Settings, database: Database, lease: Lease, hooks: JobHooks) -> RunOutput:
     """Load, infer, write, with the pipeline's memory reserved on this host."""
     pipeline = _pipeline(settings, lease)
     header = _check_series(pipeline, lease)
-    output = RunOutput()
+    with database.session() as session:
+        output = RunOutput(replaces=replaced_results(session, lease.job_id, _instances(lease)))
     with admitted(settings, lease.job_id, pipeline_need(settings, lease.pipeline, pipeline)):
         try:
             started = time.perf_counter()
@@ -142,13 +149,13 @@ def _run(settings: Settings, lease: Lease, hooks: JobHooks) -> RunOutput:
             raise SeriesRefused(str(exc), pipeline.version) from exc
         output.observation = observe(header, result, settings.quality.input_attributes)
         if result.segments or result.findings or result.measurements or result.classifications:
-            output.written = _write(settings, lease, volume, result, hooks, output.timings)
+            output.written = _write(settings, lease, volume, result, hooks, output)
     output.timings.update({f"pipeline_{k}": v for k, v in result.timings.items()})
     return output
 
 
 def _write(settings: Settings, lease: Lease, volume, result, hooks: JobHooks,  # type: ignore[no-untyped-def]
-           timings: dict[str, float]) -> list:
+           output: RunOutput) -> list:
     from pipelines.results import write_results
     from pipelines.results.uids import job_key
 
@@ -159,12 +166,12 @@ def _write(settings: Settings, lease: Lease, volume, result, hooks: JobHooks,  #
     try:
         written = write_results(
             volume, result, settings.results, job_key=job_key(lease.series_uid, lease.pipeline), out_dir=out_dir,
-            fallback="fallback" in wanted, key_objects="kos" in wanted, timings=steps,
+            fallback="fallback" in wanted, key_objects="kos" in wanted, timings=steps, replaces=output.replaces,
         )
     except ValueError as exc:
         raise PermanentJobError(f"results do not fit the series: {exc}") from exc
-    timings["write"] = time.perf_counter() - started
-    timings.update({f"write_{step}": seconds for step, seconds in steps.items()})
+    output.timings["write"] = time.perf_counter() - started
+    output.timings.update({f"write_{step}": seconds for step, seconds in steps.items()})
     return written
 
 
@@ -183,6 +190,7 @@ _SUCCEED = (
         reason=None,
         timings=bindparam("run_timings"),
         run_count=Job.run_count + 1,
+        source_instances=bindparam("instances"),
         finished_at=bindparam("done_at"),
     )
 )
@@ -195,7 +203,7 @@ def _succeed(database: Database, lease: Lease, output: RunOutput, hooks: JobHook
     Returns what ``hooks.after_commit`` should announce, or None when the lease was lost (nothing recorded).
     """
     values = {"lease_job": lease.job_id, "lease_holder": lease.worker, "run_timings": output.timings,
-              "done_at": utcnow()}
+              "done_at": utcnow(), "instances": _instances(lease)}
     with database.session() as session:
         if output.written:
             held = session.scalars(select(Job.id).where(*holds(lease)).with_for_update()).first()
@@ -262,7 +270,7 @@ def process_job(settings: Settings, database: Database, job_id: int, hooks: JobH
     started = time.perf_counter()
     try:
         with Heartbeat(database, lease, settings.queue.heartbeat_seconds) as heartbeat:
-            output = _run(settings, lease, hooks)
+            output = _run(settings, database, lease, hooks)
             if heartbeat.lost:
                 log.warning("job %s: lost its lease while running; this run's outcome is discarded", job_id)
                 return Outcome.lost

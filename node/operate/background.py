@@ -36,8 +36,8 @@ STOP_CHECK_SECONDS = 0.1
 
 
 LOOPS: list[Loop] = [
-    # A series is seen complete within 50 ms of its quiet period; an idle tick is one indexed query.
-    Loop("assembler", "node.assemble.completion:tick", lambda s: min(0.05, s.node.series_quiet_seconds / 4), then="dispatcher"),
+    # A series is seen complete within 50 ms of its settle or quiet period; an idle tick is one indexed query.
+    Loop("assembler", "node.assemble.completion:tick", lambda s: 0.05, then="dispatcher"),
     Loop("dispatcher", "node.jobs.dispatch:tick", lambda s: 0.05),  # an idle tick is one indexed query
     Loop("reconciler", "node.jobs.reconcile:tick", lambda s: s.queue.reconcile_seconds),
     Loop("outbox", "node.deliver.outbox:tick", lambda s: 1.0),

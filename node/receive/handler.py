@@ -14,7 +14,7 @@ from pathlib import Path
 from node.operate import audit
 from node.db import Database, record_event
 from node.dicom.status import Status
-from node.receive.instances import KnownSeries, Received, record_instance
+from node.receive.instances import KnownSeries, Received, close_association_evidence, record_instance
 from node.receive.commit import GroupCommit, NotDurable
 from node.receive.dataset import Identifiers, UnreadableDataset, file_meta_header, read_identifiers
 from node.receive.storage import InvalidUID, StorageFull, instance_path, write_durably
@@ -53,6 +53,7 @@ class AssociationStats:
     failed: int = 0
     bytes: int = 0
     received: list[tuple[str, str, str, int]] = field(default_factory=list)  # for the audit trail
+    series: set[str] = field(default_factory=set)  # series linked to the association in the index
 
 
 @dataclass
@@ -80,10 +81,13 @@ class StoreHandler:
 
     def on_association_end(self, association_id: str, calling_ae_title: str, called_ae_title: str,
                            calling_host: str, outcome: str) -> None:
-        """Log one summary line per association (``outcome``: released or aborted) and audit what it stored."""
+        """Record how the association ended (``outcome``: released or aborted) as evidence for the completion of
+        the series it carried, log one summary line and audit what it stored."""
         counters = self.stats.pop(association_id, None)
         if counters is None:
             return
+        if counters.series:
+            close_association_evidence(self.database, association_id, outcome)
         log.info(
             "association from %s@%s %s: %d stored (%.1f MB), %d failed",
             calling_ae_title,
@@ -114,6 +118,7 @@ class StoreHandler:
         counters = self.stats.setdefault(request.association_id, AssociationStats())
         counters.bytes += size
         counters.received.append((ids.study_uid, ids.series_uid, ids.sop_instance_uid, size))
+        counters.series.add(ids.series_uid)
         log.debug("stored %s (%s, series %s, %d bytes, from %s)%s", ids.sop_instance_uid, ids.modality,
                   ids.series_uid, size, request.calling_ae_title, "" if new else " again")
         return Status.SUCCESS
@@ -170,6 +175,8 @@ class StoreHandler:
             calling_ae_title=request.calling_ae_title,
             called_ae_title=request.called_ae_title,
             calling_host=request.calling_host,
+            association_id=request.association_id,
+            first_in_association=ids.series_uid not in self._linked(request.association_id),
         )
         try:
             return self.commits.commit(received)
@@ -179,6 +186,11 @@ class StoreHandler:
         except Exception as exc:  # the database may be down; the peer must retry
             raise Refused(Status.INDEX_FAILED, f"stored {ids.sop_instance_uid} but cannot index it: "
                           f"{type(exc).__name__}: {exc}", ids.sop_instance_uid, record=False) from exc
+
+    def _linked(self, association_id: str) -> set[str]:
+        """The series an association has already stored instances of (and linked to itself in the index)."""
+        counters = self.stats.get(association_id)
+        return counters.series if counters is not None else set()
 
     def _index_group(self, group: list[Received]) -> list[bool]:
         """Index several instances in one transaction (see GroupCommit)."""

@@ -1,4 +1,5 @@
-"""Indexing received instances: idempotent upserts of study, series and instance rows.
+"""Indexing received instances: idempotent upserts of study, series and instance rows, and the evidence of
+which associations carried each series (what series assembly judges completion by).
 
 Several receiving processes write concurrently, so every insert is ``ON CONFLICT DO NOTHING``
 (SQLite and PostgreSQL) followed by targeted updates; a re-sent instance adds no row. The few
@@ -17,10 +18,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session
 
-from node.db import SeriesState, utcnow
+from node.db import AssociationOutcome, Database, SeriesAssociation, SeriesState, utcnow
 from node.receive.dataset import Identifiers
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,14 @@ _REOPENABLE_SQL = ", ".join(f"'{state.value}'" for state in REOPENABLE)
 _SQL = {
     "insert_study": "INSERT INTO studies (study_uid, accession_number, first_received_at, last_received_at) "
                     "VALUES (:study_uid, :accession_number, :now, :now) ON CONFLICT DO NOTHING RETURNING study_uid",
-    "touch_study": "UPDATE studies SET last_received_at = :now WHERE study_uid = :study_uid",
+    # A new series of a study makes the study incomplete again.
+    "touch_study": "UPDATE studies SET last_received_at = :now, completed_at = NULL WHERE study_uid = :study_uid",
     "insert_series": "INSERT INTO series (series_uid, study_uid, modality, state, calling_ae_title, called_ae_title, "
-                     "calling_host, instance_count, first_received_at, last_received_at) VALUES (:series_uid, "
-                     ":study_uid, :modality, :state, :calling_ae_title, :called_ae_title, :calling_host, 0, :now, "
-                     ":now) ON CONFLICT DO NOTHING",
+                     "calling_host, instance_count, reopen_count, first_received_at, last_received_at) VALUES "
+                     "(:series_uid, :study_uid, :modality, :state, :calling_ae_title, :called_ae_title, "
+                     ":calling_host, 0, 0, :now, :now) ON CONFLICT DO NOTHING",
+    "link_association": "INSERT INTO series_associations (association_id, series_uid, first_at) VALUES "
+                        "(:association_id, :series_uid, :now) ON CONFLICT DO NOTHING",
     "insert_instance": "INSERT INTO instances (sop_instance_uid, series_uid, sop_class_uid, transfer_syntax_uid, path, "
                        "size_bytes, calling_ae_title, called_ae_title, received_at) VALUES (:sop_instance_uid, "
                        ":series_uid, :sop_class_uid, :transfer_syntax_uid, :path, :size_bytes, :calling_ae_title, "
@@ -46,8 +50,13 @@ _SQL = {
     "refresh_instance": "UPDATE instances SET size_bytes = :size_bytes, transfer_syntax_uid = :transfer_syntax_uid, "
                         "received_at = :now WHERE sop_instance_uid = :sop_instance_uid",
     "touch_series": "UPDATE series SET last_received_at = :now WHERE series_uid = :series_uid",
-    "reopen_series": f"UPDATE series SET state = :state, completed_at = NULL, state_reason = :reason "
-                     f"WHERE series_uid = :series_uid AND state IN ({_REOPENABLE_SQL})",
+    "reopen_series": f"UPDATE series SET state = :state, completed_at = NULL, state_reason = :reason, "
+                     f"reopen_count = reopen_count + 1, reopened_at = :now "
+                     f"WHERE series_uid = :series_uid AND state IN ({_REOPENABLE_SQL}) RETURNING study_uid, completed_by",
+    "drop_ended_evidence": "DELETE FROM series_associations WHERE series_uid = :series_uid AND outcome IS NOT NULL",
+    "reopen_study": "UPDATE studies SET completed_at = NULL WHERE study_uid = :study_uid",
+    "record_reopening": "INSERT INTO events (at, level, kind, message, calling_ae_title, uid) VALUES "
+                        "(:now, 'warning', 'series_reopened', :message, :calling_ae_title, :series_uid)",
     "count_instance": "UPDATE series SET instance_count = instance_count + 1, last_received_at = :now "
                       "WHERE series_uid = :series_uid",
 }
@@ -79,6 +88,8 @@ class Received:
     calling_ae_title: str | None
     called_ae_title: str | None
     calling_host: str | None
+    association_id: str | None = None  # the association that carried it (evidence of completion)
+    first_in_association: bool = False  # its association's first instance of the series: record the link
 
 
 class KnownSeries:
@@ -111,9 +122,9 @@ def record_instance(target: Session | Connection, item: Received, known: KnownSe
     """Index a stored instance; True when it is new, False for an idempotent re-send.
 
     ``target`` is an ORM session or a Core connection; the statements join its transaction and the
-    caller commits. A new instance for a series already complete (or routed) reopens it to
-    ``receiving``: it completes again after the quiet period and is routed again (its jobs are reset by
-    the dispatcher). ``known`` (optional) remembers series whose study and series rows exist, to skip
+    caller commits. A new instance for a series already complete (or routed) reopens it
+    (``reopen_series``). The first instance of a series in an association links the two, as evidence
+    for completion. ``known`` (optional) remembers series whose study and series rows exist, to skip
     their upserts.
     """
     connection = target.connection() if isinstance(target, Session) else target
@@ -131,25 +142,76 @@ def record_instance(target: Session | Connection, item: Received, known: KnownSe
         "size_bytes": item.size_bytes,
         "calling_ae_title": item.calling_ae_title,
         "called_ae_title": item.called_ae_title,
+        "association_id": item.association_id,
     }
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         if known is None or ids.series_uid not in known:
             _upsert_study_and_series(cursor, sql, item, values)
+        if item.association_id and item.first_in_association:
+            cursor.execute(sql["link_association"], values)
         cursor.execute(sql["insert_instance"], values)
         if not cursor.fetchall():
             # Same SOP Instance UID again: the file was replaced in place; refresh its metadata only.
             cursor.execute(sql["refresh_instance"], values)
             cursor.execute(sql["touch_series"], values)
             return False
-        cursor.execute(sql["reopen_series"], {"series_uid": ids.series_uid, "state": SeriesState.receiving.value,
-                                              "reason": REOPENED_REASON})
-        if cursor.rowcount:
-            log.info("series %s reopened by late instance %s", ids.series_uid, ids.sop_instance_uid)
+        reopen_series(cursor, dialect, ids.series_uid, cause=f"new instance {ids.sop_instance_uid}",
+                      calling_ae_title=item.calling_ae_title, now=values["now"])
         cursor.execute(sql["count_instance"], values)
         return True
     finally:
         cursor.close()
+
+
+def reopen_series(cursor: Any, dialect: str, series_uid: str, *, cause: str, calling_ae_title: str | None,
+                  now: Any = None) -> bool:
+    """Reopen a series that was complete (or routed, unrouted) because ``cause`` changed it; True if it was.
+
+    The series goes back to ``receiving`` and counts one more reopening; the association evidence of its
+    earlier completion is dropped and its study is no longer complete; a ``series_reopened`` event names the
+    cause, the sender and the rule that had declared the series complete, so that an administrator sees a
+    sender the fast rule is wrong for. When the series completes again the dispatcher resets its jobs, and
+    their results replace the earlier ones at the destinations (result UIDs derive from the job).
+
+    Called for a new instance after completion; a policy that replaces a re-sent instance reopens through it
+    too. ``cursor`` is a DB-API cursor inside the caller's transaction (``now`` as ``record_instance`` binds it).
+    """
+    sql = _statements(dialect)
+    now = now if now is not None else _timestamp(dialect, utcnow())
+    key = {"series_uid": series_uid, "now": now}
+    cursor.execute(sql["reopen_series"], {**key, "state": SeriesState.receiving.value, "reason": REOPENED_REASON})
+    reopened = cursor.fetchall()
+    if not reopened:
+        return False
+    study_uid, completed_by = reopened[0]
+    cursor.execute(sql["drop_ended_evidence"], key)
+    cursor.execute(sql["reopen_study"], {"study_uid": study_uid})
+    message = (f"series {series_uid} reopened by {cause} from {calling_ae_title or 'an unknown sender'}: it had "
+               f"been declared complete by the {completed_by or 'unknown'} rule")
+    cursor.execute(sql["record_reopening"], {**key, "message": message, "calling_ae_title": calling_ae_title})
+    log.warning("%s", message)
+    return True
+
+
+def close_association_evidence(database: Database, association_id: str, outcome: str) -> None:
+    """Record how an association that carried instances ended (``released`` or ``aborted``); never raises.
+
+    Series assembly completes a series early only when every association that carried it was released. If
+    this cannot be recorded, the association stays open in the index and its series fall back to the quiet
+    period: later, never wrong.
+    """
+    ended = AssociationOutcome.released if outcome == "released" else AssociationOutcome.aborted
+    try:
+        with database.engine.begin() as connection:
+            connection.execute(
+                update(SeriesAssociation)
+                .where(SeriesAssociation.association_id == association_id, SeriesAssociation.outcome.is_(None))
+                .values(outcome=ended, ended_at=utcnow())
+            )
+    except Exception as exc:  # noqa: BLE001 - the database may be down; the quiet period still applies
+        log.warning("association %s %s, but the index could not record it (%s: %s); its series complete after "
+                    "their quiet period", association_id, ended.value, type(exc).__name__, exc)
 
 
 def _upsert_study_and_series(cursor: Any, sql: dict[str, str], item: Received, values: dict[str, Any]) -> None:

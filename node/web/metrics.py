@@ -17,9 +17,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from node.assemble.summary import completion_summary, reopenings_by_sender
 from node.operate import audit
 from node.config import Settings
-from node.db import AuditEvent, Database, Delivery, DeliveryState, Instance, Job, JobState, Series, SeriesState, count_by_state
+from node.db import (AuditEvent, CompletionRule, Database, Delivery, DeliveryState, Instance, Job, JobState, Series,
+                     SeriesState, count_by_state)
 from node.quality.metrics import QualityCollector
 from node.receive.diskguard import disk_state
 from node.web.health import broker_queues
@@ -74,6 +76,7 @@ class IndexCollector(Collector):
         with self.database.session() as session:
             yield from self._traffic(session)
             yield from self._states(session)
+            yield from self._completion(session)
             yield self._durations(session)
 
     @staticmethod
@@ -141,6 +144,22 @@ class IndexCollector(Collector):
             buckets, total = _histogram(values)
             histogram.add_metric([pipeline, stage], buckets, total)
         return histogram
+
+    @staticmethod
+    def _completion(session: Session) -> Iterator[Metric]:
+        """How series were declared complete, and the reopenings per sender (a sender the fast rule misjudges)."""
+        completion = completion_summary(session)
+        reopenings = reopenings_by_sender(session)
+        rules = GaugeMetricFamily("pacsnode_series_completed_by", "Series by the rule that last declared them "
+                                  "complete (association, declared, quiet).", labels=["rule"])
+        for rule in CompletionRule:
+            rules.add_metric([rule.value], completion["by_rule"].get(rule.value, 0))
+        yield rules
+        reopened = CounterMetricFamily("pacsnode_series_reopened", "Series reopened by an instance that came after "
+                                       "they were declared complete, per calling AE.", labels=["calling_ae_title"])
+        for row in reopenings:
+            reopened.add_metric([row["calling_ae_title"]], row["reopenings"])
+        yield reopened
 
     def _disk(self) -> Iterator[Metric]:
         try:

@@ -77,6 +77,8 @@ def recent_series(session: Session, limit: int = 50) -> list[dict[str, Any]]:
             "instance_count": series.instance_count,
             "last_received_at": series.last_received_at,
             "completed_at": series.completed_at,
+            "completed_by": series.completed_by.value if series.completed_by else "",
+            "reopen_count": series.reopen_count or 0,
             "removed": series.removed_at is not None,
             "jobs": job_states.get(series.series_uid, []),
         }

@@ -88,6 +88,7 @@ def write_results(
     fallback: bool = True,
     key_objects: bool = False,
     timings: dict[str, float] | None = None,
+    replaces: str | None = None,
 ) -> list[WrittenResult]:
     """Write the SEG (if there are segments) and the SR (if there is anything to report) into ``out_dir``.
 
@@ -95,8 +96,8 @@ def write_results(
     viewers without SEG (``fallback-1.dcm``..., see ``write_fallback``). With ``key_objects``, also a Key
     Object Selection of the key slices (``kos.dcm``) when there are any. Files are named ``seg.dcm`` and
     ``sr.dcm``; the same ``job_key`` always gives the same UIDs. ``timings``, when given, receives the seconds
-    of each step (``seg_build``, ``seg_write``, ``sr``, ``kos``, ``fallback``).
-    Raises ValueError when the result does not fit the volume.
+    of each step (``seg_build``, ``seg_write``, ``sr``, ``kos``, ``fallback``). ``replaces``, for a re-run, says
+    in the SR which earlier report it replaces. Raises ValueError when the result does not fit the volume.
     """
     steps = timings if timings is not None else {}
     out_dir = Path(out_dir)
@@ -108,7 +109,7 @@ def write_results(
         written.append(written_seg)
     if result.segments or result.findings or result.measurements or result.classifications:
         started = time.perf_counter()
-        written.append(_write_report(volume, result, options, job_key, out_dir, segment_tracking, seg))
+        written.append(_write_report(volume, result, options, job_key, out_dir, segment_tracking, seg, replaces))
         steps["sr"] = time.perf_counter() - started
     if key_objects:
         started = time.perf_counter()
@@ -156,8 +157,10 @@ def _write_report(
     out_dir: Path,
     segment_tracking: list[str],
     seg: Dataset | None,
+    replaces: str | None = None,
 ) -> WrittenResult:
-    """Write the SR (``sr.dcm``); its groups' tracking UIDs derive from ``job_key``, the segments' are given."""
+    """Write the SR (``sr.dcm``); its groups' tracking UIDs derive from ``job_key``, the segments' are given;
+    ``replaces`` says which earlier report it replaces (a re-run)."""
     uids = result_uids(job_key, "sr")
     report = build_report(
         volume,
@@ -169,6 +172,7 @@ def _write_report(
         group_tracking_uids=[job_uid(job_key, "group", index) for index in range(len(result.classifications) + 1)],
         finding_tracking_uids=[job_uid(job_key, "finding", index, "tracking") for index in range(len(result.findings))],
         seg=seg,
+        replaces=replaces,
     )
     logger.info("job %s: SR %s of series %s written", job_key, report.SOPInstanceUID,
                 volume.datasets[0].SeriesInstanceUID)

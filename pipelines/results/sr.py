@@ -21,6 +21,8 @@ from pipelines.types import PipelineResult, Volume
 
 logger = logging.getLogger(__name__)
 
+QUALITATIVE_EVALUATIONS = hd.sr.CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+
 _PROCEDURES = {
     "CT": codes.LN.CTUnspecifiedBodyRegion,
     "MR": codes.LN.MRIUnspecifiedBodyRegion,
@@ -65,6 +67,15 @@ def _finite_only(result: PipelineResult, series_uid: str) -> PipelineResult:
     )
 
 
+def replacement_note(text: str) -> hd.sr.ContainerContentItem:
+    """TID 1500's Qualitative Evaluations container with one Comment: which earlier report this one replaces."""
+    note = hd.sr.ContainerContentItem(name=QUALITATIVE_EVALUATIONS, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    note.ContentSequence = hd.sr.ContentSequence([
+        hd.sr.TextContentItem(name=codes.DCM.Comment, value=text, relationship_type=hd.sr.RelationshipTypeValues.CONTAINS)
+    ])
+    return note
+
+
 def build_report(
     volume: Volume,
     result: PipelineResult,
@@ -76,13 +87,16 @@ def build_report(
     group_tracking_uids: Sequence[str],
     finding_tracking_uids: Sequence[str] = (),
     seg: Dataset | None,
+    replaces: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """The measurement report of ``result`` on ``volume``; ``seg`` is the SEG its segment groups reference.
 
     ``segment_tracking_uids`` holds one UID per segment (by number), the UIDs the SEG's segments carry;
     ``group_tracking_uids`` one for the group of segment-less measurements followed by one per classification;
-    ``finding_tracking_uids`` one per finding (a finding with a segment uses its segment's). Raises ValueError
-    when there is nothing to report, segments have no SEG to reference, or a location is outside the series.
+    ``finding_tracking_uids`` one per finding (a finding with a segment uses its segment's). ``replaces``, for a
+    re-run, says in words which earlier report this one replaces (a Comment under Qualitative Evaluations).
+    Raises ValueError when there is nothing to report, segments have no SEG to reference, or a location is
+    outside the series.
     """
     source_series_uid = volume.datasets[0].SeriesInstanceUID
     result = _finite_only(result, source_series_uid)
@@ -117,6 +131,8 @@ def build_report(
         procedure_reported=_PROCEDURES.get(modality, codes.SCT.ImagingProcedure),
         imaging_measurements=groups,
     )
+    if replaces:
+        report[0].ContentSequence.append(replacement_note(replaces))
     evidence = [seg, *volume.datasets] if seg is not None else source_images(volume)
     return hd.sr.Comprehensive3DSR(
         evidence=evidence,

@@ -21,7 +21,7 @@ def node_extra(
 ) -> dict[str, Any]:
     """Node configuration: CT series go through ``pipelines``; their ``outputs`` go back to Orthanc."""
     return {
-        "node": {"series_quiet_seconds": 1},
+        "node": {"completion": {"quiet_seconds": 1}},
         "queue": {"embedded_worker": True, "reconcile_seconds": 1, "requeue_after_seconds": 5},
         "delivery": {"retry_initial_seconds": 0.5, "retry_max_seconds": 2, "connect_timeout": 2,
                      "requeue_after_seconds": 10, **delivery},

@@ -35,7 +35,7 @@ def storescu(port: int, files: list[Path]) -> None:
 
 def node_config(tmp_path: Path, orthanc: Orthanc) -> dict:
     return {
-        "node": {"series_quiet_seconds": 1, "study_quiet_seconds": 30},
+        "node": {"completion": {"quiet_seconds": 1}, "study_quiet_seconds": 30},
         "queue": {"embedded_worker": True, "reconcile_seconds": 1, "requeue_after_seconds": 5},
         "destinations": [{"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1",
                           "port": orthanc.dicom_port, "outputs": ["seg", "sr"]}],

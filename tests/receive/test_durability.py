@@ -62,7 +62,7 @@ def series_of(node: NodeProcess, uid: str) -> Series:
 def test_restart_resumes_a_half_received_series(tmp_path: Path, how: str) -> None:
     files = write_series(tmp_path / "in", 10)
     uid = pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID
-    node = NodeProcess(tmp_path / "node", extra={"node": {"series_quiet_seconds": 5}}).start()
+    node = NodeProcess(tmp_path / "node", extra={"node": {"completion": {"quiet_seconds": 5}}}).start()
     try:
         assert storescu(node.port, files[:5]).returncode == 0
         if how == "sigkill":

@@ -136,3 +136,28 @@ def test_a_measurement_that_is_not_a_number_is_left_out_with_a_warning(series_vo
     assert dciodvfy_errors(sr.path) == []
     groups = hd.sr.srread(sr.path).content.get_volumetric_roi_measurement_groups()
     assert [len(group.get_measurements()) for group in groups] == [2, 1]
+
+
+def test_a_rerun_report_says_what_it_replaces(series_volume, options, tmp_path):
+    volume = series_volume()
+    note = "Replaces the report of run 1 (2026-12-07 10:31:02 UTC, from 120 instances); this run read 121."
+    first = write_results(volume, make_result(volume), options, "job-rerun", tmp_path / "first")[1]
+    again = write_results(volume, make_result(volume), options, "job-rerun", tmp_path / "again", replaces=note)[1]
+
+    assert dciodvfy_errors(again.path) == []
+    assert again.sop_instance_uid == first.sop_instance_uid  # it replaces the earlier report in PACS
+    root = hd.sr.srread(again.path).ContentSequence
+    notes = [item for item in root if item.ConceptNameCodeSequence[0].CodeValue == "C0034375"]
+    assert [item.ContentSequence[0].TextValue for item in notes] == [note]
+    assert notes[0].ContentSequence[0].ConceptNameCodeSequence[0].CodeValue == codes.DCM.Comment.value
+    assert not any(item.ConceptNameCodeSequence[0].CodeValue == "C0034375"
+                   for item in hd.sr.srread(first.path).ContentSequence)
+    report = hd.sr.srread(again.path)  # highdicom and dcmqi still read the measurement groups
+    assert len(report.content.get_volumetric_roi_measurement_groups()) == len(make_result(volume).segments)
+    out = tmp_path / "again.json"
+    tool = Path(sys.executable).parent / "tid1500reader"
+    completed = subprocess.run([str(tool), "--inputDICOM", str(again.path), "--outputMetadata", str(out)],
+                               capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    read_back = json.loads(out.read_text())["Measurements"]
+    assert len([item for item in read_back if "ReferencedSegment" in item]) == len(make_result(volume).segments)

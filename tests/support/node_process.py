@@ -80,7 +80,7 @@ class NodeProcess:
                 "port": self.port,
                 "storage_dir": str(self.storage_dir),
                 "database_url": database_url,
-                "series_quiet_seconds": 2,
+                "completion": {"quiet_seconds": 2},
             },
             "queue": {"embedded_worker": False},
             "logging": {"level": "INFO"},

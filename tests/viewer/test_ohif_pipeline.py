@@ -70,7 +70,7 @@ def pacs_with_node(tmp_path: Path) -> Iterator[tuple[Orthanc, NodeProcess]]:
     with running_orthanc(tmp_path / "orthanc", modalities={"node": ("PACSNODE", "127.0.0.1", node_port)},
                          dicomweb=True) as orthanc:
         extra = {
-            "node": {"series_quiet_seconds": 1},
+            "node": {"completion": {"quiet_seconds": 1}},
             "queue": {"embedded_worker": True, "reconcile_seconds": 1},
             "delivery": {"retry_initial_seconds": 0.5, "retry_max_seconds": 2, "connect_timeout": 2},
             "destinations": [{"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1",

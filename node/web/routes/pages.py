@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from node.assemble.summary import completion_summary, reopenings_by_sender
 from node.receive.diskguard import disk_state
 from node.web import queries
 from node.web.context import WebContext
@@ -23,6 +24,8 @@ def router(context: WebContext) -> APIRouter:
                 "series": queries.recent_series(session),
                 "results": queries.recent_results(session),
                 "queue": queries.queue_summary(session),
+                "completion": completion_summary(session),
+                "reopenings": reopenings_by_sender(session),
             }
         return context.page(request, "overview", disk=disk_state(settings), **data)
 
