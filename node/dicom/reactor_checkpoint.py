@@ -29,6 +29,14 @@ class ReactorCheckpoint:
         self._assoc = assoc
         self._changed = threading.Condition()
         self._open = True
+        self._ended = False
+
+    def mark_ended(self) -> None:
+        """The reactor has ended (the peer aborted, the connection closed, a release): from now on it counts as
+        paused for good, or a request made meanwhile would wait for it to pause for ever."""
+        with self._changed:
+            self._ended = True
+            self._assoc._is_paused = True
 
     def set(self) -> None:
         with self._changed:
@@ -38,7 +46,7 @@ class ReactorCheckpoint:
     def clear(self) -> None:
         with self._changed:
             self._open = False
-            if threading.current_thread() is not self._assoc:  # the reactor may pause itself (network timeout)
+            if threading.current_thread() is not self._assoc and not self._ended:  # the reactor may pause itself
                 self._assoc._is_paused = False
 
     def is_set(self) -> bool:
@@ -55,5 +63,13 @@ class ReactorCheckpoint:
 
 def install(assoc: Association) -> Association:
     """Give ``assoc`` the race-free switch (an established association's reactor is not blocked on it)."""
-    assoc._reactor_checkpoint = ReactorCheckpoint(assoc)  # type: ignore[assignment]
+    checkpoint = ReactorCheckpoint(assoc)
+    assoc._reactor_checkpoint = checkpoint  # type: ignore[assignment]
+    kill = assoc.kill
+
+    def kill_and_mark() -> None:
+        kill()
+        checkpoint.mark_ended()
+
+    assoc.kill = kill_and_mark  # type: ignore[method-assign]
     return assoc
