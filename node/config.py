@@ -64,13 +64,34 @@ class NodeConfig(StrictModel):
     )
     series_quiet_seconds: float = Field(60, gt=0, description="A series is complete after this long with no new instance.")
     max_associations: int = Field(25, ge=1, description="Concurrent associations before new ones are rejected.")
+    max_associations_per_host: int = Field(
+        10, ge=1, description="Concurrent associations from one address by callers that are not configured senders "
+        "(configured senders: calling AE titles named in allowed_calling_ae_titles, calling_ae_hosts or senders)."
+    )
+    max_associations_per_ae_title: int = Field(10, ge=1, description="Concurrent associations with one calling AE title.")
+    reserved_associations: int = Field(
+        5, ge=0, description="Of max_associations, how many only configured senders may use, so a flood from "
+        "elsewhere cannot shut them out (applies once any sender is configured; others keep at least one)."
+    )
+    max_pending_connections: int = Field(
+        50, ge=1, description="Connections of one receiving process that are not yet associations (each costs a "
+        "thread); more are turned away at once with an A-ASSOCIATE-RJ."
+    )
+    max_pending_per_host: int = Field(10, ge=1, description="Of max_pending_connections, how many from one address.")
     receive_processes: int = Field(
         1, ge=1, le=64, description="Receiving processes sharing the port (SO_REUSEPORT); more use more cores."
     )
     pdu_max_length: int = Field(262144, ge=0, description="Maximum PDU length the SCP offers (0: unlimited).")
-    acse_timeout: float = Field(30, gt=0, description="Seconds to wait for association messages.")
+    acse_timeout: float = Field(
+        30, gt=0, description="Seconds from a connection to its whole A-ASSOCIATE-RQ (a deadline, however the "
+        "bytes trickle); also bounds the TLS handshake."
+    )
     dimse_timeout: float = Field(60, gt=0, description="Seconds to wait for the rest of a DIMSE message once it has begun.")
     network_timeout: float = Field(60, gt=0, description="Seconds of network silence before an association is aborted.")
+    pdu_timeout: float = Field(
+        60, gt=0, description="Seconds one PDU may take from its first byte to its last (a deadline, however the "
+        "bytes trickle)."
+    )
     min_free_disk_mb: int = Field(0, ge=0, description="Refuse new associations below this much free space (0: off).")
     index_fsync: bool = Field(
         False, description="Sync the index on every received instance. Off: the instance file itself is always "

@@ -23,7 +23,7 @@ from node.config import Settings
 from node.db import Database, relax_commit_sync
 from node.receive.diskguard import refuse_reason
 from node.operate.logging_setup import configure_logging
-from node.receive.gate import AssociationCounter
+from node.receive.slots import AssociationCounter, shared_table
 from node.receive.scp import Receiver
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ def receiver_main(settings: Settings, slots: Any, ready: Any, index: int) -> Non
     database = Database(settings.node.resolved_database_url())
     if not settings.node.index_fsync:
         relax_commit_sync(database)
-    receiver = Receiver(settings, database, AssociationCounter(slots, index), extra_checks=[partial(refuse_reason, settings)])
+    counter = AssociationCounter(slots, index, settings.node.max_associations)
+    receiver = Receiver(settings, database, counter, extra_checks=[partial(refuse_reason, settings)])
     try:
         _, port = receiver.start()
     except Exception as exc:  # reported to the parent, which names it and exits
@@ -79,7 +80,8 @@ class ReceiverPool:
     port: int = 0
 
     def __post_init__(self) -> None:
-        self.slots = self.context.Array("i", self.settings.node.receive_processes)
+        node = self.settings.node
+        self.slots = shared_table(node.receive_processes, node.max_associations, self.context)
         self.stopping = False
         self.ready = self.context.Queue()
 
@@ -137,7 +139,7 @@ class ReceiverPool:
                 continue
             log.error("receiving process %s exited with code %s; restarting it", process.name, process.exitcode)
             self.processes.pop(position)
-            AssociationCounter(self.slots, position).reset()
+            AssociationCounter(self.slots, position, self.settings.node.max_associations).reset()
             self._spawn(position)
             self.processes.insert(position, self.processes.pop())
             self._wait_ready()
