@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 ACCEPT_POLL_SECONDS = 0.25  # how quickly stop() is noticed by the accepting thread
 BACKLOG = 128
+REFUSAL_DRAIN_BYTES = 65536
 REFUSAL_LOG_SECONDS = 10.0  # at most one log line per peer address this often for refused connections
 # A-ASSOCIATE-RJ: transient, service provider (presentation related), temporary congestion (PS3.8 9.3.4)
 CONGESTION_REJECT = bytes((0x03, 0x00, 0, 0, 0, 4, 0x00, 0x02, 0x03, 0x01))
@@ -149,9 +150,11 @@ class AssociationServer:
     def _refuse(self, connection: socket.socket, host: str, reason: str) -> None:
         """Turn a connection away at once, without a thread: A-ASSOCIATE-RJ (unless TLS is due first), close."""
         try:
+            connection.setblocking(False)
             if self.tls is None:
-                connection.setblocking(False)
                 connection.send(CONGESTION_REJECT)
+                connection.shutdown(socket.SHUT_WR)
+            connection.recv(REFUSAL_DRAIN_BYTES)  # what already arrived: closing on unread bytes would reset
         except OSError:
             pass
         finally:
