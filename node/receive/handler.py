@@ -18,6 +18,7 @@ from node.receive.instances import KnownSeries, Received, record_instance
 from node.receive.commit import GroupCommit, NotDurable
 from node.receive.dataset import Identifiers, UnreadableDataset, file_meta_header, read_identifiers
 from node.receive.storage import InvalidUID, StorageFull, instance_path, write_durably
+from node.receive.structure import IncompleteDataset, check_complete
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +144,11 @@ class StoreHandler:
                 f"{request.command_sop_instance_uid}",
                 ids.sop_instance_uid,
             )
+        try:
+            check_complete(request.stream, request.transfer_syntax)
+        except IncompleteDataset as exc:
+            raise Refused(Status.CANNOT_PARSE, f"rejected instance {ids.sop_instance_uid}: the data set is not "
+                          f"whole: {exc}", ids.sop_instance_uid) from exc
         return ids
 
     def _write(self, request: StoreRequest, ids: Identifiers) -> tuple[Path, int]:
