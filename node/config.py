@@ -92,7 +92,11 @@ class NodeConfig(StrictModel):
         60, gt=0, description="Seconds one PDU may take from its first byte to its last (a deadline, however the "
         "bytes trickle)."
     )
-    min_free_disk_mb: int = Field(0, ge=0, description="Refuse new associations below this much free space (0: off).")
+    min_free_disk_mb: int = Field(
+        1024, ge=0, description="Free space in storage_dir below which instances are refused (new associations, "
+        "and each C-STORE of those in progress, with 0xA700); results wait below half of it, so the last half "
+        "stays for the index and the embedded broker. 0: off."
+    )
     index_fsync: bool = Field(
         False, description="Sync the index on every received instance. Off: the instance file itself is always "
         "fsynced before Success, and `serve` re-indexes at start any stored file the index lost in a power cut."
@@ -119,6 +123,10 @@ class QueueConfig(StrictModel):
         "",
         description="Empty: the embedded default (Celery's filesystem transport under storage_dir, no service "
         "needed). Production: redis://host:6379/0.",
+    )
+    broker_dir: Path | None = Field(
+        None, description="Folder of the embedded broker's messages; empty: <storage_dir>/broker. Another file "
+        "system keeps jobs moving when storage_dir fills up."
     )
     embedded_worker: bool = Field(True, description="`serve` starts a worker itself when the broker is embedded.")
     worker_concurrency: int = Field(1, ge=1, description="Processes per worker started by `serve`.")

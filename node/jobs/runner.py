@@ -1,7 +1,8 @@
 """Run one job: take its lease, load its series, run its pipeline, write its results and record the outcome.
 
 Permanent problems (unreadable series, unsupported data, a pipeline that declines the series) fail the job at
-once; other errors are retried with backoff until ``queue.max_job_attempts``. A job's end is one transaction:
+once; other errors are retried with backoff until ``queue.max_job_attempts``. A job that cannot write its results
+for lack of disk space waits for it (without using up an attempt) and carries on once space is freed. A job's end is one transaction:
 its result rows, the work of the stages after it (``JobHooks.on_success``: the outbox's delivery rows) and its
 success are recorded together, under its lease, or not at all. The runner knows nothing of those stages: the
 task that runs a job passes them in.
@@ -26,6 +27,8 @@ from node.config import Settings
 from node.db import Database, Job, JobState, utcnow
 from node.jobs.lease import Heartbeat, Lease, claim, holds
 from node.jobs.results import record_results
+from node.receive.diskguard import results_refusal
+from pipelines.durable import TMP_SUFFIX, StorageFull, remove_partials
 from pipelines.types import UnsupportedSeries
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,14 @@ class Outcome(str, enum.Enum):
 
 class PermanentJobError(Exception):
     """The job can never succeed as it stands; the message says why."""
+
+
+class WaitingForSpace(Exception):
+    """The results cannot be written now for lack of disk space; the job waits for it."""
+
+
+SPACE_WAIT_SECONDS = 15.0  # how often a job waiting for disk space looks again
+PARTIALS = f".*{TMP_SUFFIX}"  # an interrupted write's temporary files in a job's results folder
 
 
 def _no_fallback(_job_id: int) -> bool:
@@ -106,6 +117,9 @@ def _run(settings: Settings, lease: Lease, hooks: JobHooks) -> RunOutput:
 
     pipeline = _pipeline(settings, lease)
     _check_series(pipeline, lease)
+    shortage = results_refusal(settings)
+    if shortage:
+        raise WaitingForSpace(shortage)  # before the work, which would be lost
     output = RunOutput()
     started = time.perf_counter()
     volume = load_series(list(lease.paths))
@@ -127,13 +141,18 @@ def _write(settings: Settings, lease: Lease, volume, result, hooks: JobHooks,  #
     started = time.perf_counter()
     out_dir = settings.node.storage_dir / "results" / str(lease.job_id)
     steps: dict[str, float] = {}
+    remove_partials(out_dir, PARTIALS)  # left by an earlier attempt of this job that was killed mid-write
     try:
         written = write_results(
             volume, result, settings.results, job_key=job_key(lease.series_uid, lease.pipeline), out_dir=out_dir,
             fallback=hooks.wants_fallback(lease.job_id), timings=steps,
         )
+    except StorageFull as exc:
+        raise WaitingForSpace(f"no space left writing results in {out_dir}") from exc
     except ValueError as exc:
         raise PermanentJobError(f"results do not fit the series: {exc}") from exc
+    finally:
+        remove_partials(out_dir, PARTIALS)
     timings["write"] = time.perf_counter() - started
     timings.update({f"write_{step}": seconds for step, seconds in steps.items()})
     return written
@@ -193,6 +212,15 @@ def _failed_for_good(database: Database, lease: Lease, exc: Exception) -> Outcom
     return Outcome.failed
 
 
+def _wait_for_space(database: Database, lease: Lease, exc: WaitingForSpace) -> Outcome:
+    """Try again in a while, giving the attempt back: a full disk says nothing about the job."""
+    log.warning("job %s: waiting for disk space (%s); looking again in %.0f s", lease.job_id, exc, SPACE_WAIT_SECONDS)
+    due = utcnow() + dt.timedelta(seconds=SPACE_WAIT_SECONDS)
+    _finish(database, lease, state=JobState.retrying, reason=f"waiting for disk space: {exc}", queued_at=due,
+            finished_at=None, attempts=Job.attempts - 1)
+    return Outcome.retrying
+
+
 def _failed_for_now(settings: Settings, database: Database, lease: Lease, exc: Exception) -> Outcome:
     """Retry later with backoff, or fail once ``queue.max_job_attempts`` are used up."""
     reason = f"{type(exc).__name__}: {exc}"
@@ -229,6 +257,8 @@ def process_job(settings: Settings, database: Database, job_id: int, hooks: JobH
             announce = _succeed(database, lease, output, hooks)
     except (PermanentJobError, UnsupportedSeries) as exc:
         return _failed_for_good(database, lease, exc)
+    except WaitingForSpace as exc:
+        return _wait_for_space(database, lease, exc)
     except Exception as exc:  # noqa: BLE001 - any other error may be transient: retry, bounded
         return _failed_for_now(settings, database, lease, exc)
     if announce is None:

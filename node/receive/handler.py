@@ -8,6 +8,7 @@ names the problem (UIDs, AE titles and sizes only, never patient data).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,10 +59,15 @@ class AssociationStats:
 
 @dataclass
 class StoreHandler:
-    """The store logic of one receiving process; safe to call from one thread per association."""
+    """The store logic of one receiving process; safe to call from one thread per association.
+
+    ``space_check(size)`` (optional) says why an instance of ``size`` bytes may not be written now (the disk
+    guard), checked before each write so associations in progress are held to it too.
+    """
 
     storage_dir: Path
     database: Database
+    space_check: Callable[[int], str | None] | None = None
     stats: dict[str, AssociationStats] = field(default_factory=dict)
     known: KnownSeries = field(default_factory=KnownSeries)
     commits: GroupCommit = field(init=False)
@@ -157,6 +163,11 @@ class StoreHandler:
         header = file_meta_header(ids.sop_class_uid, ids.sop_instance_uid, request.transfer_syntax,
                                   request.calling_ae_title)
         assert request.stream is not None
+        if self.space_check is not None:
+            shortage = self.space_check(len(header) + len(request.stream))
+            if shortage:
+                raise Refused(Status.OUT_OF_RESOURCES, f"refused {ids.sop_instance_uid}: {shortage}",
+                              ids.sop_instance_uid, record=False)
         try:
             return path, write_durably(path, (header, request.stream), sync_directory=False)
         except StorageFull as exc:

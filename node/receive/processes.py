@@ -25,6 +25,7 @@ from node.receive.diskguard import refuse_reason
 from node.operate.logging_setup import configure_logging
 from node.receive.slots import AssociationCounter, shared_table
 from node.receive.scp import Receiver
+from node.receive.storage import TMP_SUFFIX, remove_partials
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,8 @@ def receiver_main(settings: Settings, slots: Any, ready: Any, index: int) -> Non
     if not settings.node.index_fsync:
         relax_commit_sync(database)
     counter = AssociationCounter(slots, index, settings.node.max_associations)
-    receiver = Receiver(settings, database, counter, extra_checks=[partial(refuse_reason, settings)])
+    receiver = Receiver(settings, database, counter, extra_checks=[partial(refuse_reason, settings)],
+                        space_check=partial(refuse_reason, settings))
     try:
         _, port = receiver.start()
     except Exception as exc:  # reported to the parent, which names it and exits
@@ -138,6 +140,9 @@ class ReceiverPool:
             if process.is_alive() or self.stopping:
                 continue
             log.error("receiving process %s exited with code %s; restarting it", process.name, process.exitcode)
+            removed = remove_partials(self.settings.node.storage_dir, f"*/*/.*.{process.pid}.*{TMP_SUFFIX}")
+            if removed:
+                log.info("removed %d partial file(s) the receiving process left", removed)
             self.processes.pop(position)
             AssociationCounter(self.slots, position, self.settings.node.max_associations).reset()
             self._spawn(position)

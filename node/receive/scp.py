@@ -82,13 +82,14 @@ class Receiver:
     database: Database
     counter: AssociationCounter
     extra_checks: list[Callable[[], str | None]] = field(default_factory=list)
+    space_check: Callable[[int], str | None] | None = None  # the disk guard, before each instance is written
     server: AssociationServer | None = None
 
     def start(self) -> tuple[str, int]:
         """Bind and serve in background threads; return the bound address."""
         node = self.settings.node
         gate = AssociationGate(self.settings, self.counter, self.extra_checks, database=self.database)
-        handler = NodeAssociations(gate, StoreHandler(node.storage_dir, self.database))
+        handler = NodeAssociations(gate, StoreHandler(node.storage_dir, self.database, self.space_check))
         limits = Limits(max_pdu_length=node.pdu_max_length, acse_timeout=node.acse_timeout,
                         network_timeout=node.network_timeout, dimse_timeout=node.dimse_timeout,
                         pdu_timeout=node.pdu_timeout)
