@@ -34,7 +34,7 @@ import numpy as np
 
 from node.config import QueueConfig
 from pipelines.settings import ResultOptions
-from pipelines.hugepages import use_hugepages
+from pipelines.upstream.numpy_hugepages import use_hugepages
 from pipelines.registry import create_pipeline
 from pipelines.results import write_dataset
 from pipelines.results.seg import build_segmentation

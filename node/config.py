@@ -180,8 +180,9 @@ class SenderConfig(StrictModel):
     ae_title: str
     host: str = Field("", description="Empty: the address the series came from.")
     port: int = Field(104, ge=1, le=65535)
-    outputs: list[Literal["seg", "sr", "fallback"]] = Field(
-        default_factory=lambda: ["seg", "sr"], description="Which result objects go back to this sender."
+    outputs: list[Literal["seg", "sr", "kos", "fallback"]] = Field(
+        default_factory=lambda: ["seg", "sr"],
+        description="Which result objects go back to this sender: seg, sr, kos (key images), fallback.",
     )
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
@@ -196,8 +197,9 @@ class DestinationConfig(StrictModel):
     port: int = Field(104, ge=1, le=65535, description="TCP port of the destination (kind dimse).")
     kind: Literal["dimse", "dicomweb"] = Field("dimse", description="dimse (C-STORE) or dicomweb (STOW-RS).")
     url: str = Field("", description="STOW-RS base URL for kind: dicomweb.")
-    outputs: list[Literal["seg", "sr", "fallback"]] = Field(
-        default_factory=lambda: ["seg", "sr"], description="Which result objects this destination receives."
+    outputs: list[Literal["seg", "sr", "kos", "fallback"]] = Field(
+        default_factory=lambda: ["seg", "sr"],
+        description="Which result objects this destination receives: seg, sr, kos (key images), fallback.",
     )
     tls: bool = Field(False, description="Send with DICOM TLS, using node.tls's certificate and CA bundle.")
 

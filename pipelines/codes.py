@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.types import Code
+from pipelines.types import MORPHOLOGICALLY_ALTERED_STRUCTURE, Code  # noqa: F401 - a CID 7150 category
 
 # Segmentation property categories (CID 7150).
 ANATOMICAL_STRUCTURE = Code("91723000", "SCT", "Anatomical Structure")
 TISSUE = Code("85756007", "SCT", "Tissue")
 BODY_SUBSTANCE = Code("91720002", "SCT", "Body Substance")
-MORPHOLOGICALLY_ALTERED_STRUCTURE = Code("49755003", "SCT", "Morphologically Altered Structure")
 
 # Segmentation property types.
 ENTIRE_BODY = Code("38266002", "SCT", "Entire body")
@@ -40,6 +39,7 @@ HOUNSFIELD_UNIT = Code("[hnsf'U]", "UCUM", "Hounsfield unit")
 PERCENT = Code("%", "UCUM", "Percent")
 
 # Findings and qualifier values.
+CYST = Code("367643001", "SCT", "Cyst")
 PULMONARY_EMPHYSEMA = Code("87433001", "SCT", "Pulmonary emphysema")
 ABSENT = Code("272519000", "SCT", "Absent")
 MILD = Code("255604002", "SCT", "Mild")

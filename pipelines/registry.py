@@ -39,6 +39,7 @@ PipelineFactory = Callable[..., Pipeline]
 BUILTIN_MODULES = {
     "ct-tissue": "pipelines.builtin.ct_tissue",
     "ct-lungs": "pipelines.builtin.ct_lungs",
+    "ct-lung-cysts": "pipelines.builtin.ct_lung_cysts",
 }
 """Each built-in pipeline's module, imported (with torch and MONAI, about 2 s) only when the pipeline is
 created or described: a node checking its routes or receiving images never needs them."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy import ndimage
@@ -16,6 +19,10 @@ class Code:
     value: str
     scheme: str
     meaning: str
+
+
+Point3 = tuple[float, float, float]
+"""A point in patient coordinates: DICOM LPS millimetres (x to the patient's left, y posterior, z superior)."""
 
 
 @dataclass
@@ -43,6 +50,16 @@ class Volume:
     def voxel_volume_ml(self) -> float:
         sx, sy, sz = self.spacing
         return sx * sy * sz / 1000.0
+
+    def to_patient(self, ijk: Sequence[float]) -> Point3:
+        """Patient coordinates (LPS mm) of continuous voxel coordinates ``(i, j, k)`` (integers: voxel centres)."""
+        x, y, z = (self.affine @ np.array([*ijk, 1.0], dtype=float))[:3]
+        return (float(x), float(y), float(z))
+
+    def to_voxel(self, xyz: Sequence[float]) -> tuple[float, float, float]:
+        """Continuous voxel coordinates ``(i, j, k)`` of a point in patient coordinates (LPS mm)."""
+        i, j, k = (np.linalg.inv(self.affine) @ np.array([*xyz, 1.0], dtype=float))[:3]
+        return (float(i), float(j), float(k))
 
 
 Box = tuple[slice, slice, slice]
@@ -183,13 +200,114 @@ class Measurement:
     segment_number: int | None = None
 
 
+MORPHOLOGICALLY_ALTERED_STRUCTURE = Code("49755003", "SCT", "Morphologically Altered Structure")
+"""The usual category of a finding (CID 7150)."""
+
+
+def _check_point(point: Sequence[float], what: str) -> Point3:
+    if len(point) != 3 or not all(math.isfinite(float(v)) for v in point):
+        raise ValueError(f"{what} must be three finite patient coordinates (LPS mm), got {point!r}")
+    return (float(point[0]), float(point[1]), float(point[2]))
+
+
+@dataclass
+class Finding:
+    """Something a pipeline found at a place: what (coded), where (patient coordinates), and how sure.
+
+    Locations are in the patient coordinate system of the series' frame of reference, DICOM LPS millimetres,
+    so they do not depend on the grid a model worked on. At least one of:
+
+    * ``point``: the finding's centre;
+    * ``box``: the lowest and highest corner of a box whose edges run along the patient axes (x, y, z), as
+      MONAI's detection transforms give boxes in world coordinates;
+    * ``segment_number``: the finding's region, a segment of the same result (it goes into the SEG).
+
+    ``diameter_mm`` with a ``point`` draws a circle of that diameter around it. ``measurements`` (their
+    ``segment_number`` is ignored) and ``probability`` (0..1, the model's score) are reported with the finding.
+    Use :meth:`Volume.to_patient` to turn voxel coordinates into patient coordinates, and :func:`box_of_voxels`
+    for a box given on the volume's voxel grid.
+    """
+
+    finding_type: Code
+    label: str
+    category: Code = MORPHOLOGICALLY_ALTERED_STRUCTURE
+    point: Point3 | None = None
+    box: tuple[Point3, Point3] | None = None
+    diameter_mm: float | None = None
+    segment_number: int | None = None
+    probability: float | None = None
+    measurements: list[Measurement] = field(default_factory=list)
+    tracking_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.point is None and self.box is None and self.segment_number is None:
+            raise ValueError(f"finding {self.label!r} needs a point, a box or a segment to say where it is")
+        if self.point is not None:
+            self.point = _check_point(self.point, f"finding {self.label!r}: point")
+        if self.box is not None:
+            if len(self.box) != 2:
+                raise ValueError(f"finding {self.label!r}: a box is (lowest corner, highest corner), got {self.box!r}")
+            low = _check_point(self.box[0], f"finding {self.label!r}: box corner")
+            high = _check_point(self.box[1], f"finding {self.label!r}: box corner")
+            if any(a > b for a, b in zip(low, high)):
+                raise ValueError(f"finding {self.label!r}: box corner {low} is not below {high} on every axis")
+            self.box = (low, high)
+        if self.diameter_mm is not None and not (self.diameter_mm > 0 and math.isfinite(self.diameter_mm)):
+            raise ValueError(f"finding {self.label!r}: diameter must be a positive number of mm")
+        if self.diameter_mm is not None and self.point is None:
+            raise ValueError(f"finding {self.label!r}: a diameter needs the point it is centred on")
+        if self.probability is not None and not 0.0 <= self.probability <= 1.0:
+            raise ValueError(f"finding {self.label!r}: probability {self.probability} is not within 0..1")
+
+    @property
+    def centre(self) -> Point3 | None:
+        """The point, else the box's centre; None for a finding located by its segment alone."""
+        if self.point is not None:
+            return self.point
+        if self.box is not None:
+            low, high = self.box
+            return ((low[0] + high[0]) / 2, (low[1] + high[1]) / 2, (low[2] + high[2]) / 2)
+        return None
+
+
+def box_of_voxels(volume: Volume, low: Sequence[float], high: Sequence[float]) -> tuple[Point3, Point3]:
+    """The patient-axis box (lowest, highest corner) holding a box given on ``volume``'s voxel grid.
+
+    ``low`` and ``high`` are continuous voxel coordinates ``(i, j, k)`` (integers at voxel centres). On an
+    oblique grid the patient-axis box is larger than the voxel box; it is what MONAI's
+    ``AffineBoxToWorldCoordinate`` gives too.
+    """
+    corners = np.array([[a, b, c] for a in (low[0], high[0]) for b in (low[1], high[1]) for c in (low[2], high[2])])
+    world = (volume.affine @ np.c_[corners, np.ones(len(corners))].T)[:3]
+    lowest, highest = world.min(axis=1), world.max(axis=1)
+    return (
+        (float(lowest[0]), float(lowest[1]), float(lowest[2])),
+        (float(highest[0]), float(highest[1]), float(highest[2])),
+    )
+
+
+Scope = Literal["series", "study", "image"]
+
+
 @dataclass
 class Classification:
-    """A qualitative finding: concept = value, with the model's probability where it gives one."""
+    """A qualitative finding: concept = value, with the model's probability where it gives one.
+
+    ``scope`` says what it concerns: the series the pipeline ran on (default), the whole study, or one image,
+    the slice ``slice_index`` of the volume.
+    """
 
     concept: Code
     value: Code
     probability: float | None = None
+    scope: Scope = "series"
+    slice_index: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.scope not in ("series", "study", "image"):
+            raise ValueError(f"classification scope must be series, study or image, got {self.scope!r}")
+        if (self.scope == "image") != (self.slice_index is not None):
+            raise ValueError("an image-level classification needs slice_index, and only it has one")
 
 
 @dataclass
@@ -202,6 +320,9 @@ class PipelineResult:
     segments: list[Segment] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
     classifications: list[Classification] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    parameters: dict[str, str] = field(default_factory=dict)
+    """The algorithm's parameters as reported (TID 4019), e.g. {"threshold": "-950 HU"}."""
     timings: dict[str, float] = field(default_factory=dict)
 
 

@@ -353,7 +353,7 @@ NATIVE_LITTLE_ENDIAN = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
 
 def _decode(ds: Dataset) -> np.ndarray:
     """Stored pixel values: read straight from the buffer for plain little-endian data (pydicom's general
-    path costs about 1 ms a slice more), else decoded by pydicom and its pylibjpeg / pyjpegls plugins."""
+    path costs more per slice), else decoded by pydicom and its pylibjpeg / pyjpegls plugins."""
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     bits, stored = int(getattr(ds, "BitsAllocated", 0)), int(getattr(ds, "BitsStored", 0))
     signed = int(getattr(ds, "PixelRepresentation", 0)) == 1

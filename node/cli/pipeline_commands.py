@@ -74,5 +74,11 @@ def infer_folder(
     for finding in result.classifications:
         probability = "" if finding.probability is None else f" (p={finding.probability:.2f})"
         table.add_row("-", finding.concept.meaning, finding.value.meaning + probability, "")
+    for located in result.findings:
+        centre = located.centre
+        where = f"segment {located.segment_number}" if centre is None else "at " + ", ".join(f"{v:.1f}" for v in centre)
+        probability = "" if located.probability is None else f" (p={located.probability:.2f})"
+        unit = "" if centre is None else "mm LPS"
+        table.add_row(located.label, located.finding_type.meaning, where + probability, unit)
     console.print(table)
     console.print(", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.timings.items()))

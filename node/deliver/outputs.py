@@ -1,10 +1,12 @@
 """Output profiles and the fallback for destinations that cannot take a SEG.
 
-A destination's ``outputs`` names what it receives: ``seg``, ``sr`` and/or ``fallback`` (the Secondary
-Capture key slices, result kinds ``fallback-1``, ``fallback-2``...). When a destination refuses the SEG SOP
-class at association, the refusal is recorded (table ``destination_refusals``), the SEG delivery becomes
-``replaced``, and the job's fallback images are sent to that destination instead, once. Later jobs send the
-fallback to it straight away. `pacsnode status` shows the replaced deliveries and the refusal event.
+A destination's ``outputs`` names what it receives: ``seg``, ``sr``, ``kos`` (the Key Object Selection of
+the job's key slices) and/or ``fallback`` (the Secondary Capture key slices, result kinds ``fallback-1``,
+``fallback-2``...). A job writes its KOS only when one of its destinations lists ``kos``. When a destination
+refuses the SEG SOP class at association, the refusal is recorded (table ``destination_refusals``), the SEG
+delivery becomes ``replaced``, and the job's fallback images are sent to that destination instead, once.
+Later jobs send the fallback to it straight away. `pacsnode status` shows the replaced deliveries and the
+refusal event.
 
 A job builds its fallback images with its SEG and SR only when one of its destinations asks for them or is
 known to refuse SEG (``fallback_needed``); most jobs need none, and building them costs a good part of a
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 SEG_SOP_CLASSES = frozenset(SEGMENTATION_SOP_CLASSES)
 """Binary/fractional and label map Segmentation storage (highdicom's table)."""
 FALLBACK = "fallback"
+KEY_OBJECTS = "kos"
 
 
 def output_of(kind: str) -> str:
@@ -97,20 +100,25 @@ def record_refusal(session: Session, destination: str, sop_class_uid: str, detai
         row.last_refused_at, row.detail = utcnow(), detail[:2000]
 
 
-def fallback_needed(settings: Settings, database: Database, job_id: int) -> bool:
-    """Whether job ``job_id`` should build its fallback images with its results.
-
-    True when one of the destinations its results go to lists ``fallback`` in its outputs, or has refused a SEG
-    SOP class before (it gets the fallback instead of the SEG).
-    """
+def wanted_outputs(settings: Settings, database: Database, job_id: int) -> set[str]:
+    """The outputs job ``job_id``'s destinations want: every ``outputs`` entry of the destinations its results
+    go to, and ``fallback`` for one that has refused a SEG SOP class before (it gets the fallback instead)."""
+    wanted: set[str] = set()
     with database.session() as session:
         job = session.get(Job, job_id)
         if job is None:
-            return False
-        return any(
-            FALLBACK in target.outputs or refused_classes(session, target.name) & SEG_SOP_CLASSES
-            for target in job_targets(settings, session, job, report=False)
-        )
+            return wanted
+        for target in job_targets(settings, session, job, report=False):
+            wanted |= set(target.outputs)
+            if refused_classes(session, target.name) & SEG_SOP_CLASSES:
+                wanted.add(FALLBACK)
+    return wanted
+
+
+def fallback_needed(settings: Settings, database: Database, job_id: int) -> bool:
+    """Whether job ``job_id`` should build its fallback images with its results: one of its destinations lists
+    ``fallback`` in its outputs, or has refused a SEG SOP class before (it gets the fallback instead)."""
+    return FALLBACK in wanted_outputs(settings, database, job_id)
 
 
 def _jobs_of(session: Session, delivery_ids: Sequence[int]) -> set[int]:

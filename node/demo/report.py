@@ -16,13 +16,10 @@ from PIL import Image, ImageDraw
 from sqlalchemy import select
 
 from node.db import Database, Delivery, Job, ResultObject, Series
+from pipelines.results.render import LUNG_WINDOW, draw_segments, greyscale, seg_colours, window_of
 from pipelines.types import Volume
 
-# Distinct colours (RGB) for segment numbers 1, 2, 3, ...
-PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
-           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212)]
-WINDOWS = {"ct-lungs": (-600.0, 1500.0)}  # (level, width); others use a soft-tissue window
-SOFT_TISSUE = (40.0, 400.0)
+WINDOWS = {"ct-lungs": LUNG_WINDOW}  # (centre, width); others use the slice's own window
 
 
 @dataclass
@@ -83,8 +80,8 @@ def _sr_findings(path: Path) -> list[tuple[str, str]]:
     return found
 
 
-def _seg_masks(path: Path, volume: Volume) -> tuple[dict[int, np.ndarray], dict[int, str]]:
-    """The SEG's masks on the volume's grid (slices in the volume's order), and segment labels."""
+def _seg_masks(path: Path, volume: Volume) -> tuple[dict[int, np.ndarray], dict[int, str], dict[int, tuple]]:
+    """The SEG's masks on the volume's grid (slices in the volume's order), segment labels and colours."""
     seg = hd.seg.segread(path)
     numbers = list(seg.segment_numbers)
     source = [str(ds.SOPInstanceUID) for ds in volume.datasets]
@@ -92,7 +89,7 @@ def _seg_masks(path: Path, volume: Volume) -> tuple[dict[int, np.ndarray], dict[
                                                assert_missing_frames_are_empty=True)
     masks = {n: pixels[..., i].astype(bool) for i, n in enumerate(numbers)}
     labels = {n: seg.get_segment_description(n).segment_label for n in numbers}
-    return masks, labels
+    return masks, labels, seg_colours(seg)
 
 
 def job_reports(database: Database, series_uid: str, volume: Volume) -> list[JobReport]:
@@ -117,11 +114,10 @@ def job_reports(database: Database, series_uid: str, volume: Volume) -> list[Job
                     if delivery.delivered_at is not None:
                         delivered_at.append((result.created_at, delivery.delivered_at))
                 if result.kind == "seg":
-                    masks, labels = _seg_masks(Path(result.path), volume)
+                    masks, labels, colours = _seg_masks(Path(result.path), volume)
                     report.masks = masks
                     report.segments = [
-                        SegmentInfo(n, labels[n], float(m.sum()) * voxel_ml, PALETTE[(n - 1) % len(PALETTE)])
-                        for n, m in masks.items()
+                        SegmentInfo(n, labels[n], float(m.sum()) * voxel_ml, colours[n]) for n, m in masks.items()
                     ]
                 elif result.kind == "sr":
                     report.findings = _sr_findings(Path(result.path))
@@ -130,11 +126,6 @@ def job_reports(database: Database, series_uid: str, volume: Volume) -> list[Job
                 report.stages["delivery"] = _seconds(start, max(at for _, at in delivered_at)) or 0.0
             reports.append(report)
     return reports
-
-
-def _windowed(slice_hu: np.ndarray, level: float, width: float) -> np.ndarray:
-    low = level - width / 2
-    return (np.clip((slice_hu - low) / width, 0, 1) * 255).astype(np.uint8)
 
 
 def write_previews(report: JobReport, volume: Volume, out_dir: Path, count: int = 2) -> list[Path]:
@@ -150,18 +141,16 @@ def write_previews(report: JobReport, volume: Volume, out_dir: Path, count: int 
     occupied = np.flatnonzero(area)
     keys = [int(np.argmax(area)), int(occupied[len(occupied) // 2])]
     keys = list(dict.fromkeys(keys))[:count]
-    level, width = WINDOWS.get(report.pipeline, SOFT_TISSUE)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for k in keys:
-        grey = _windowed(volume.array[k].astype(np.float32), level, width)
-        base = np.stack([grey] * 3, axis=-1).astype(np.float32)
-        rgb = base.copy()
+        plane = volume.array[k]
+        source = volume.datasets[k if volume.frame_numbers is None else 0]
+        window = WINDOWS.get(report.pipeline) or window_of(source, plane)
         # Largest segments first, so that smaller ones inside them (bone in body) stay visible on top.
-        for info in sorted(report.segments, key=lambda s: -s.volume_ml):
-            mask = report.masks[info.number][k]
-            rgb[mask] = 0.5 * base[mask] + 0.5 * np.array(info.colour, dtype=np.float32)
-        image = Image.fromarray(rgb.astype(np.uint8)).resize((grey.shape[1] * 3, grey.shape[0] * 3), Image.NEAREST)
+        drawn = [(report.masks[info.number][k], info.colour) for info in sorted(report.segments, key=lambda s: -s.volume_ml)]
+        rgb = draw_segments(greyscale(plane, window), drawn)
+        image = Image.fromarray(rgb).resize((plane.shape[1] * 3, plane.shape[0] * 3), Image.NEAREST)
         canvas = Image.new("RGB", (image.width + 190, max(image.height, 20 * len(report.segments) + 30)), "black")
         canvas.paste(image, (0, 0))
         draw = ImageDraw.Draw(canvas)

@@ -34,7 +34,7 @@ from node.waiting import wait_until
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SAMPLE = REPO / "sample_dicom" / "chest_ct"
 PIPELINES = ["ct-tissue", "ct-lungs"]
 DEADLINE_SECONDS = 110.0

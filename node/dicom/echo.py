@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from node.dicom import reactor_checkpoint
+from node.dicom.upstream import pynetdicom_reactor
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def c_echo(host: str, port: int, called_ae_title: str, calling_ae_title: str = "
     if not assoc.is_established:
         state = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "unreachable"
         return EchoResult(False, f"association {state}")
-    status = reactor_checkpoint.install(assoc).send_c_echo()
+    status = pynetdicom_reactor.install(assoc).send_c_echo()
     assoc.release()
     code = getattr(status, "Status", None)
     if code != 0x0000:

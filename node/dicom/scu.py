@@ -22,18 +22,17 @@ from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, _config
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 
-from node.dicom import reactor_checkpoint
 from node.dicom.peer_watch import PeerWatch
+from node.dicom.upstream import pynetdicom_config, pynetdicom_reactor
 from node.dicom.status import is_success
 
 log = logging.getLogger(__name__)
 
-# Files go out as their stored bytes, without decoding them; the contexts we propose match exactly.
-_config.STORE_SEND_CHUNKED_DATASET = True
+pynetdicom_config.apply()  # files go out as their stored bytes, without decoding them
 
 MAX_CONTEXTS = 128
 
@@ -178,7 +177,7 @@ def _send_batch(
         for item in batch:
             emit(StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, failure=failure, error=message))
         return
-    reactor_checkpoint.install(assoc)
+    pynetdicom_reactor.install(assoc)
     accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
     try:
         for position, item in enumerate(batch):

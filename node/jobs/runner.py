@@ -54,8 +54,8 @@ SPACE_WAIT_SECONDS = 15.0  # how often a job waiting for disk space looks again
 PARTIALS = f".*{TMP_SUFFIX}"  # an interrupted write's temporary files in a job's results folder
 
 
-def _no_fallback(_job_id: int) -> bool:
-    return False
+def _no_extra_outputs(_job_id: int) -> set[str]:
+    return set()
 
 
 def _nothing_to_add(_session: Session, _job_id: int) -> list[int]:
@@ -70,13 +70,14 @@ def _nothing_to_announce(_ids: list[int]) -> None:
 class JobHooks:
     """What the stages after a job contribute to it, passed in so that the runner never imports them.
 
-    ``wants_fallback(job_id)``: whether to write the fallback images with the SEG and SR. ``on_success(session,
-    job_id)``: runs inside the transaction that marks the job succeeded (the outbox adds its delivery rows) and
+    ``wanted_outputs(job_id)``: the outputs the job's destinations want (``DestinationConfig.outputs`` names);
+    ``fallback`` and ``kos`` among them write the fallback images and the key object selection with the SEG and
+    SR. ``on_success(session, job_id)``: runs inside the transaction that marks the job succeeded (the outbox adds its delivery rows) and
     returns what to announce once it is committed. ``after_commit(ids)``: announces them (the outbox sends its
     task messages); a failure there loses nothing, since the rows are already recorded.
     """
 
-    wants_fallback: Callable[[int], bool] = _no_fallback
+    wanted_outputs: Callable[[int], set[str]] = _no_extra_outputs
     on_success: Callable[[Session, int], list[int]] = _nothing_to_add
     after_commit: Callable[[list[int]], None] = _nothing_to_announce
 
@@ -127,7 +128,7 @@ def _run(settings: Settings, lease: Lease, hooks: JobHooks) -> RunOutput:
     started = time.perf_counter()
     result = pipeline.run(volume)
     output.timings["infer"] = time.perf_counter() - started
-    if result.segments or result.measurements or result.classifications:
+    if result.segments or result.findings or result.measurements or result.classifications:
         output.written = _write(settings, lease, volume, result, hooks, output.timings)
     output.timings.update({f"pipeline_{k}": v for k, v in result.timings.items()})
     return output
@@ -142,10 +143,11 @@ def _write(settings: Settings, lease: Lease, volume, result, hooks: JobHooks,  #
     out_dir = settings.node.storage_dir / "results" / str(lease.job_id)
     steps: dict[str, float] = {}
     remove_partials(out_dir, PARTIALS)  # left by an earlier attempt of this job that was killed mid-write
+    wanted = hooks.wanted_outputs(lease.job_id)  # the fallback is built later if a destination refuses SEG
     try:
         written = write_results(
             volume, result, settings.results, job_key=job_key(lease.series_uid, lease.pipeline), out_dir=out_dir,
-            fallback=hooks.wants_fallback(lease.job_id), timings=steps,
+            fallback="fallback" in wanted, key_objects="kos" in wanted, timings=steps,
         )
     except StorageFull as exc:
         raise WaitingForSpace(f"no space left writing results in {out_dir}") from exc

@@ -1,8 +1,9 @@
 """The Celery task of the inference queue: thin, named, idempotent, taking only a job ID.
 
 The work and every state change live in ``node.jobs.runner``; a duplicate message finds the job taken or done
-and returns without running it again. This task wires in what comes after a job: whether its destinations
-want fallback images, and the outbox rows recorded with its success and enqueued once it is committed.
+and returns without running it again. This task wires in what comes after a job: what its destinations want
+written with it (fallback images, a key object selection), and the outbox rows recorded with its success and
+enqueued once it is committed.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from functools import partial
 
 from node.deliver.outbox import add_deliveries, enqueue_groups
-from node.deliver.outputs import fallback_needed
+from node.deliver.outputs import wanted_outputs
 from node.jobs.runner import JobHooks, process_job
 from node.queue.celery_app import RUN_JOB_TASK, get_app, get_settings
 from node.queue.task_base import TASK_OPTIONS, worker_database
@@ -22,7 +23,7 @@ def run_job(job_id: int) -> str:
     settings = get_settings()
     database = worker_database(settings)
     hooks = JobHooks(
-        wants_fallback=partial(fallback_needed, settings, database),
+        wanted_outputs=partial(wanted_outputs, settings, database),
         on_success=partial(add_deliveries, settings),
         after_commit=partial(enqueue_groups, settings, database),
     )

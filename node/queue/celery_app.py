@@ -1,8 +1,8 @@
 """The Celery application, built from the node's settings.
 
 Broker: ``queue.broker_url`` (Redis in production) or, when empty, Celery's own filesystem transport in
-``<storage_dir>/broker``: no service to install, the same Celery code path as production, and measured at
-~420 tasks/s across processes here. Inference tasks go to the ``gpu`` queue, delivery tasks to ``delivery``,
+``<storage_dir>/broker``: no service to install, the same Celery code path as production, and far faster
+than a node needs (README, benchmarks). Inference tasks go to the ``gpu`` queue, delivery tasks to ``delivery``,
 so a slow model never holds up sending. No result backend: the database holds every job's outcome.
 """
 

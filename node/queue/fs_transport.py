@@ -6,6 +6,9 @@ temporary name the consumers ignore, fsynced, and renamed into place, so a messa
 
 A worker told to stop also stops polling at once: Celery otherwise keeps polling the folder for up to 2 s
 before it looks at its shutdown flag.
+
+Fence: this overrides kombu's private ``filesystem.Channel._put`` and ``_get`` (kombu 5.4 to 5.7; pyproject bounds
+kombu below 5.8); ``missing_upstream()`` lists what an upgrade removed.
 """
 
 from __future__ import annotations
@@ -48,3 +51,9 @@ class Transport(filesystem.Transport):
 
 
 TRANSPORT_ALIASES[ALIAS] = f"{__name__}:Transport"
+
+
+def missing_upstream() -> list[str]:
+    """What this fence overrides that the installed kombu no longer has (empty when all is there)."""
+    return [f"kombu.transport.filesystem.Channel.{name}" for name in ("_put", "_get")
+            if not callable(getattr(filesystem.Channel, name, None))]

@@ -4,6 +4,17 @@ kombu builds a new ``redis.Redis`` for every delivery's and every acknowledgemen
 costs more CPU than the commands it sends (redis-py fills a table of about 170 reply parsers each time), about
 a quarter of a worker's own CPU per no-op job. A client is only a handle on its connection pool, taking a
 connection per command, so sharing it is safe; a new pool (after a reconnect) gets a new client.
+
+Fence: this overrides kombu's private ``redis.Channel._create_client`` (kombu 5.4 to 5.7; pyproject bounds kombu
+below 5.8); ``missing_upstream()`` lists what an upgrade removed.
+
+Upstream report (performance), to file with kombu::
+
+    kombu.transport.redis.Channel builds a new redis.Redis client for every delivery's and every
+    acknowledgement's bookkeeping (Channel.client / _create_client). Building a client costs more CPU than
+    the commands it sends (redis-py fills a table of ~170 reply parsers each time): about a quarter of a
+    worker's CPU per no-op task. A client is a handle on its connection pool, so one client per pool could be
+    kept and reused.
 """
 
 from __future__ import annotations
@@ -38,3 +49,9 @@ def transport_url(broker_url: str) -> str:
 
 
 TRANSPORT_ALIASES[ALIAS] = f"{__name__}:Transport"
+
+
+def missing_upstream() -> list[str]:
+    """What this fence overrides that the installed kombu no longer has (empty when all is there)."""
+    return [] if callable(getattr(kombu_redis.Channel, "_create_client", None)) else [
+        "kombu.transport.redis.Channel._create_client"]

@@ -14,7 +14,7 @@ from node.config import Settings
 from node.db import Database, open_database, relax_commit_sync
 from node.queue.celery_app import PROCESSES_ENV, get_settings
 from pipelines.device import share_cpu_threads
-from pipelines.hugepages import use_hugepages
+from pipelines.upstream.numpy_hugepages import use_hugepages
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import logging
 import os
 from pathlib import Path
 
-from pydicom.filereader import _read_file_meta_info, read_preamble
+from pydicom.filereader import read_file_meta_info
 from sqlalchemy import select
 
 from node.db import Database, Instance
@@ -67,10 +67,19 @@ def reindex(storage_dir: Path, database: Database) -> int:
     return added
 
 
+META_START = 132 + 12
+"""Preamble and ``DICM``, then the File Meta Information Group Length element (explicit VR, 12 bytes)."""
+
+
 def _read_stored(path: Path) -> Received:
+    """The identifiers of a stored instance, read the way the receiver reads them: from the dataset after its
+    File Meta Information, located by the group length every stored file carries."""
+    meta = read_file_meta_info(path)
+    length = meta.get("FileMetaInformationGroupLength")
+    if length is None:
+        raise UnreadableDataset("no File Meta Information Group Length: not a file pacsnode stored")
     with open(path, "rb") as fp:
-        read_preamble(fp, force=False)
-        meta = _read_file_meta_info(fp)
+        fp.seek(META_START + int(length))
         body = fp.read()
     syntax = str(meta.TransferSyntaxUID)
     ids = read_identifiers(body, syntax)

@@ -20,17 +20,12 @@ from sqlalchemy import select
 
 from node.config import Settings
 from node.db import Database, Instance, ResultObject
+from pipelines.results.render import draw_segments, greyscale, key_slice_indices, seg_colours, window_of
 
 log = logging.getLogger(__name__)
 
 KEY_SLICES = 3
 TILE_MIN_SIZE = 256
-OVERLAY_ALPHA = 0.45
-PALETTE = np.array(
-    [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)],
-    dtype=np.float32,
-)
-CT_WINDOW = (40.0, 400.0)  # soft tissue centre and width, in HU
 
 
 class PreviewUnavailable(Exception):
@@ -45,19 +40,6 @@ def preview_path(settings: Settings, result_id: int) -> Path:
     return preview_dir(settings) / f"{result_id}.png"
 
 
-def _windowed(dataset: pydicom.Dataset) -> np.ndarray:
-    """The slice as 0..1 floats: a soft-tissue window for CT, the 1st-99th percentile range otherwise."""
-    values = apply_modality_lut(dataset.pixel_array, dataset).astype(np.float32)
-    if dataset.get("Modality") == "CT":
-        centre, width = CT_WINDOW
-        low, high = centre - width / 2, centre + width / 2
-    else:
-        low, high = (float(v) for v in np.percentile(values, [1, 99]))
-    if high <= low:
-        high = low + 1.0
-    return np.clip((values - low) / (high - low), 0.0, 1.0)
-
-
 def _slice_position(dataset: pydicom.Dataset) -> float:
     position = dataset.get("ImagePositionPatient")
     orientation = dataset.get("ImageOrientationPatient")
@@ -67,14 +49,11 @@ def _slice_position(dataset: pydicom.Dataset) -> float:
     return float(dataset.get("InstanceNumber") or 0)
 
 
-def _overlay(gray: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """RGB uint8 of ``gray`` (rows, cols) with each segment of ``masks`` (rows, cols, segments) tinted."""
-    rgb = np.repeat(gray[..., None] * 255.0, 3, axis=2)
-    for index in range(masks.shape[-1]):
-        mask = masks[..., index] > 0
-        colour = PALETTE[index % len(PALETTE)]
-        rgb[mask] = (1 - OVERLAY_ALPHA) * rgb[mask] + OVERLAY_ALPHA * colour
-    return np.clip(rgb, 0, 255).astype(np.uint8)
+def _tile(dataset: pydicom.Dataset, masks: np.ndarray, colours: list[tuple[int, int, int]]) -> Image.Image:
+    """The slice in its window with each segment of ``masks`` (rows, columns, segments) tinted in its colour."""
+    values = apply_modality_lut(dataset.pixel_array, dataset).astype(np.float32)
+    image = greyscale(values, window_of(dataset, values))
+    return Image.fromarray(draw_segments(image, [(masks[..., i] > 0, colours[i]) for i in range(masks.shape[-1])]))
 
 
 def _load_sources(database: Database, sop_uids: list[str]) -> list[pydicom.Dataset]:
@@ -108,11 +87,9 @@ def render_preview(seg_path: Path, database: Database, key_slices: int = KEY_SLI
         assert_missing_frames_are_empty=True,
     )
     areas = masks.reshape(masks.shape[0], -1).sum(axis=1, dtype=np.int64)
-    if areas.max() > 0:
-        chosen = sorted(np.argsort(-areas, kind="stable")[:key_slices].tolist())
-    else:
-        chosen = [len(sources) // 2]
-    tiles = [Image.fromarray(_overlay(_windowed(sources[i]), masks[i])) for i in chosen]
+    by_number = seg_colours(seg)
+    colours = [by_number[int(n)] for n in seg.segment_numbers]
+    tiles = [_tile(sources[i], masks[i], colours) for i in key_slice_indices(areas, key_slices)]
     scale = max(1, -(-TILE_MIN_SIZE // max(tiles[0].size)))
     tiles = [tile.resize((tile.width * scale, tile.height * scale), Image.Resampling.NEAREST) for tile in tiles]
     sheet = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), max(t.height for t in tiles)))

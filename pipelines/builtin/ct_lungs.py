@@ -14,8 +14,6 @@ statement, Lynch et al., Radiology 2015;277:192-205); 5-10 % mild, 10-20 % moder
 from __future__ import annotations
 
 import logging
-import time
-
 
 import numpy as np
 import torch
@@ -23,8 +21,8 @@ from pydicom.dataset import Dataset
 
 from pipelines import codes
 from pipelines.builtin import ops
-from pipelines.builtin.ct_tissue import accepts_ct, body_mask, hu_tensor, volume_and_mean
-from pipelines.device import inference_mode, select_device
+from pipelines.builtin.base import BuiltinPipeline
+from pipelines.builtin.ct_tissue import accepts_ct, body_mask, volume_and_mean
 from pipelines.registry import register_builtin
 from pipelines.settings import PipelineSettings
 from pipelines.types import Classification, Code, Measurement, PipelineResult, Segment, UnsupportedSeries, Volume
@@ -43,6 +41,20 @@ SUPERIOR_FRACTION = 0.1
 EMPHYSEMA_GRADES: list[tuple[float, Code]] = [(20.0, codes.SEVERE), (10.0, codes.MODERATE), (5.0, codes.MILD)]
 """(lowest LAA-950 %, grade), highest first; below the last: absent."""
 CHEST_WORDS = ("CHEST", "THORAX", "LUNG", "THORAC", "TORSO")
+
+
+def accepts_chest_ct(header: Dataset) -> str | None:
+    """None for a CT whose body part or descriptions name the chest; else why not."""
+    reason = accepts_ct(header)
+    if reason:
+        return reason
+    described = " ".join(
+        str(getattr(header, keyword, "") or "")
+        for keyword in ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName")
+    ).upper()
+    if not any(word in described for word in CHEST_WORDS):
+        return "not a chest CT (BodyPartExamined and the study/series descriptions name no chest, thorax or lung)"
+    return None
 
 
 def emphysema_grade(laa950_percent: float) -> Code:
@@ -71,6 +83,12 @@ def airway_mask(hu: torch.Tensor, air: torch.Tensor, volume: Volume) -> torch.Te
     sizes = ops.component_sizes(labels, count)
     trachea = int(top[torch.argmax(sizes[top])])
     return labels == trachea
+
+
+def lung_air(hu: torch.Tensor, volume: Volume) -> tuple[torch.Tensor, torch.Tensor]:
+    """Air inside the body below ``LUNG_MAX_HU``, and the airway within it (see ``airway_mask``)."""
+    air = body_mask(hu, min(volume.spacing[:2])) & (hu < LUNG_MAX_HU)
+    return air, airway_mask(hu, air, volume)
 
 
 def split_lungs(lungs: torch.Tensor, volume: Volume, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -121,58 +139,36 @@ def _lps_x(volume: Volume, device: torch.device) -> torch.Tensor:
     return a[0] * i[None, None, :] + a[1] * j[None, :, None] + a[2] * k[:, None, None] + a[3]
 
 
-class CtLungsPipeline:
+class CtLungsPipeline(BuiltinPipeline):
     """Right and left lung with volume, mean lung density and LAA-950, and an emphysema grade."""
 
     name = NAME
     version = VERSION
     description = "chest CT: right and left lung (airway removed), volumes, LAA-950, mean lung density, emphysema grade"
 
-    def __init__(self, settings: PipelineSettings | None = None) -> None:
-        self.device = select_device(settings.device if settings is not None else None)
-
     def accepts(self, header: Dataset) -> str | None:
-        reason = accepts_ct(header)
-        if reason:
-            return reason
-        described = " ".join(
-            str(getattr(header, keyword, "") or "")
-            for keyword in ("BodyPartExamined", "StudyDescription", "SeriesDescription", "ProtocolName")
-        ).upper()
-        if not any(word in described for word in CHEST_WORDS):
-            return "not a chest CT (BodyPartExamined and the study/series descriptions name no chest, thorax or lung)"
-        return None
+        return accepts_chest_ct(header)
 
-    def run(self, volume: Volume) -> PipelineResult:
-        started = time.perf_counter()
+    def infer(self, volume: Volume, hu: torch.Tensor) -> PipelineResult:
         notes: list[str] = []
-        with inference_mode(self.device):
-            hu = hu_tensor(volume, self.device)
-            air = body_mask(hu, min(volume.spacing[:2])) & (hu < LUNG_MAX_HU)
-            airway = airway_mask(hu, air, volume)
-            if not bool(airway.any()):
-                notes.append("no airway reaching the superior end found; nothing removed as airway")
-            right, left = split_lungs(air & ~airway, volume, notes)
-            segments, measurements = [], []
-            for number, (label, kind, mask) in enumerate(
-                (("Right lung", codes.RIGHT_LUNG, right), ("Left lung", codes.LEFT_LUNG, left)), start=1
-            ):
-                segments.append(Segment(number, label, codes.ANATOMICAL_STRUCTURE, kind, mask.cpu().numpy()))
-                measurements += volume_and_mean(hu, mask, volume.voxel_volume_ml, number)
-                measurements.append(Measurement(codes.LAA_950, _laa(hu, mask), codes.PERCENT, number))
-            laa = _laa(hu, right | left)
+        air, airway = lung_air(hu, volume)
+        if not bool(airway.any()):
+            notes.append("no airway reaching the superior end found; nothing removed as airway")
+        right, left = split_lungs(air & ~airway, volume, notes)
+        segments, measurements = [], []
+        for number, (label, kind, mask) in enumerate(
+            (("Right lung", codes.RIGHT_LUNG, right), ("Left lung", codes.LEFT_LUNG, left)), start=1
+        ):
+            segments.append(Segment(number, label, codes.ANATOMICAL_STRUCTURE, kind, mask.cpu().numpy()))
+            measurements += volume_and_mean(hu, mask, volume.voxel_volume_ml, number)
+            measurements.append(Measurement(codes.LAA_950, _laa(hu, mask), codes.PERCENT, number))
+        laa = _laa(hu, right | left)
         grade = emphysema_grade(laa)
-        elapsed = time.perf_counter() - started
-        logger.info("%s ran on %s in %.2f s: LAA-950 %.1f %% (%s)%s", NAME, self.device, elapsed, laa, grade.meaning,
-                    "; " + "; ".join(notes) if notes else "")
-        return PipelineResult(
-            pipeline=NAME,
-            version=VERSION,
-            algorithm_family=codes.MORPHOLOGICAL_OPERATIONS,
+        logger.info("%s: LAA-950 %.1f %% (%s)%s", NAME, laa, grade.meaning, "; " + "; ".join(notes) if notes else "")
+        return self.result(
             segments=segments,
             measurements=measurements,
             classifications=[Classification(codes.PULMONARY_EMPHYSEMA, grade)],
-            timings={"inference": elapsed},
         )
 
 

@@ -6,22 +6,15 @@ Radiology 1999;211:283-286); air inside the body below -500 HU.
 
 from __future__ import annotations
 
-import logging
-import time
-
-
-import numpy as np
 import torch
 from pydicom.dataset import Dataset
 
 from pipelines import codes
 from pipelines.builtin import ops
-from pipelines.device import inference_mode, select_device
+from pipelines.builtin.base import BuiltinPipeline
 from pipelines.registry import register_builtin
 from pipelines.settings import PipelineSettings
 from pipelines.types import Measurement, PipelineResult, Segment, UnsupportedSeries, Volume
-
-logger = logging.getLogger(__name__)
 
 NAME = "ct-tissue"
 VERSION = "1.0.0"
@@ -36,12 +29,6 @@ TABLE_OPENING_MM = 3.0
 def accepts_ct(header: Dataset) -> str | None:
     modality = str(getattr(header, "Modality", ""))
     return None if modality == "CT" else f"modality {modality or 'missing'} is not CT"
-
-
-def hu_tensor(volume: Volume, device: torch.device) -> torch.Tensor:
-    if volume.array.ndim != 3 or min(volume.array.shape) < 2:
-        raise UnsupportedSeries(f"volume of shape {volume.array.shape} is too small for 3D segmentation")
-    return torch.from_numpy(np.ascontiguousarray(volume.array)).to(device)
 
 
 def body_mask(hu: torch.Tensor, pixel_spacing: float) -> torch.Tensor:
@@ -71,53 +58,38 @@ def fat_mask(hu: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
     return body & (hu >= FAT_HU[0]) & (hu <= FAT_HU[1]) & ~air_rim
 
 
-class CtTissuePipeline:
+class CtTissuePipeline(BuiltinPipeline):
     """Body, bone, adipose tissue and air inside the body, with volume and mean HU of each."""
 
     name = NAME
     version = VERSION
     description = "CT: body outline (table removed, holes filled), bone, adipose tissue, air inside the body"
 
-    def __init__(self, settings: PipelineSettings | None = None) -> None:
-        self.device = select_device(settings.device if settings is not None else None)
-
     def accepts(self, header: Dataset) -> str | None:
         return accepts_ct(header)
 
-    def run(self, volume: Volume) -> PipelineResult:
-        started = time.perf_counter()
-        with inference_mode(self.device):
-            hu = hu_tensor(volume, self.device)
-            body = body_mask(hu, min(volume.spacing[:2]))
-            if not bool(body.any()):
-                raise UnsupportedSeries("no body found: no object above -500 HU in the volume")
-            masks = {
-                "Body": body,
-                "Bone": body & (hu >= BONE_MIN_HU),
-                "Adipose tissue": fat_mask(hu, body),
-                "Air inside the body": body & (hu < AIR_MAX_HU),
-            }
-            kinds = {
-                "Body": (codes.ANATOMICAL_STRUCTURE, codes.ENTIRE_BODY),
-                "Bone": (codes.TISSUE, codes.BONE),
-                "Adipose tissue": (codes.TISSUE, codes.ADIPOSE_TISSUE),
-                "Air inside the body": (codes.BODY_SUBSTANCE, codes.GAS),
-            }
-            segments, measurements = [], []
-            for number, (label, mask) in enumerate(masks.items(), start=1):
-                category, kind = kinds[label]
-                segments.append(Segment(number, label, category, kind, mask.cpu().numpy()))
-                measurements += volume_and_mean(hu, mask, volume.voxel_volume_ml, number)
-        elapsed = time.perf_counter() - started
-        logger.info("%s ran on %s in %.2f s", NAME, self.device, elapsed)
-        return PipelineResult(
-            pipeline=NAME,
-            version=VERSION,
-            algorithm_family=codes.MORPHOLOGICAL_OPERATIONS,
-            segments=segments,
-            measurements=measurements,
-            timings={"inference": elapsed},
-        )
+    def infer(self, volume: Volume, hu: torch.Tensor) -> PipelineResult:
+        body = body_mask(hu, min(volume.spacing[:2]))
+        if not bool(body.any()):
+            raise UnsupportedSeries("no body found: no object above -500 HU in the volume")
+        masks = {
+            "Body": body,
+            "Bone": body & (hu >= BONE_MIN_HU),
+            "Adipose tissue": fat_mask(hu, body),
+            "Air inside the body": body & (hu < AIR_MAX_HU),
+        }
+        kinds = {
+            "Body": (codes.ANATOMICAL_STRUCTURE, codes.ENTIRE_BODY),
+            "Bone": (codes.TISSUE, codes.BONE),
+            "Adipose tissue": (codes.TISSUE, codes.ADIPOSE_TISSUE),
+            "Air inside the body": (codes.BODY_SUBSTANCE, codes.GAS),
+        }
+        segments, measurements = [], []
+        for number, (label, mask) in enumerate(masks.items(), start=1):
+            category, kind = kinds[label]
+            segments.append(Segment(number, label, category, kind, mask.cpu().numpy()))
+            measurements += volume_and_mean(hu, mask, volume.voxel_volume_ml, number)
+        return self.result(segments=segments, measurements=measurements)
 
 
 @register_builtin(NAME, CtTissuePipeline.description)

@@ -1,4 +1,5 @@
-"""Result objects of a job: a DICOM SEG of the segments and a TID 1500 SR of measurements and findings.
+"""Result objects of a job: a DICOM SEG of the segments, a TID 1500 SR of measurements and findings, and on
+request a Key Object Selection of the key slices and Secondary Capture fallback images.
 
 Writers know nothing of models: a Volume and a PipelineResult in, DICOM files out. UIDs derive from the
 job key, so a re-run writes objects that replace the earlier ones in PACS.
@@ -12,10 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydicom.dataset import Dataset
+from pydicom.uid import (
+    Comprehensive3DSRStorage,
+    KeyObjectSelectionDocumentStorage,
+    SecondaryCaptureImageStorage,
+    SegmentationStorage,
+)
 
 from pipelines.durable import atomic_file
 from pipelines.results import encoding
 from pipelines.results.fallback import build_fallback
+from pipelines.results.kos import build_key_objects
 from pipelines.results.seg import build_segmentation
 from pipelines.results.sr import build_report
 from pipelines.results.uids import job_uid, result_uids, tracking_uid
@@ -24,12 +32,21 @@ from pipelines.types import PipelineResult, Volume
 
 logger = logging.getLogger(__name__)
 
+LABELMAP_SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.7"
+RESULT_SOP_CLASSES: dict[str, tuple[str, ...]] = {
+    "seg": (SegmentationStorage, LABELMAP_SEGMENTATION_STORAGE),
+    "sr": (Comprehensive3DSRStorage,),
+    "kos": (KeyObjectSelectionDocumentStorage,),
+    "fallback": (SecondaryCaptureImageStorage,),
+}
+"""The SOP classes each kind of result object is written as (the names a destination's ``outputs`` lists)."""
+
 
 @dataclass(frozen=True)
 class WrittenResult:
     """One result object written to disk."""
 
-    kind: str  # "seg", "sr" or "fallback-N" (the N-th Secondary Capture key slice)
+    kind: str  # "seg", "sr", "kos" or "fallback-N" (the N-th Secondary Capture key slice)
     path: Path
     sop_class_uid: str
     sop_instance_uid: str
@@ -69,14 +86,16 @@ def write_results(
     out_dir: Path,
     *,
     fallback: bool = True,
+    key_objects: bool = False,
     timings: dict[str, float] | None = None,
 ) -> list[WrittenResult]:
     """Write the SEG (if there are segments) and the SR (if there is anything to report) into ``out_dir``.
 
     With segments, ``fallback`` and ``options.fallback_key_slices``, also the Secondary Capture key slices for
-    viewers without SEG (``fallback-1.dcm``..., see ``write_fallback``). Files are named ``seg.dcm`` and
+    viewers without SEG (``fallback-1.dcm``..., see ``write_fallback``). With ``key_objects``, also a Key
+    Object Selection of the key slices (``kos.dcm``) when there are any. Files are named ``seg.dcm`` and
     ``sr.dcm``; the same ``job_key`` always gives the same UIDs. ``timings``, when given, receives the seconds
-    of each step (``seg_build``, ``seg_write``, ``sr``, ``fallback``).
+    of each step (``seg_build``, ``seg_write``, ``sr``, ``kos``, ``fallback``).
     Raises ValueError when the result does not fit the volume.
     """
     steps = timings if timings is not None else {}
@@ -110,28 +129,57 @@ def write_results(
             steps["seg_write"],
             written[-1].size_bytes,
         )
-    if result.segments or result.measurements or result.classifications:
+    if result.segments or result.findings or result.measurements or result.classifications:
         started = time.perf_counter()
-        uids = result_uids(job_key, "sr")
-        group_tracking = [job_uid(job_key, "group", index) for index in range(len(result.classifications) + 1)]
-        report = build_report(
-            volume,
-            result,
-            options,
-            series_uid=uids.series_uid,
-            sop_instance_uid=uids.sop_instance_uid,
-            segment_tracking_uids=segment_tracking,
-            group_tracking_uids=group_tracking,
-            seg=seg,
-        )
-        written.append(_written("sr", report, out_dir / "sr.dcm"))
+        written.append(_write_report(volume, result, options, job_key, out_dir, segment_tracking, seg))
         steps["sr"] = time.perf_counter() - started
-        logger.info("job %s: SR %s of series %s written", job_key, report.SOPInstanceUID, series_uid)
+    if key_objects:
+        started = time.perf_counter()
+        written.extend(write_key_objects(volume, result, options, job_key, out_dir))
+        steps["kos"] = time.perf_counter() - started
     if fallback:
         started = time.perf_counter()
         written.extend(write_fallback(volume, result, options, job_key, out_dir))
         steps["fallback"] = time.perf_counter() - started
     return written
+
+
+def _write_report(
+    volume: Volume,
+    result: PipelineResult,
+    options: ResultOptions,
+    job_key: str,
+    out_dir: Path,
+    segment_tracking: list[str],
+    seg: Dataset | None,
+) -> WrittenResult:
+    """Write the SR (``sr.dcm``); its groups' tracking UIDs derive from ``job_key``, the segments' are given."""
+    uids = result_uids(job_key, "sr")
+    report = build_report(
+        volume,
+        result,
+        options,
+        series_uid=uids.series_uid,
+        sop_instance_uid=uids.sop_instance_uid,
+        segment_tracking_uids=segment_tracking,
+        group_tracking_uids=[job_uid(job_key, "group", index) for index in range(len(result.classifications) + 1)],
+        finding_tracking_uids=[job_uid(job_key, "finding", index, "tracking") for index in range(len(result.findings))],
+        seg=seg,
+    )
+    logger.info("job %s: SR %s of series %s written", job_key, report.SOPInstanceUID,
+                volume.datasets[0].SeriesInstanceUID)
+    return _written("sr", report, out_dir / "sr.dcm")
+
+
+def write_key_objects(
+    volume: Volume, result: PipelineResult, options: ResultOptions, job_key: str, out_dir: Path
+) -> list[WrittenResult]:
+    """Write the Key Object Selection of ``result``'s key slices (``kos.dcm``); none when it has no key slice."""
+    uids = result_uids(job_key, "kos")
+    selection = build_key_objects(
+        volume, result, options, series_uid=uids.series_uid, sop_instance_uid=uids.sop_instance_uid
+    )
+    return [] if selection is None else [_written("kos", selection, Path(out_dir) / "kos.dcm")]
 
 
 def write_fallback(

@@ -17,12 +17,11 @@ import highdicom as hd
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import Dataset
-from pydicom.multival import MultiValue
 from pydicom.uid import ExplicitVRLittleEndian
-from scipy import ndimage
 
 from pipelines.settings import ResultOptions
 from pipelines.results.colours import segment_colour
+from pipelines.results.render import draw_segments, enlarged, greyscale, window_of
 from pipelines.results.uids import job_uid, result_uids
 from pipelines.types import Code, PipelineResult, Segment, Volume
 
@@ -59,39 +58,6 @@ def key_slices(segments: list[Segment], max_slices: int) -> list[KeySlice]:
     ]
 
 
-def _first(value: object) -> float:
-    """The first value of a possibly multi-valued DS element."""
-    return float(value[0] if isinstance(value, MultiValue) else value)  # type: ignore[index,arg-type]
-
-
-def _window(volume: Volume, index: int) -> tuple[float, float]:
-    """(center, width) from the source slice's first VOI window, else a soft-tissue CT window."""
-    source = volume.datasets[index if volume.frame_numbers is None else 0]
-    try:
-        center, width = _first(source.WindowCenter), _first(source.WindowWidth)
-    except (AttributeError, TypeError, ValueError, IndexError):
-        return 40.0, 400.0
-    return (center, width) if width > 1 else (40.0, 400.0)
-
-
-def _greyscale(volume: Volume, index: int, scale: int) -> np.ndarray:
-    center, width = _window(volume, index)
-    plane = volume.array[index].astype(np.float32)
-    grey = np.clip((plane - (center - width / 2)) / width, 0, 1) * 255
-    grey = grey.astype(np.uint8)
-    if scale > 1:
-        grey = np.kron(grey, np.ones((scale, scale), np.uint8))
-    return np.repeat(grey[..., None], 3, axis=2)
-
-
-def _outline(mask: np.ndarray, scale: int) -> np.ndarray:
-    """A two-pixel outline of ``mask`` at ``scale`` times its size."""
-    if scale > 1:
-        mask = np.kron(mask.astype(np.uint8), np.ones((scale, scale), np.uint8)).astype(bool)
-    inner = ndimage.binary_erosion(mask, iterations=2, border_value=0)
-    return mask & ~inner
-
-
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
@@ -100,10 +66,12 @@ def render_key_slice(volume: Volume, key: KeySlice, segments: list[Segment], res
     """The RGB picture of one key slice: outlines on the windowed image, a legend strip below."""
     rows, columns = volume.array.shape[1:]
     scale = max(1, -(-MIN_WIDTH // columns))
-    image = _greyscale(volume, key.index, scale)
-    for segment in segments:
-        if segment.number in key.segment_numbers:
-            image[_outline(segment.on_slice(key.index), scale)] = segment_colour(segment.number)
+    source = volume.datasets[key.index if volume.frame_numbers is None else 0]
+    plane = volume.array[key.index]
+    image = enlarged(greyscale(plane, window_of(source, plane)), scale)
+    drawn = [(segment.on_slice(key.index), segment_colour(segment.number)) for segment in segments
+             if segment.number in key.segment_numbers]
+    image = draw_segments(image, drawn, style="outline", scale=scale)
     width = image.shape[1]
     line = 20
     legend = Image.new("RGB", (width, line * (len(segments) + 2) + 8), (0, 0, 0))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -18,12 +17,13 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, RLELossless
 
 from pipelines.settings import ResultOptions
 from pipelines.gc_pause import paused_gc
-from pipelines.results import iod_lookup
 from pipelines.results.colours import segment_colour
 from pipelines.types import Code, PipelineResult, Segment, Volume
+from pipelines.upstream import highdicom_iod
+from pipelines.upstream.highdicom_seg import MAX_BIT_SEGMENTS, FastSegmentation, SegmentBits
 
 logger = logging.getLogger(__name__)
-iod_lookup.install()
+highdicom_iod.install()
 
 # Type 2 attributes highdicom copies from the first source image; absent ones are added empty.
 _PATIENT_STUDY_KEYWORDS = (
@@ -122,18 +122,6 @@ def stacked_array(segments: Sequence[Segment], shape: tuple[int, ...]) -> np.nda
     return np.moveaxis(stacked, 0, -1)
 
 
-MAX_BIT_SEGMENTS = 8
-"""Overlapping BINARY segments up to this many travel to highdicom as one bit each of a uint8 volume."""
-
-
-class SegmentBits(np.ndarray):
-    """Overlapping binary segments as one uint8 volume, bit ``n - 1`` set where segment ``n`` is.
-
-    A quarter of the memory of the masks stacked one byte per segment (315 MB for four segments on 300 slices
-    of 512x512), and quicker to fill; highdicom's per-frame hook takes each segment's bit out again.
-    """
-
-
 def segment_bits(segments: Sequence[Segment], shape: tuple[int, ...], slab: int = 16) -> np.ndarray:
     """The bits of up to ``MAX_BIT_SEGMENTS`` segments numbered 1..n, filled a few slices at a time."""
     if len(segments) > MAX_BIT_SEGMENTS:
@@ -148,91 +136,6 @@ def segment_bits(segments: Sequence[Segment], shape: tuple[int, ...], slab: int 
             part = bits[start : start + slab][box]
             np.bitwise_or(part, np.left_shift(_as_uint8(cropped), segment.number - 1), out=part)
     return bits
-
-
-_QUERY_TABLE_ATTRIBUTES = frozenset(
-    {"_db_con", "_dim_ind_col_names", "_dim_ind_pointers", "_file_reader", "_is_tiled_full",
-     "_missing_reference_instances"}
-)
-"""What highdicom's ``_build_luts`` sets: the tables behind its frame queries (``get_volume`` and the like)."""
-
-
-class _Segmentation(hd.seg.Segmentation):
-    """highdicom's Segmentation taking overlapping segments as bits, with a lighter check of stacked masks.
-
-    Why: for a 4D array highdicom sums over segments into an int64 array of the volume's size (2.5 GB and
-    seconds for 300x512x512x4); checking slice by slice gives the same answer in a fraction of both. Segments
-    as bits (``SegmentBits``) avoid the 4D array altogether; highdicom makes the same frames from them.
-
-    Its query tables are built on first use rather than in the constructor: a SEG that is only written never
-    needs them, and they take 0.15 s for 1,200 frames.
-    """
-
-    def _build_luts(self) -> None:
-        self.__dict__["_query_tables_pending"] = True
-
-    def __getattr__(self, name: str) -> Any:
-        if name in _QUERY_TABLE_ATTRIBUTES and self.__dict__.pop("_query_tables_pending", False):
-            hd.seg.Segmentation._build_luts(self)
-            return getattr(self, name)
-        return super().__getattr__(name)
-
-    @staticmethod
-    def _get_segment_pixel_array(
-        pixel_array: np.ndarray,
-        segment_number: int,
-        described_segment_numbers: np.ndarray,
-        segmentation_type: hd.seg.SegmentationTypeValues,
-        max_fractional_value: int,
-        dtype: type,
-    ) -> np.ndarray:
-        if isinstance(pixel_array, SegmentBits):
-            present = np.bitwise_and(pixel_array.view(np.ndarray), np.uint8(1 << (segment_number - 1))) != 0
-            return present.view(np.uint8).astype(dtype, copy=False)
-        return hd.seg.Segmentation._get_segment_pixel_array(
-            pixel_array, segment_number, described_segment_numbers, segmentation_type, max_fractional_value, dtype
-        )
-
-    @classmethod
-    def _check_and_cast_pixel_array(
-        cls,
-        pixel_array: Any,
-        segment_numbers: np.ndarray,
-        segmentation_type: hd.seg.SegmentationTypeValues,
-        dtype: type,
-    ) -> tuple[Any, hd.seg.SegmentsOverlapValues]:
-        if isinstance(pixel_array, SegmentBits):  # made by segment_bits() for segments known to overlap
-            if segmentation_type != hd.seg.SegmentationTypeValues.BINARY or len(segment_numbers) > MAX_BIT_SEGMENTS:
-                raise ValueError("segments as bits make a BINARY SEG of at most 8 segments")
-            return pixel_array, hd.seg.SegmentsOverlapValues.YES
-        if not (
-            isinstance(pixel_array, np.ndarray)
-            and pixel_array.ndim == 4
-            and pixel_array.dtype == np.uint8
-            and segmentation_type == hd.seg.SegmentationTypeValues.BINARY
-            and pixel_array.shape[-1] == len(segment_numbers)
-        ):
-            return super()._check_and_cast_pixel_array(pixel_array, segment_numbers, segmentation_type, dtype)
-        by_segment = np.moveaxis(pixel_array, -1, 0)  # contiguous again for arrays from stacked_array()
-        overlap = False
-        for k in range(by_segment.shape[1]):
-            planes = by_segment[:, k]
-            if planes.max(initial=0) > 1:
-                raise ValueError("stacked segment masks must hold only 0 and 1")
-            if not overlap and planes.shape[0] > 1:
-                overlap = bool((planes.sum(axis=0, dtype=np.uint8) > 1).any())
-        return pixel_array, (hd.seg.SegmentsOverlapValues.YES if overlap else hd.seg.SegmentsOverlapValues.NO)
-
-    def _encode_pixels_native(self, planes: np.ndarray) -> bytes:
-        """1-bit frames packed as pydicom's pack_bits packs them, with a cheaper check that they hold only 0 and 1.
-
-        Why: pack_bits compares each frame with a boolean copy of itself, a third of the SEG's build time.
-        """
-        if self.BitsAllocated != 1 or planes.dtype not in (np.bool_, np.uint8):
-            return super()._encode_pixels_native(planes)
-        if planes.dtype == np.uint8 and planes.max(initial=0) > 1:
-            raise ValueError("Only binary arrays (containing ones or zeroes) can be packed.")
-        return np.packbits(planes.ravel(), bitorder="little").tobytes()
 
 
 def to_source_frames(array: np.ndarray, volume: Volume) -> np.ndarray:
@@ -320,7 +223,7 @@ def build_segmentation(
     else:
         pixels = to_source_frames(label_array(segments, volume.array.shape), volume)
     with paused_gc():  # highdicom makes about ten pydicom objects per frame
-        return _Segmentation(
+        return FastSegmentation(
             source_images=source_images(volume),
             pixel_array=pixels,
             segmentation_type=(

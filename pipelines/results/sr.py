@@ -1,8 +1,5 @@
-"""TID 1500 Measurement Report (Comprehensive 3D SR) from a pipeline's measurements and classifications.
-
-Each segment gets a volumetric ROI measurement group (TID 1411) that references its segment in the SEG;
-measurements of no segment go into one TID 1501 group; each classification gets its own TID 1501 group with
-the finding as a qualitative evaluation and, where the model gives one, its probability as a measurement.
+"""TID 1500 Measurement Report (Comprehensive 3D SR) of a pipeline's segments, findings, measurements and
+classifications; the groups themselves are made in ``pipelines.results.sr_groups``.
 """
 
 from __future__ import annotations
@@ -16,15 +13,13 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
-from pipelines.settings import ResultOptions
-from pipelines.results.seg import coded, source_images
+from pipelines.results import sr_groups
+from pipelines.results.seg import source_images
 from pipelines.results.uids import device_uid
-from pipelines.types import Classification, Measurement, PipelineResult, Segment, Volume
+from pipelines.settings import ResultOptions
+from pipelines.types import PipelineResult, Volume
 
 logger = logging.getLogger(__name__)
-
-PROBABILITY = codes.DCM.Probability
-NO_UNITS = codes.UCUM.NoUnits
 
 _PROCEDURES = {
     "CT": codes.LN.CTUnspecifiedBodyRegion,
@@ -32,101 +27,42 @@ _PROCEDURES = {
 }
 
 
-def _algorithm(result: PipelineResult) -> hd.sr.AlgorithmIdentification:
-    return hd.sr.AlgorithmIdentification(name=result.pipeline, version=result.version)
-
-
-def _measurement(measurement: Measurement, algorithm: hd.sr.AlgorithmIdentification) -> hd.sr.Measurement:
-    return hd.sr.Measurement(
-        name=coded(measurement.name),
-        value=measurement.value,
-        unit=coded(measurement.unit),
-        algorithm_id=algorithm,
-    )
-
-
-def observation_context(result: PipelineResult, options: ResultOptions) -> hd.sr.ObservationContext:
-    """The algorithm as the observing device."""
+def device_observer(result: PipelineResult, options: ResultOptions) -> hd.sr.ObserverContext:
+    """The algorithm (pipeline name and version) as the observing device."""
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=device_uid(result.pipeline, result.version),
         name=result.pipeline,
         manufacturer_name=options.manufacturer,
         model_name=result.version,
     )
-    return hd.sr.ObservationContext(
-        observer_device_context=hd.sr.ObserverContext(
-            observer_type=codes.DCM.Device, observer_identifying_attributes=device
-        )
-    )
+    return hd.sr.ObserverContext(observer_type=codes.DCM.Device, observer_identifying_attributes=device)
 
 
-def segment_groups(
-    result: PipelineResult,
-    seg: Dataset,
-    source_series_uid: str,
-    tracking_uids: Sequence[str],
-) -> list[hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations]:
-    """One volumetric ROI group per segment, referencing that segment of ``seg``, with its measurements."""
-    algorithm = _algorithm(result)
-    segments: list[Segment] = sorted(result.segments, key=lambda segment: segment.number)
-    groups = []
-    for segment, tracking in zip(segments, tracking_uids, strict=True):
-        groups.append(
-            hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=tracking, identifier=segment.tracking_id or segment.label
-                ),
-                referenced_segment=hd.sr.ReferencedSegment(
-                    sop_class_uid=seg.SOPClassUID,
-                    sop_instance_uid=seg.SOPInstanceUID,
-                    segment_number=segment.number,
-                    source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid),
-                ),
-                finding_category=coded(segment.category),
-                finding_type=coded(segment.type),
-                algorithm_id=algorithm,
-                measurements=[
-                    _measurement(measurement, algorithm)
-                    for measurement in result.measurements
-                    if measurement.segment_number == segment.number
-                ]
-                or None,
-            )
-        )
-    return groups
-
-
-def classification_group(
-    classification: Classification, result: PipelineResult, tracking_uid: str
-) -> hd.sr.MeasurementsAndQualitativeEvaluations:
-    """A TID 1501 group holding one finding (concept = value) and its probability where given."""
-    algorithm = _algorithm(result)
-    probability = (
-        [hd.sr.Measurement(name=PROBABILITY, value=classification.probability, unit=NO_UNITS, algorithm_id=algorithm)]
-        if classification.probability is not None
-        else None
-    )
-    return hd.sr.MeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier=classification.concept.meaning[:64]),
-        algorithm_id=algorithm,
-        qualitative_evaluations=[
-            hd.sr.QualitativeEvaluation(name=coded(classification.concept), value=coded(classification.value))
-        ],
-        measurements=probability,
-    )
+def observation_context(result: PipelineResult, options: ResultOptions) -> hd.sr.ObservationContext:
+    """The algorithm as the observing device."""
+    return hd.sr.ObservationContext(observer_device_context=device_observer(result, options))
 
 
 def _finite_only(result: PipelineResult, series_uid: str) -> PipelineResult:
     """``result`` without measurements that are not numbers (e.g. the mean of an empty segment): DICOM
     decimal strings cannot hold them."""
-    finite = [m for m in result.measurements if math.isfinite(m.value)]
-    for measurement in result.measurements:
-        if not math.isfinite(measurement.value):
-            logger.warning(
-                "series %s: %s measurement %r of segment %s is %s; left out of the report",
-                series_uid, result.pipeline, measurement.name.meaning, measurement.segment_number, measurement.value,
-            )
-    return result if len(finite) == len(result.measurements) else dataclasses.replace(result, measurements=finite)
+    dropped = [m for m in result.measurements if not math.isfinite(m.value)]
+    dropped += [m for f in result.findings for m in f.measurements if not math.isfinite(m.value)]
+    if not dropped:
+        return result
+    for measurement in dropped:
+        logger.warning(
+            "series %s: %s measurement %r (segment %s) is %s; left out of the report",
+            series_uid, result.pipeline, measurement.name.meaning, measurement.segment_number, measurement.value,
+        )
+    return dataclasses.replace(
+        result,
+        measurements=[m for m in result.measurements if math.isfinite(m.value)],
+        findings=[
+            dataclasses.replace(f, measurements=[m for m in f.measurements if math.isfinite(m.value)])
+            for f in result.findings
+        ],
+    )
 
 
 def build_report(
@@ -138,35 +74,42 @@ def build_report(
     sop_instance_uid: str,
     segment_tracking_uids: Sequence[str],
     group_tracking_uids: Sequence[str],
+    finding_tracking_uids: Sequence[str] = (),
     seg: Dataset | None,
 ) -> hd.sr.Comprehensive3DSR:
     """The measurement report of ``result`` on ``volume``; ``seg`` is the SEG its segment groups reference.
 
-    ``group_tracking_uids`` holds one UID for the group of segment-less measurements followed by one per
-    classification. Raises ValueError when there is nothing to report or segments have no SEG to reference.
+    ``segment_tracking_uids`` holds one UID per segment (by number), the UIDs the SEG's segments carry;
+    ``group_tracking_uids`` one for the group of segment-less measurements followed by one per classification;
+    ``finding_tracking_uids`` one per finding (a finding with a segment uses its segment's). Raises ValueError
+    when there is nothing to report, segments have no SEG to reference, or a location is outside the series.
     """
     source_series_uid = volume.datasets[0].SeriesInstanceUID
     result = _finite_only(result, source_series_uid)
+    by_segment = dict(zip(sorted(s.number for s in result.segments), segment_tracking_uids, strict=True))
     groups: list = []
     if result.segments:
         if seg is None:
             raise ValueError("segments can only be reported with the SEG that holds them")
-        groups.extend(segment_groups(result, seg, source_series_uid, segment_tracking_uids))
-    segment_numbers = {segment.number for segment in result.segments}
+        groups.extend(sr_groups.segment_groups(volume, result, seg, by_segment))
+    if len(finding_tracking_uids) < len(result.findings):
+        raise ValueError(f"{len(result.findings)} findings need as many tracking UIDs")
+    for finding, uid in zip(result.findings, finding_tracking_uids):
+        tracking_uid = by_segment.get(finding.segment_number, uid) if finding.segment_number else uid
+        groups.extend(sr_groups.finding_groups(volume, result, finding, tracking_uid, seg))
+    segment_numbers = set(by_segment)
     unattached = [m for m in result.measurements if m.segment_number not in segment_numbers]
-    algorithm = _algorithm(result)
     if unattached:
         groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=group_tracking_uids[0], identifier="whole volume"),
-                algorithm_id=algorithm,
-                measurements=[_measurement(measurement, algorithm) for measurement in unattached],
-            )
+            sr_groups.qualitative_group(volume, result, group_tracking_uids[0], "whole volume", measurements=unattached)
         )
-    for classification, tracking in zip(result.classifications, group_tracking_uids[1:]):
-        groups.append(classification_group(classification, result, tracking))
+    for classification, tracking in zip(result.classifications, group_tracking_uids[1:], strict=True):
+        identifier = classification.concept.meaning
+        groups.append(sr_groups.qualitative_group(volume, result, tracking, identifier, classification=classification))
     if not groups:
-        raise ValueError(f"{result.pipeline}: nothing to report (no segments, measurements or classifications)")
+        raise ValueError(
+            f"{result.pipeline}: nothing to report (no segments, findings, measurements or classifications)"
+        )
 
     modality = str(volume.datasets[0].get("Modality", ""))
     report = hd.sr.MeasurementReport(

@@ -15,7 +15,7 @@ import pydicom
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pynetdicom.sop_class import CTImageStorage
 
-from node.dicom.reactor_checkpoint import ReactorCheckpoint
+from node.dicom.upstream.pynetdicom_reactor import ReactorCheckpoint
 from node.dicom.scu import send_objects
 from node.waiting import wait_until
 from tests.support.peers import StoreSCP

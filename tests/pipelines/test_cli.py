@@ -32,6 +32,13 @@ def test_infer_prints_measurements_and_findings():
     assert "Pulmonary emphysema" in result.output and "Absent" in result.output
 
 
+def test_infer_prints_located_findings():
+    result = runner.invoke(app, ["infer", "ct-lung-cysts", str(SAMPLE_DIR)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("mm LPS") == 4 and "Lung air cyst 2" in result.output
+    assert "at -92.1," in result.output  # the centre of the second sphere of sample_dicom.generate
+
+
 def test_infer_names_an_unknown_pipeline():
     result = runner.invoke(app, ["infer", "no-such-pipeline", str(SAMPLE_DIR)], terminal_width=200)
     assert result.exit_code == 1

@@ -29,7 +29,7 @@ def test_sliding_window_equals_whole_image_for_a_pointwise_network():
 def test_huge_page_requests_follow_the_setting():
     from numpy._core import multiarray
 
-    from pipelines.hugepages import use_hugepages
+    from pipelines.upstream.numpy_hugepages import use_hugepages
 
     before = multiarray._get_madvise_hugepage()
     try:

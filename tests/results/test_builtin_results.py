@@ -22,7 +22,7 @@ def sample_volume():
     return load_series(sorted(SAMPLE.glob("*.dcm")))
 
 
-@pytest.mark.parametrize("name", ["ct-tissue", "ct-lungs"])
+@pytest.mark.parametrize("name", ["ct-tissue", "ct-lungs", "ct-lung-cysts"])
 def test_builtin_pipeline_results_are_valid_and_exact(sample_volume, tmp_path, name):
     result = create_pipeline(name).run(sample_volume)
     assert result.segments, f"{name} found nothing on the sample phantom"

@@ -13,7 +13,7 @@ from pydicom.uid import (
     SegmentationStorage,
 )
 
-from pipelines.results import iod_lookup
+from pipelines.upstream import highdicom_iod as iod_lookup
 from pipelines.results.seg import build_segmentation
 from tests.results.conftest import make_result, seg_sr_options
 

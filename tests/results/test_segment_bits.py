@@ -7,7 +7,8 @@ import pytest
 
 from pipelines.results import encoding
 from pipelines.results import seg as seg_module
-from pipelines.results.seg import SegmentBits, build_segmentation, segment_bits
+from pipelines.results.seg import build_segmentation, segment_bits
+from pipelines.upstream.highdicom_seg import SegmentBits
 from pipelines.types import Code, Segment
 from pipelines.volume import load_series
 from tests.results.conftest import make_result, seg_sr_options, write_enhanced_ct

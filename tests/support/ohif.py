@@ -392,3 +392,73 @@ def load_sr_measurements(viewer: ViewerPage, series_description: str, timeout_s:
     except Exception:  # noqa: BLE001 - playwright's TimeoutError: the count below says what was read
         pass
     return max(0, int(viewer.page.evaluate(_SR_MEASUREMENTS, series_description)))
+
+
+_SR_IN_VIEWPORT = """(description) => {
+  const sr = services.displaySetService.getActiveDisplaySets()
+    .filter(d => d.Modality === 'SR' && d.SeriesDescription === description).map(d => d.displaySetInstanceUID);
+  const shown = Array.from(services.viewportGridService.getState().viewports.values())
+    .some(v => (v.displaySetInstanceUIDs || []).some(uid => sr.includes(uid)));
+  return shown && cornerstone.getEnabledElements().length > 0;
+}"""
+
+
+def open_structured_report(viewer: ViewerPage, series_description: str, timeout_s: float = 90) -> None:
+    """Show the SR series in the viewport (OHIF's SR viewport draws its measurements on their images).
+
+    A double-click that lands while the study browser is still settling selects the series without opening
+    it, so the double-click is repeated until the viewport shows the SR.
+    """
+    item = viewer.page.get_by_text(series_description, exact=True).first
+    item.wait_for(timeout=timeout_s * 1000)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        item.dblclick()
+        try:
+            viewer.page.wait_for_function(_SR_IN_VIEWPORT, arg=series_description, timeout=5000)
+            break
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: try again until the deadline
+            if time.monotonic() > deadline:
+                raise AssertionError(f"OHIF did not show the SR {series_description!r} in the viewport") from None
+    viewer.settle()
+
+
+_DRAWN = """() => {
+  const svg = cornerstone.getEnabledElements()[0].viewport.element.querySelector('svg.svg-layer')
+    || cornerstone.getEnabledElements()[0].viewport.element.querySelector('svg');
+  const points = text => { const v = (text.match(/-?[0-9.]+(e-?[0-9]+)?/g) || []).map(Number);
+    return v.filter((_, i) => i % 2 === 0).map((x, i) => [x, v[2 * i + 1]]); };
+  return {
+    polylines: Array.from(svg.querySelectorAll('polyline')).map(n => points(n.getAttribute('points'))),
+    lines: Array.from(svg.querySelectorAll('line')).filter(n => !n.getAttribute('stroke-dasharray'))
+      .map(n => [[+n.getAttribute('x1'), +n.getAttribute('y1')], [+n.getAttribute('x2'), +n.getAttribute('y2')]]),
+    ellipses: Array.from(svg.querySelectorAll('ellipse')).map(n =>
+      [+n.getAttribute('cx'), +n.getAttribute('cy'), +n.getAttribute('rx'), +n.getAttribute('ry')]),
+    texts: Array.from(svg.querySelectorAll('text'))
+      .map(n => Array.from(n.querySelectorAll('tspan')).map(t => t.textContent)),
+  };
+}"""
+
+
+@dataclass
+class Drawn:
+    """What OHIF's annotation layer draws on the current slice, in screenshot pixels: polylines (outlines,
+    boxes), solid lines (a point's arrow; label connectors are dashed and left out), ellipses (centre x, y and
+    radii) and the lines of each text box."""
+
+    polylines: list[list[tuple[float, float]]]
+    lines: list[tuple[tuple[float, float], tuple[float, float]]]
+    ellipses: list[tuple[float, float, float, float]]
+    texts: list[list[str]]
+
+
+def drawn_annotations(viewer: ViewerPage) -> Drawn:
+    """The SVG annotations OHIF draws on the viewport's current slice."""
+    scale = float(viewer.page.evaluate("() => window.devicePixelRatio"))
+    found = viewer.page.evaluate(_DRAWN)
+    return Drawn(
+        polylines=[[(x * scale, y * scale) for x, y in line] for line in found["polylines"]],
+        lines=[((a[0] * scale, a[1] * scale), (b[0] * scale, b[1] * scale)) for a, b in found["lines"]],
+        ellipses=[(x * scale, y * scale, rx * scale, ry * scale) for x, y, rx, ry in found["ellipses"]],
+        texts=found["texts"],
+    )

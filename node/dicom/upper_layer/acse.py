@@ -1,7 +1,7 @@
 """Association negotiation as the acceptor, with pynetdicom's PDU classes and context negotiation.
 
 pynetdicom decodes an A-ASSOCIATE-RQ, negotiates its presentation contexts and encodes the
-A-ASSOCIATE-AC or -RJ. That costs about 14 ms for the 128 contexts `storescu` proposes, and a sender
+A-ASSOCIATE-AC or -RJ. That is costly for the 128 contexts `storescu` proposes, and a sender
 proposes the same contexts on every association, so :class:`Negotiator` remembers the outcome for
 each distinct proposal: the bytes after the AE titles. Only the AE titles differ between its requests.
 """
