@@ -27,6 +27,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 
 from node.dicom.peer_watch import PeerWatch
+from node.operate.redaction import describe_error, redact
 from node.dicom.upstream import pynetdicom_config, pynetdicom_reactor
 from node.dicom.status import is_success
 
@@ -204,10 +205,11 @@ def _store_one(assoc: Association, watch: PeerWatch, item: _Item, where: str) ->
     try:
         status = assoc.send_c_store(item.payload)
     except (AttributeError, ValueError, OSError) as exc:
-        return StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, failure=Failure.invalid, error=str(exc))
+        return StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, failure=Failure.invalid,
+                            error=describe_error(exc))
     if "Status" in status:
         code = int(status.Status)
-        comment = str(status.get("ErrorComment", "") or "")
+        comment = redact(str(status.get("ErrorComment", "") or ""))  # the peer's text: it may quote values
         return StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, status=code, error=comment)
     waited = time.monotonic() - started
     timeout = assoc.dimse_timeout

@@ -18,6 +18,7 @@ from node.config import Settings
 from node.db import Database, Instance, Job, JobState, Series, SeriesState, record_event, utcnow
 from node.queue.celery_app import RUN_JOB_TASK, send_many
 from node.route.rules import RoutingDecision, route_series
+from node.operate.redaction import error_text
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def _read_header(path: str | None) -> pydicom.Dataset | str:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError) as exc:
-        return f"its first instance cannot be read: {exc}"
+        return f"its first instance cannot be read: {error_text(exc)}"
 
 
 def _first_paths(database: Database, series_uids: list[str]) -> dict[str, str]:

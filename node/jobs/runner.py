@@ -27,6 +27,7 @@ from node.config import Settings
 from node.db import Database, Job, JobState, utcnow
 from node.jobs.lease import Heartbeat, Lease, claim, holds
 from node.jobs.results import record_results
+from node.operate.redaction import describe_error, error_text
 from node.receive.diskguard import results_refusal
 from pipelines.durable import TMP_SUFFIX, StorageFull, remove_partials
 from pipelines.types import UnsupportedSeries
@@ -106,7 +107,7 @@ def _check_series(pipeline, lease: Lease) -> None:  # type: ignore[no-untyped-de
     try:
         header = pydicom.dcmread(lease.paths[0], stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError) as exc:
-        raise PermanentJobError(f"unreadable series: {lease.paths[0].name}: {exc}") from exc
+        raise PermanentJobError(f"unreadable series: {lease.paths[0].name}: {error_text(exc)}") from exc
     refusal = pipeline.accepts(header)
     if refusal:
         raise PermanentJobError(f"pipeline {lease.pipeline} does not accept this series: {refusal}")
@@ -152,7 +153,7 @@ def _write(settings: Settings, lease: Lease, volume, result, hooks: JobHooks,  #
     except StorageFull as exc:
         raise WaitingForSpace(f"no space left writing results in {out_dir}") from exc
     except ValueError as exc:
-        raise PermanentJobError(f"results do not fit the series: {exc}") from exc
+        raise PermanentJobError(f"results do not fit the series: {error_text(exc)}") from exc
     finally:
         remove_partials(out_dir, PARTIALS)
     timings["write"] = time.perf_counter() - started
@@ -210,7 +211,7 @@ def retry_delay(settings: Settings, attempt: int) -> float:
 
 def _failed_for_good(database: Database, lease: Lease, exc: Exception) -> Outcome:
     log.error("job %s: failed permanently: %s", lease.job_id, exc)
-    _finish(database, lease, state=JobState.failed, reason=str(exc), heartbeat_at=None)
+    _finish(database, lease, state=JobState.failed, reason=error_text(exc), heartbeat_at=None)
     return Outcome.failed
 
 
@@ -225,7 +226,7 @@ def _wait_for_space(database: Database, lease: Lease, exc: WaitingForSpace) -> O
 
 def _failed_for_now(settings: Settings, database: Database, lease: Lease, exc: Exception) -> Outcome:
     """Retry later with backoff, or fail once ``queue.max_job_attempts`` are used up."""
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = describe_error(exc)
     if lease.attempt >= settings.queue.max_job_attempts:
         log.exception("job %s: failed after %d attempts", lease.job_id, lease.attempt)
         _finish(database, lease, state=JobState.failed, reason=f"gave up after {lease.attempt} attempts: {reason}")
