@@ -241,8 +241,19 @@ class WebConfig(StrictModel):
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the web server (0: any free port).")
     token: str = Field(
         "",
-        description="Dashboard login token (Bearer header, ?token= or login form); empty: the dashboard is "
-        "refused. /metrics, /healthz and /readyz need no token.",
+        description="Dashboard token: posted once on the login page, which opens a session (a signed cookie "
+        "holding a session ID, never the token), or sent as 'Authorization: Bearer <token>' by scripts. Empty: "
+        "the dashboard is refused. /metrics, /healthz and /readyz need no token.",
+    )
+    session_minutes: float = Field(
+        480, gt=0, description="How long a dashboard session lasts; logout ends it at once, a restart ends them all."
+    )
+    login_attempts_per_minute: int = Field(
+        5, ge=1, description="Failed logins allowed per client address in a minute; more are answered 429."
+    )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list, description="Addresses of reverse proxies whose X-Forwarded-Proto and -For are "
+        "believed (TLS ends there: session cookies are then marked Secure). Empty: none."
     )
     refresh_seconds: int = Field(10, ge=1, description="How often dashboard pages reload themselves.")
 
