@@ -19,6 +19,8 @@ from pipelines.settings import PipelineSettings, ResultOptions
 
 CONFIG_ENV = "PACSNODE_CONFIG"
 """The environment variable naming the configuration file, for commands and worker processes."""
+RETIRED_NODE_KEYS = frozenset({"index_fsync"})
+"""``node`` keys of earlier releases, ignored: ``index_fsync`` (every index row is now durable before Success)."""
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # printable, no backslash
 
 
@@ -97,13 +99,22 @@ class NodeConfig(StrictModel):
         "and each C-STORE of those in progress, with 0xA700); results wait below half of it, so the last half "
         "stays for the index and the embedded broker. 0: off."
     )
-    index_fsync: bool = Field(
-        False, description="Sync the index on every received instance. Off: the instance file itself is always "
-        "fsynced before Success, and `serve` re-indexes at start any stored file the index lost in a power cut."
+    upgrade_database: bool = Field(
+        False, description="`serve` upgrades an index made by an earlier release to this release's schema at "
+        "start. Off: it refuses to start on such an index and says to run `pacsnode db upgrade`."
     )
     tls: TlsConfig = Field(default_factory=TlsConfig, description="DICOM TLS of the SCP.")
 
     _ae = field_validator("ae_title")(classmethod(lambda cls, v: _check_ae_title(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_retired_keys(cls, data: Any) -> Any:
+        """Keys earlier releases had and this one no longer needs are accepted and ignored, so that a node's
+        configuration file stays valid across an upgrade."""
+        if isinstance(data, dict) and RETIRED_NODE_KEYS & data.keys():
+            data = {key: value for key, value in data.items() if key not in RETIRED_NODE_KEYS}
+        return data
 
     @field_validator("allowed_calling_ae_titles")
     @classmethod

@@ -63,6 +63,12 @@ class DeliveryState(str, enum.Enum):
     replaced = "replaced"  # the destination refused this SOP class; its fallback was sent instead
 
 
+class WorkerState(str, enum.Enum):
+    alive = "alive"
+    stopped = "stopped"  # ended in order
+    dead = "dead"  # stopped beating: killed, or its host is gone
+
+
 def _enum(cls: type[enum.Enum]) -> Enum:
     return Enum(cls, native_enum=False, length=16, validate_strings=True)
 
@@ -171,6 +177,23 @@ class Delivery(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
 
 
+class WorkerProcess(Base):
+    """A worker process (a Celery pool process) as its heartbeats show it; the reconciler judges it dead when
+    they stop. What `pacsnode status`, the dashboard, the metrics and /readyz show of the workers."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)  # host:pid:token, the prefix of its job leases
+    host: Mapped[str] = mapped_column(String(128))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(String(64))  # comma-separated: gpu, delivery
+    state: Mapped[WorkerState] = mapped_column(_enum(WorkerState), default=WorkerState.alive, index=True)
+    reason: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    seen_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
 class DestinationRefusal(Base):
     """A SOP class a destination refused at association: later jobs send it the fallback instead."""
 
@@ -249,9 +272,6 @@ class Database:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
-
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session that commits on success and rolls back on error."""
@@ -269,10 +289,18 @@ class Database:
         self.engine.dispose()
 
 
-def open_database(url: str) -> Database:
-    """Open the index at ``url`` and make sure its tables exist."""
+def open_database(url: str, upgrade: bool = False) -> Database:
+    """Open the index at ``url`` at this release's schema: a new database is created, an older one upgraded
+    when ``upgrade`` is true; otherwise (and for a newer one) :class:`node.migrations.SchemaError` says what
+    to do."""
+    from node.migrations import prepare
+
     database = Database(url)
-    database.create_schema()
+    try:
+        prepare(database.engine, upgrade=upgrade)
+    except BaseException:
+        database.dispose()
+        raise
     return database
 
 

@@ -72,3 +72,9 @@ def test_unreadable_and_non_yaml_files(tmp_path: Path) -> None:
         load_settings(write(tmp_path, "node: [unclosed"))
     with pytest.raises(ConfigError, match="top level must be a mapping"):
         load_settings(write(tmp_path, "- a\n- b\n"))
+
+
+def test_a_file_of_an_earlier_release_stays_valid(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "node:\n  index_fsync: false\n  port: 11113\n"))
+    assert settings.node.port == 11113
+    assert "index_fsync" not in settings.node.model_dump()

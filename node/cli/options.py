@@ -29,6 +29,13 @@ def load_config(config: Path | None) -> Settings:
         raise typer.Exit(2) from exc
 
 
-def open_index(settings: Settings) -> Database:
-    """The node's index database."""
-    return open_database(settings.node.resolved_database_url())
+def open_index(settings: Settings, upgrade: bool = False) -> Database:
+    """The node's index database; an index this release cannot use as it stands ends the command with exit
+    code 2 and what to do (``upgrade`` brings an older one to this release's schema)."""
+    from node.migrations import SchemaError
+
+    try:
+        return open_database(settings.node.resolved_database_url(), upgrade=upgrade)
+    except SchemaError as exc:
+        _errors.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc

@@ -23,9 +23,6 @@ route_app = typer.Typer(help="Check routing rules.", no_args_is_help=True)
 app.add_typer(route_app, name="route")
 
 
-
-
-
 @app.command()
 def worker(
     config: Path = RequiredConfigOption,
@@ -44,6 +41,7 @@ def worker(
 
     settings = load_config(config)
     configure_logging(settings.logging)
+    open_index(settings).dispose()  # an index at another schema revision stops the worker here, saying why
     run_worker(
         settings,
         queues=queues,

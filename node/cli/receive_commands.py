@@ -40,8 +40,9 @@ def parse_peer(text: str) -> tuple[str, str, int]:
 @app.command()
 def serve(config: Path = RequiredConfigOption) -> None:
     """Run the node: the DICOM SCP, series assembly, dispatch, worker and outbox."""
-    from node.route.rules import check_routes
+    from node.migrations import SchemaError
     from node.operate.serve import run
+    from node.route.rules import check_routes
 
     settings = load_config(config)
     try:
@@ -50,7 +51,12 @@ def serve(config: Path = RequiredConfigOption) -> None:
         err_console.print(str(exc), style="red", markup=False)
         raise typer.Exit(2) from exc
     configure_logging(settings.logging)
-    raise typer.Exit(run(settings, config_path=config))
+    try:
+        code = run(settings, config_path=config)
+    except SchemaError as exc:  # an index this release cannot use as it stands: say what to do
+        err_console.print(str(exc), style="red", markup=False)
+        raise typer.Exit(2) from exc
+    raise typer.Exit(code)
 
 
 @app.command()

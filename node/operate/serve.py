@@ -1,6 +1,6 @@
 """`pacsnode serve`: the node's process tree and its orderly shutdown.
 
-Opens the index, resumes interrupted series, starts the receiving processes, the background loops
+Opens the index (creating it, or upgrading it when ``node.upgrade_database`` says so), resumes interrupted series, starts the receiving processes, the background loops
 (assembly, dispatch, reconciliation, outbox) and, with the embedded broker, a Celery worker.
 SIGTERM or SIGINT stops them in reverse order, letting associations in progress finish.
 """
@@ -45,7 +45,7 @@ def run(settings: Settings, config_path: Path | None = None, stop: threading.Eve
     removed = remove_partials(storage_dir)
     if removed:
         log.info("removed %d partial file(s) left by an interrupted write", removed)
-    database = open_database(settings.node.resolved_database_url())
+    database = open_database(settings.node.resolved_database_url(), upgrade=settings.node.upgrade_database)
     reindex(storage_dir, database)
     resume(settings, database)
 

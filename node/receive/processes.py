@@ -20,7 +20,7 @@ from typing import Any
 import pydicom.config
 
 from node.config import Settings
-from node.db import Database, relax_commit_sync
+from node.db import Database
 from node.receive.diskguard import refuse_reason
 from node.operate.logging_setup import configure_logging
 from node.receive.slots import AssociationCounter, shared_table
@@ -54,9 +54,10 @@ def receiver_main(settings: Settings, slots: Any, ready: Any, index: int) -> Non
     configure_logging(settings.logging)
     # Invalid values are answered with a status; pydicom's warnings would echo them into the log.
     pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    # Full commit durability (the database's default): Success is answered only once the instance's index row
+    # would survive a crash of the database or the host; group commit shares that sync among concurrent
+    # associations.
     database = Database(settings.node.resolved_database_url())
-    if not settings.node.index_fsync:
-        relax_commit_sync(database)
     counter = AssociationCounter(slots, index, settings.node.max_associations)
     receiver = Receiver(settings, database, counter, extra_checks=[partial(refuse_reason, settings)],
                         space_check=partial(refuse_reason, settings))

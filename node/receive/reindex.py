@@ -1,8 +1,9 @@
 """Re-index stored instances the index does not know (run by `serve` at start).
 
-Receiving processes fsync every instance file before answering Success, but by default do not sync
-the index on each commit (``node.index_fsync``). After a power cut the newest index rows may be lost
-while their files are safe; this scan restores them, so the files stay the durable record.
+A receiving process renames an instance's fsynced file into its series folder before it indexes it, and
+answers Success only once the index row is durable. A crash between the two leaves a stored file the index
+does not know (never acknowledged, so its sender sends it again; or an index from before that guarantee);
+this scan indexes such files, so the files stay the durable record.
 """
 
 from __future__ import annotations

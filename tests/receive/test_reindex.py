@@ -1,4 +1,4 @@
-"""Stored files the index lost (power cut with node.index_fsync off) are re-indexed at start."""
+"""Stored files the index does not know (a crash between the file and its index row) are re-indexed at start."""
 
 from __future__ import annotations
 
