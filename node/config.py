@@ -99,6 +99,11 @@ class NodeConfig(StrictModel):
         "and each C-STORE of those in progress, with 0xA700); results wait below half of it, so the last half "
         "stays for the index and the embedded broker. 0: off."
     )
+    duplicate_instances: Literal["keep", "replace", "refuse"] = Field(
+        "keep", description="An instance whose SOP Instance UID is already stored: keep the stored copy and answer "
+        "Success (as PACS do), replace it and reopen its series so its jobs run again, or refuse it (0x0111). "
+        "Recorded as an event either way."
+    )
     upgrade_database: bool = Field(
         False, description="`serve` upgrades an index made by an earlier release to this release's schema at "
         "start. Off: it refuses to start on such an index and says to run `pacsnode db upgrade`."

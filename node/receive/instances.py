@@ -44,7 +44,7 @@ _SQL = {
                        ":series_uid, :sop_class_uid, :transfer_syntax_uid, :path, :size_bytes, :calling_ae_title, "
                        ":called_ae_title, :now) ON CONFLICT DO NOTHING RETURNING sop_instance_uid",
     "refresh_instance": "UPDATE instances SET size_bytes = :size_bytes, transfer_syntax_uid = :transfer_syntax_uid, "
-                        "received_at = :now WHERE sop_instance_uid = :sop_instance_uid",
+                        "received_at = :now WHERE sop_instance_uid = :sop_instance_uid AND path = :path",
     "touch_series": "UPDATE series SET last_received_at = :now WHERE series_uid = :series_uid",
     "reopen_series": f"UPDATE series SET state = :state, completed_at = NULL, state_reason = :reason "
                      f"WHERE series_uid = :series_uid AND state IN ({_REOPENABLE_SQL})",
@@ -79,6 +79,7 @@ class Received:
     calling_ae_title: str | None
     called_ae_title: str | None
     calling_host: str | None
+    replaced: bool = False  # it replaced a stored copy (node.duplicate_instances: replace): reopen its series
 
 
 class KnownSeries:
@@ -138,18 +139,38 @@ def record_instance(target: Session | Connection, item: Received, known: KnownSe
             _upsert_study_and_series(cursor, sql, item, values)
         cursor.execute(sql["insert_instance"], values)
         if not cursor.fetchall():
-            # Same SOP Instance UID again: the file was replaced in place; refresh its metadata only.
+            # Same SOP Instance UID again: the file was kept or replaced in place; refresh its metadata only.
             cursor.execute(sql["refresh_instance"], values)
             cursor.execute(sql["touch_series"], values)
+            if item.replaced:
+                reopen_series(cursor, dialect, ids.series_uid, cause=f"replaced instance {ids.sop_instance_uid}",
+                              calling_ae_title=item.calling_ae_title, now=values["now"])
             return False
-        cursor.execute(sql["reopen_series"], {"series_uid": ids.series_uid, "state": SeriesState.receiving.value,
-                                              "reason": REOPENED_REASON})
-        if cursor.rowcount:
-            log.info("series %s reopened by late instance %s", ids.series_uid, ids.sop_instance_uid)
+        reopen_series(cursor, dialect, ids.series_uid, cause=f"new instance {ids.sop_instance_uid}",
+                      calling_ae_title=item.calling_ae_title, now=values["now"])
         cursor.execute(sql["count_instance"], values)
         return True
     finally:
         cursor.close()
+
+
+def reopen_series(cursor: Any, dialect: str, series_uid: str, *, cause: str, calling_ae_title: str | None,
+                  now: Any = None) -> bool:
+    """Reopen a series that was complete (or routed, unrouted) because ``cause`` changed it; True if it was.
+
+    The series goes back to ``receiving``: it completes again and is routed again, and the dispatcher resets
+    its jobs, whose results replace the earlier ones at the destinations (result UIDs derive from the job).
+    Called for a new instance after completion and for an instance that replaced a stored copy. ``cursor`` is
+    a DB-API cursor inside the caller's transaction (``now`` as ``record_instance`` binds it).
+    """
+    sql = _statements(dialect)
+    now = now if now is not None else _timestamp(dialect, utcnow())
+    cursor.execute(sql["reopen_series"], {"series_uid": series_uid, "state": SeriesState.receiving.value,
+                                          "reason": REOPENED_REASON})
+    if not cursor.rowcount:
+        return False
+    log.info("series %s reopened by %s from %s", series_uid, cause, calling_ae_title or "an unknown sender")
+    return True
 
 
 def _upsert_study_and_series(cursor: Any, sql: dict[str, str], item: Received, values: dict[str, Any]) -> None:

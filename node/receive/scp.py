@@ -89,7 +89,8 @@ class Receiver:
         """Bind and serve in background threads; return the bound address."""
         node = self.settings.node
         gate = AssociationGate(self.settings, self.counter, self.extra_checks, database=self.database)
-        handler = NodeAssociations(gate, StoreHandler(node.storage_dir, self.database, self.space_check))
+        handler = NodeAssociations(gate, StoreHandler(node.storage_dir, self.database, self.space_check,
+                                                      duplicates=node.duplicate_instances))
         limits = Limits(max_pdu_length=node.pdu_max_length, acse_timeout=node.acse_timeout,
                         network_timeout=node.network_timeout, dimse_timeout=node.dimse_timeout,
                         pdu_timeout=node.pdu_timeout)
