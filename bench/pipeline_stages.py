@@ -22,7 +22,6 @@ import argparse
 import gc
 import json
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,8 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from bench import many_segments
 from node.config import QueueConfig
-from pipelines.settings import ResultOptions
+from pipelines.bundle import BundlePipeline
+from pipelines.memory import PeakMemory
+from pipelines.settings import PipelineSettings, ResultOptions
 from pipelines.upstream.numpy_hugepages import use_hugepages
 from pipelines.registry import create_pipeline
 from pipelines.results import write_dataset
@@ -44,15 +46,9 @@ from pipelines.types import Measurement, PipelineResult, Segment, Volume
 from pipelines.volume import load_series
 from sample_dicom.generate import BENCHMARK, write_phantom
 
-PAGE = 4096
 SAMPLE_SERIES = sorted((Path(__file__).resolve().parents[1] / "sample_dicom" / "chest_ct").glob("*.dcm"))
 BAR_SECONDS = 2.0
 BAR_VOLUME_MULTIPLE = 3.0
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * PAGE
 
 
 @dataclass
@@ -72,25 +68,14 @@ def measure(stages: list[Stage], name: str, *, inference: bool = False) -> Itera
     """Time the block and sample its resident memory above the level at its start."""
     gc.collect()
     stage = Stage(name, inference=inference)
-    base = _rss()
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.002):
-            peak[0] = max(peak[0], _rss())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
-        yield stage
+        with PeakMemory() as peak:
+            yield stage
     finally:
         stage.seconds = time.perf_counter() - started
         stage.cpu_seconds = time.process_time() - cpu_started
-        done.set()
-        sampler.join()
-        stage.peak_bytes = max(peak[0], _rss()) - base
+        stage.peak_bytes = peak.bytes
         stages.append(stage)
 
 
@@ -186,7 +171,27 @@ def warm_up(volume: Volume, result: PipelineResult, out: Path) -> None:
     write_stages([], small, small_result, ResultOptions(), "bench/warm-up", out)
 
 
-def run(data_dir: Path, pipelines: list[str], forms: list[str]) -> dict[str, Any]:
+BUNDLES = {"many-segments": many_segments}
+"""Bundles the benchmark writes and runs: module -> ``write_bundle(dir)`` and the pipeline's ``OVERRIDES``."""
+
+
+def run_bundle(stages: list[Stage], name: str, volume: Volume, scratch: Path) -> PipelineResult:
+    """Run a bundle the benchmark writes; its run as one stage, then each of its own stages with its peak."""
+    module = BUNDLES[name]
+    bundle_dir = module.write_bundle(scratch / name)
+    pipeline = BundlePipeline(PipelineSettings(name=name, bundle_dir=bundle_dir, overrides=module.OVERRIDES))
+    pipeline.measure_memory = True
+    with measure(stages, f"{name}: bundle run", inference=True) as stage:
+        result = pipeline.run(volume)
+        stage.notes["segments"] = len(result.segments)
+    for part, seconds in result.timings.items():
+        own = part == "results"  # pacsnode's part: the prediction made segments and measurements
+        stages.append(Stage(f"{name}: {'segments from the prediction' if own else 'bundle ' + part}", seconds=seconds,
+                            peak_bytes=pipeline.stage_peaks[part], inference=not own, notes={"within": "bundle run"}))
+    return result
+
+
+def run(data_dir: Path, pipelines: list[str], forms: list[str], bundles: list[str] | None = None) -> dict[str, Any]:
     """Measure every stage; the report as a dict."""
     paths = phantom(data_dir)
     stages: list[Stage] = []
@@ -205,6 +210,8 @@ def run(data_dir: Path, pipelines: list[str], forms: list[str]) -> dict[str, Any
                 result = pipeline.run(volume)
                 stage.notes["segments"] = [s.label for s in result.segments]
             results.append(result)
+        for name in bundles or []:
+            results.append(run_bundle(stages, name, volume, out))
         if not results:
             results.append(truth_result(volume, data_dir))
         warm_up(volume, results[0], out)
@@ -262,11 +269,13 @@ def main(argv: list[str] | None = None) -> None:
         "--pipelines", nargs="*", default=["ct-tissue", "ct-lungs"],
         help="built-in pipelines to run; none: ct-tissue's segments from the phantom's truth, no inference",
     )
+    parser.add_argument("--bundles", nargs="*", default=list(BUNDLES), choices=list(BUNDLES),
+                        help="bundles the benchmark writes and runs (many-segments: 104 segments)")
     parser.add_argument("--forms", nargs="*", default=list(SEG_FORMS), choices=list(SEG_FORMS))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     use_hugepages(QueueConfig().numpy_hugepages)  # as a worker process does
-    report = run(args.data, args.pipelines, args.forms)
+    report = run(args.data, args.pipelines, args.forms, args.bundles)
     print_report(report)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))

@@ -65,6 +65,9 @@ class NodeConfig(StrictModel):
         description="Optional host binding: a calling AE title is accepted only from this address.",
     )
     series_quiet_seconds: float = Field(60, gt=0, description="A series is complete after this long with no new instance.")
+    study_quiet_seconds: float = Field(
+        300, gt=0, description="A study-level job (a route with inputs) whose inputs are not all there waits this long "
+        "after the study's last instance before it fails, naming the missing inputs.")
     max_associations: int = Field(25, ge=1, description="Concurrent associations before new ones are rejected.")
     max_associations_per_host: int = Field(
         10, ge=1, description="Concurrent associations from one address by callers that are not configured senders "
@@ -168,6 +171,12 @@ class QueueConfig(StrictModel):
     retry_initial_seconds: float = Field(5, gt=0, description="First delay before a job's transient error is retried; doubles.")
     retry_max_seconds: float = Field(600, gt=0, description="Cap on one job retry delay.")
     key_prefix: str = Field("", description="Prefix of every Redis key the node uses, to share one Redis safely.")
+    job_memory_mb: int = Field(
+        0, ge=0, description="Memory (MB) the jobs of one worker host may take together: each job reserves its "
+        "pipeline's memory_mb while it runs, and one that would not fit waits (its reason says so) instead of "
+        "starting. 0: the host's total memory less 1 GB.")
+    resource_wait_seconds: float = Field(
+        30, gt=0, description="How long a job that waits for memory (or GPU memory) waits before it is tried again.")
 
 
 class DeliveryConfig(StrictModel):
@@ -240,6 +249,23 @@ class RouteConfig(StrictModel):
     pipelines: list[str] = Field(default_factory=list, description="Pipelines run on matching series.")
     destinations: list[str] = Field(default_factory=list, description="Destinations that receive the results.")
     reply_to_sender: bool = Field(False, description="Also send results back to the calling AE's known address.")
+    inputs: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Study-level route: input name -> conditions (as match) one series of the study must meet, e.g. "
+        "{t1: {SeriesDescription: '~(?i)t1(?!.*c)'}, flair: {...}}. The pipelines get every input as a channel, in "
+        "the order they declare, on the reference input's grid; one job per study. Empty: one job per series.")
+    reference: str = Field("", description="The input whose grid the others are resampled onto; empty: the first input.")
+
+    @model_validator(mode="after")
+    def _check_inputs(self) -> "RouteConfig":
+        if self.reference and self.reference not in self.inputs:
+            raise ValueError(f"route {self.name!r}: reference {self.reference!r} is not one of its inputs {sorted(self.inputs)}")
+        return self
+
+    @property
+    def reference_input(self) -> str:
+        """The input whose grid the study-level job uses ('' for a series-level route)."""
+        return self.reference or next(iter(self.inputs), "")
 
 
 class LoggingConfig(StrictModel):

@@ -48,6 +48,7 @@ class SeriesState(str, enum.Enum):
 
 
 class JobState(str, enum.Enum):
+    waiting = "waiting"  # a study-level job whose inputs are not all there yet
     queued = "queued"
     running = "running"
     retrying = "retrying"
@@ -132,6 +133,8 @@ class Job(Base):
     celery_task_id: Mapped[str | None] = mapped_column(String(64))
     worker: Mapped[str | None] = mapped_column(String(128))
     timings: Mapped[dict] = mapped_column(JSON, default=dict)
+    inputs: Mapped[dict | None] = mapped_column(JSON(none_as_null=True))
+    """A study-level job's series: {"reference": name, "series": {name: series UID}}; None for one series."""
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     queued_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)

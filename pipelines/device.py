@@ -5,12 +5,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
-from monai.inferers import sliding_window_inference
 
 logger = logging.getLogger(__name__)
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Give the GPU memory torch keeps cached after a job back to the device, so that other worker processes
+    sharing the GPU see it free (their admission checks read the free memory)."""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def gpu_memory_mb(device: str | torch.device) -> tuple[int, int]:
+    """(free, total) MB of a CUDA device's memory, as the driver reports them (other processes included)."""
+    free, total = torch.cuda.mem_get_info(torch.device(device))
+    return free // 2**20, total // 2**20
 
 
 def select_device(preferred: str | None = None) -> torch.device:
@@ -41,29 +53,3 @@ def inference_mode(device: torch.device, amp: bool = True) -> Iterator[None]:
     autocast = torch.autocast("cuda", dtype=torch.float16) if amp and device.type == "cuda" else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         yield
-
-
-def infer(
-    network: Callable[[torch.Tensor], torch.Tensor],
-    image: torch.Tensor,
-    device: torch.device,
-    *,
-    roi_size: Sequence[int] | None = None,
-    sw_batch_size: int = 4,
-    overlap: float = 0.25,
-    amp: bool = True,
-) -> torch.Tensor:
-    """Network output for ``image`` ([batch, channel, *spatial]) as float32.
-
-    With ``roi_size`` the image is cut into overlapping windows (MONAI ``sliding_window_inference``, Gaussian
-    blending) so large volumes fit in memory; without it the network sees the whole image at once.
-    """
-    image = image.to(device)
-    with inference_mode(device, amp):
-        if roi_size:
-            output = sliding_window_inference(
-                image, roi_size=list(roi_size), sw_batch_size=sw_batch_size, predictor=network, overlap=overlap, mode="gaussian"
-            )
-        else:
-            output = network(image)
-    return output.float()  # type: ignore[union-attr]

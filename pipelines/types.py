@@ -40,6 +40,11 @@ class Volume:
     datasets: list[Dataset]
     frame_numbers: list[int] | None = None
     notes: list[str] = field(default_factory=list)
+    channels: dict[str, np.ndarray] | None = None
+    """For a model taking several series: each input series by its name, resampled onto this volume's grid
+    (``[k, j, i]``, the same shape as ``array``); ``array`` is the reference series among them."""
+    related: list[Dataset] = field(default_factory=list)
+    """Headers of the other source series' instances (``channels``), which results reference too."""
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -61,6 +66,9 @@ class Volume:
         i, j, k = (np.linalg.inv(self.affine) @ np.array([*xyz, 1.0], dtype=float))[:3]
         return (float(i), float(j), float(k))
 
+
+SegmentLabel = tuple[str, Code, Code, "Code | None"]
+"""A segment's label, category, type and type modifier (None when the type needs none)."""
 
 Box = tuple[slice, slice, slice]
 """A bounding box on a volume's grid, ``[k, j, i]`` slices."""
@@ -91,9 +99,12 @@ class Segment:
         type: Code,
         mask: np.ndarray | None = None,
         tracking_id: str | None = None,
+        modifier: Code | None = None,
     ) -> None:
         self.number, self.label, self.category, self.type = number, label, category, type
         self.tracking_id = tracking_id
+        self.modifier = modifier
+        """Qualifies ``type``, e.g. its laterality (SNOMED CT Left or Right, CID 244)."""
         self._label_map: np.ndarray | None = None
         self._value = 0
         self._cropped: np.ndarray | None = None
@@ -104,9 +115,11 @@ class Segment:
 
     @classmethod
     def from_label_map(
-        cls, label_map: np.ndarray, labels: dict[int, tuple[str, Code, Code]], *, keep_empty: bool = True
+        cls, label_map: np.ndarray, labels: dict[int, tuple[str, Code, Code]] | dict[int, "SegmentLabel"], *,
+        keep_empty: bool = True,
     ) -> list["Segment"]:
-        """One segment per ``labels`` entry (value -> label, category, type), numbered 1.. in value order.
+        """One segment per ``labels`` entry (value -> label, category, type[, modifier]), numbered 1.. in value
+        order.
 
         The segments share ``label_map`` (not copied; do not change it afterwards). Bounding boxes come from
         one pass over the map. ``keep_empty`` False leaves out values that occur nowhere.
@@ -120,8 +133,8 @@ class Segment:
             box = boxes[value - 1] if 0 < value <= len(boxes) else None
             if box is None and not keep_empty:
                 continue
-            label, category, kind = labels[value]
-            segment = cls(len(segments) + 1, label, category, kind)
+            label, category, kind, *modifier = labels[value]
+            segment = cls(len(segments) + 1, label, category, kind, modifier=modifier[0] if modifier else None)
             segment.shape = tuple(label_map.shape)  # type: ignore[assignment]
             segment.box = box or EMPTY_BOX
             segment._label_map, segment._value = label_map, value
@@ -326,5 +339,11 @@ class PipelineResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class UnsupportedSeries(Exception):
+class PipelineFailure(Exception):
+    """A job that cannot succeed as it stands: running it again would fail the same way (a bundle that cannot be
+    honoured, data the model refuses). The job fails for good with the message, which says what to change, as
+    its reason; errors of any other type count as transient and are retried."""
+
+
+class UnsupportedSeries(PipelineFailure):
     """The series cannot be processed (not one volume, non-image, wrong modality); permanent, with the reason."""

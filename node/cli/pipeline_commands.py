@@ -47,7 +47,7 @@ def infer_folder(
     from pydicom.misc import is_dicom
 
     from pipelines.registry import get_pipeline
-    from pipelines.types import UnsupportedSeries
+    from pipelines.types import PipelineFailure, UnsupportedSeries
     from pipelines.volume import load_series
 
     settings = load_config(config)
@@ -59,7 +59,7 @@ def infer_folder(
         if reason:
             raise UnsupportedSeries(f"{name} does not accept this series: {reason}")
         result = pipeline.run(volume)
-    except (KeyError, UnsupportedSeries, ValueError) as exc:
+    except (KeyError, PipelineFailure, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     for note in volume.notes:

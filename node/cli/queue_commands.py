@@ -67,6 +67,7 @@ def _folder_series(path: Path) -> dict[str, list[Path]]:
 
 def _print_decision(label: str, header: pydicom.Dataset, called: str | None, calling: str | None, settings: Settings) -> bool:
     from node.route.rules import route_series
+    from node.route.study import StudySeries, study_inputs
 
     decision = route_series(settings.routes, header, called, calling)
     console.print(f"[bold]{escape(label)}[/bold]  called AE {escape(repr(called))}, calling AE {escape(repr(calling))}")
@@ -77,9 +78,12 @@ def _print_decision(label: str, header: pydicom.Dataset, called: str | None, cal
         for pipeline, routes in decision.pipelines.items():
             targets = ", ".join(decision.destinations.get(pipeline, [])) or "(no destination)"
             console.print(f"  -> pipeline [cyan]{escape(pipeline)}[/cyan] (routes {escape(', '.join(routes))}) -> {escape(targets)}")
-    else:
+    inputs = study_inputs(settings.routes, StudySeries("", header, called, calling))
+    for item in inputs:
+        console.print(f"  -> input of study route {escape(item)}: one job per study once its inputs are there")
+    if not decision.pipelines and not inputs:
         console.print(f"  -> unrouted: {escape(decision.unrouted_reason())}")
-    return bool(decision.pipelines)
+    return bool(decision.pipelines or inputs)
 
 
 @route_app.command("test")

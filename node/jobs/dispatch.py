@@ -1,7 +1,9 @@
 """Dispatch: complete series become jobs (database first), then Celery messages carrying only job IDs.
 
 One job per (series, pipeline): a series that is reopened and completes again resets its jobs to queued
-instead of adding rows. Retrying jobs are enqueued here once their backoff has passed.
+instead of adding rows. Routes with ``inputs`` make one job per study instead (``node.jobs.study``); a series
+that is only such an input is recorded as routed to them. Retrying jobs are enqueued here once their backoff
+has passed.
 """
 
 from __future__ import annotations
@@ -10,39 +12,20 @@ import logging
 from collections import defaultdict
 
 import pydicom
-from pydicom.errors import InvalidDicomError
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from node.config import Settings
-from node.db import Database, Instance, Job, JobState, Series, SeriesState, record_event, utcnow
+from node.db import Database, Job, JobState, Series, SeriesState, record_event, utcnow
 from node.queue.celery_app import RUN_JOB_TASK, send_many
 from node.route.rules import RoutingDecision, route_series
-from node.operate.redaction import error_text
+from node.route.study import StudySeries, study_inputs
+from node.jobs.headers import first_paths, read_header
+from node.jobs.study import expire_waiting, route_studies, waiting_studies
 
 log = logging.getLogger(__name__)
 
 BATCH = 100
-
-
-def _read_header(path: str | None) -> pydicom.Dataset | str:
-    """A series' first instance header, or the reason it cannot be read."""
-    if path is None:
-        return "the series has no stored instances"
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError) as exc:
-        return f"its first instance cannot be read: {error_text(exc)}"
-
-
-def _first_paths(database: Database, series_uids: list[str]) -> dict[str, str]:
-    with database.session() as session:
-        rows = session.execute(
-            select(Instance.series_uid, func.min(Instance.path))
-            .where(Instance.series_uid.in_(series_uids))
-            .group_by(Instance.series_uid)
-        ).all()
-    return {uid: path for uid, path in rows}
 
 
 JobKey = tuple[str, str]
@@ -74,6 +57,10 @@ def _decide(settings: Settings, series: Series, header: pydicom.Dataset | str) -
         return SeriesState.unrouted, f"cannot route: {header}", None
     decision = route_series(settings.routes, header, series.called_ae_title, series.calling_ae_title)
     if not decision.pipelines:
+        inputs = study_inputs(settings.routes, StudySeries(series.series_uid, header, series.called_ae_title,
+                                                           series.calling_ae_title))
+        if inputs:  # its jobs are made per study, once the study's inputs are there
+            return SeriesState.routed, "study routes: " + ", ".join(inputs), None
         return SeriesState.unrouted, decision.unrouted_reason(), None
     return SeriesState.routed, "routes: " + ", ".join(v.route.name for v in decision.matched), decision
 
@@ -108,8 +95,8 @@ def _leave_complete(session: Session, moves: dict[str, tuple[SeriesState, str | 
 
 def route_complete(settings: Settings, database: Database, series_uids: list[str]) -> list[int]:
     """Route complete series in one transaction: their jobs, or why they are unrouted; the job IDs to enqueue."""
-    paths = _first_paths(database, series_uids)
-    headers = {uid: _read_header(paths.get(uid)) for uid in series_uids}
+    paths = first_paths(database, series_uids)
+    headers = {uid: read_header(paths.get(uid)) for uid in series_uids}
     routed: list[tuple[str, list[Job]]] = []
     with database.session() as session:
         complete = {
@@ -127,7 +114,9 @@ def route_complete(settings: Settings, database: Database, series_uids: list[str
         for series_uid, (_, reason, decision) in outcomes.items():
             if series_uid not in moved:
                 continue
-            if decision is None:
+            if decision is None and outcomes[series_uid][0] == SeriesState.routed:
+                log.info("series %s: %s", series_uid, reason)
+            elif decision is None:
                 record_event(session, "unrouted", f"series {series_uid}: {reason}", level="info", uid=series_uid)
                 log.info("series %s: unrouted: %s", series_uid, reason)
             else:
@@ -182,16 +171,21 @@ def enqueue_due_retries(settings: Settings, database: Database) -> list[int]:
 
 
 def tick(settings: Settings, database: Database) -> None:
-    """Route every complete series and enqueue its jobs; enqueue retries that are due."""
+    """Route every complete series and enqueue its jobs, then the study-level jobs of their studies and of
+    studies still waiting for inputs; enqueue retries that are due."""
     with database.session() as session:
-        complete = session.scalars(
-            select(Series.series_uid)
+        complete = session.execute(
+            select(Series.series_uid, Series.study_uid)
             .where(Series.state == SeriesState.complete)
             .order_by(Series.completed_at)
             .limit(BATCH)
         ).all()
     if complete:
-        enqueue_many(settings, database, route_complete(settings, database, list(complete)))
+        enqueue_many(settings, database, route_complete(settings, database, [uid for uid, _ in complete]))
+    if any(route.inputs for route in settings.routes):
+        studies = {study for _, study in complete} | waiting_studies(database)
+        enqueue_many(settings, database, route_studies(settings, database, studies))
+        expire_waiting(settings, database)
     enqueue_due_retries(settings, database)
 
 

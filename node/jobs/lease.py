@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import and_, bindparam, or_, update
@@ -40,6 +40,17 @@ class Lease:
     queued_at: dt.datetime | None
     started_at: dt.datetime
     paths: tuple[Path, ...]
+    inputs: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    """A study-level job's input series' files, by input name (the reference's are ``paths`` too)."""
+    reference: str = ""
+
+
+def _inputs(connection, recorded: dict | None) -> tuple[dict[str, tuple[Path, ...]], str]:  # type: ignore[no-untyped-def]
+    """The files of a study-level job's inputs, from what ``Job.inputs`` records."""
+    if not recorded:
+        return {}, ""
+    series = recorded.get("series", {})
+    return {name: series_paths(connection, uid) for name, uid in series.items()}, str(recorded.get("reference", ""))
 
 
 def worker_identity() -> str:
@@ -84,7 +95,7 @@ _TAKE_WAITING = (
         heartbeat_at=bindparam("taken_at"),
         finished_at=None,
     )
-    .returning(Job.attempts, Job.pipeline, Job.series_uid, Job.queued_at)
+    .returning(Job.attempts, Job.pipeline, Job.series_uid, Job.queued_at, Job.inputs)
 )
 """Take a waiting job, or one whose holder went silent, in one atomic statement (the common case of claim)."""
 
@@ -98,9 +109,9 @@ def claim(settings: Settings, database: Database, job_id: int) -> Lease | None:
                 _TAKE_WAITING, {"job_id": job_id, "stale_before": stale_before, "holder": worker, "taken_at": now}
             ).first()
             if row is not None:
-                attempt, pipeline, series_uid, queued_at = row
+                attempt, pipeline, series_uid, queued_at, recorded = row
                 return Lease(job_id, worker, attempt, pipeline, series_uid, queued_at, now,
-                             series_paths(connection, series_uid))
+                             series_paths(connection, series_uid), *_inputs(connection, recorded))
     return _claim_by_inspection(database, job_id, stale_before)
 
 
@@ -120,7 +131,7 @@ def _claim_by_inspection(database: Database, job_id: int, stale_before: dt.datet
             log.info("job %s: already %s; duplicate message dropped", job_id, job.state.value)
             return None
         worker, now, seen_state, attempt = worker_identity(), utcnow(), job.state, job.attempts + 1
-        pipeline, series_uid, queued_at = job.pipeline, job.series_uid, job.queued_at
+        pipeline, series_uid, queued_at, recorded = job.pipeline, job.series_uid, job.queued_at, job.inputs
         taken = session.execute(
             update(Job)
             .where(Job.id == job_id, Job.state == seen_state, Job.attempts == attempt - 1)
@@ -137,7 +148,8 @@ def _claim_by_inspection(database: Database, job_id: int, stale_before: dt.datet
         if not taken:
             log.info("job %s: taken by another worker first", job_id)
             return None
-        return Lease(job_id, worker, attempt, pipeline, series_uid, queued_at, now, series_paths(session, series_uid))
+        return Lease(job_id, worker, attempt, pipeline, series_uid, queued_at, now, series_paths(session, series_uid),
+                     *_inputs(session, recorded))
 
 
 def holds(lease: Lease):  # type: ignore[no-untyped-def]

@@ -1,8 +1,9 @@
 """Run one job: take its lease, load its series, run its pipeline, write its results and record the outcome.
 
-Permanent problems (unreadable series, unsupported data, a pipeline that declines the series) fail the job at
-once; other errors are retried with backoff until ``queue.max_job_attempts``. A job that cannot write its results
-for lack of disk space waits for it (without using up an attempt) and carries on once space is freed. A job's end is one transaction:
+Permanent problems (unreadable series, unsupported data, a pipeline that declines the series, a bundle that
+cannot run it: :class:`pipelines.types.PipelineFailure`) fail the job at once with the reason; other errors are
+retried with backoff until ``queue.max_job_attempts``. A job that waits for memory or for disk space to write
+its results waits without using up an attempt, and carries on once they are free. A job's end is one transaction:
 its result rows, the work of the stages after it (``JobHooks.on_success``: the outbox's delivery rows) and its
 success are recorded together, under its lease, or not at all. The runner knows nothing of those stages: the
 task that runs a job passes them in.
@@ -27,10 +28,11 @@ from node.config import Settings
 from node.db import Database, Job, JobState, utcnow
 from node.jobs.lease import Heartbeat, Lease, claim, holds
 from node.jobs.results import record_results
+from node.jobs.admission import NeverFits, ResourcesBusy, admitted, pipeline_need
 from node.operate.redaction import describe_error, error_text
 from node.receive.diskguard import results_refusal
 from pipelines.durable import TMP_SUFFIX, StorageFull, remove_partials
-from pipelines.types import UnsupportedSeries
+from pipelines.types import PipelineFailure
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,10 @@ class PermanentJobError(Exception):
     """The job can never succeed as it stands; the message says why."""
 
 
-class WaitingForSpace(Exception):
+class WaitingForSpace(ResourcesBusy):
     """The results cannot be written now for lack of disk space; the job waits for it."""
 
 
-SPACE_WAIT_SECONDS = 15.0  # how often a job waiting for disk space looks again
 PARTIALS = f".*{TMP_SUFFIX}"  # an interrupted write's temporary files in a job's results folder
 
 
@@ -113,24 +114,33 @@ def _check_series(pipeline, lease: Lease) -> None:  # type: ignore[no-untyped-de
         raise PermanentJobError(f"pipeline {lease.pipeline} does not accept this series: {refusal}")
 
 
-def _run(settings: Settings, lease: Lease, hooks: JobHooks) -> RunOutput:
-    """Load, infer, write."""
+def _load(lease: Lease):  # type: ignore[no-untyped-def]
+    """The job's volume: its series, or a study-level job's inputs on the reference input's grid."""
+    from pipelines.multiseries import stack_series
     from pipelines.volume import load_series
 
+    if not lease.inputs:
+        return load_series(list(lease.paths))
+    return stack_series({name: load_series(list(paths)) for name, paths in lease.inputs.items()}, lease.reference)
+
+
+def _run(settings: Settings, lease: Lease, hooks: JobHooks) -> RunOutput:
+    """Load, infer, write, with the pipeline's memory reserved on this host."""
     pipeline = _pipeline(settings, lease)
     _check_series(pipeline, lease)
     shortage = results_refusal(settings)
     if shortage:
-        raise WaitingForSpace(shortage)  # before the work, which would be lost
+        raise WaitingForSpace(f"waiting for disk space: {shortage}")  # before the work, which would be lost
     output = RunOutput()
-    started = time.perf_counter()
-    volume = load_series(list(lease.paths))
-    output.timings["load"] = time.perf_counter() - started
-    started = time.perf_counter()
-    result = pipeline.run(volume)
-    output.timings["infer"] = time.perf_counter() - started
-    if result.segments or result.findings or result.measurements or result.classifications:
-        output.written = _write(settings, lease, volume, result, hooks, output.timings)
+    with admitted(settings, lease.job_id, pipeline_need(settings, lease.pipeline, pipeline)):
+        started = time.perf_counter()
+        volume = _load(lease)
+        output.timings["load"] = time.perf_counter() - started
+        started = time.perf_counter()
+        result = pipeline.run(volume)
+        output.timings["infer"] = time.perf_counter() - started
+        if result.segments or result.findings or result.measurements or result.classifications:
+            output.written = _write(settings, lease, volume, result, hooks, output.timings)
     output.timings.update({f"pipeline_{k}": v for k, v in result.timings.items()})
     return output
 
@@ -151,7 +161,7 @@ def _write(settings: Settings, lease: Lease, volume, result, hooks: JobHooks,  #
             fallback="fallback" in wanted, key_objects="kos" in wanted, timings=steps,
         )
     except StorageFull as exc:
-        raise WaitingForSpace(f"no space left writing results in {out_dir}") from exc
+        raise WaitingForSpace(f"waiting for disk space: none left writing results in {out_dir}") from exc
     except ValueError as exc:
         raise PermanentJobError(f"results do not fit the series: {error_text(exc)}") from exc
     finally:
@@ -215,15 +225,6 @@ def _failed_for_good(database: Database, lease: Lease, exc: Exception) -> Outcom
     return Outcome.failed
 
 
-def _wait_for_space(database: Database, lease: Lease, exc: WaitingForSpace) -> Outcome:
-    """Try again in a while, giving the attempt back: a full disk says nothing about the job."""
-    log.warning("job %s: waiting for disk space (%s); looking again in %.0f s", lease.job_id, exc, SPACE_WAIT_SECONDS)
-    due = utcnow() + dt.timedelta(seconds=SPACE_WAIT_SECONDS)
-    _finish(database, lease, state=JobState.retrying, reason=f"waiting for disk space: {exc}", queued_at=due,
-            finished_at=None, attempts=Job.attempts - 1)
-    return Outcome.retrying
-
-
 def _failed_for_now(settings: Settings, database: Database, lease: Lease, exc: Exception) -> Outcome:
     """Retry later with backoff, or fail once ``queue.max_job_attempts`` are used up."""
     reason = describe_error(exc)
@@ -236,6 +237,15 @@ def _failed_for_now(settings: Settings, database: Database, lease: Lease, exc: E
     # A retrying job's queued_at is when it is due again; the dispatcher enqueues it then.
     due = utcnow() + dt.timedelta(seconds=delay)
     _finish(database, lease, state=JobState.retrying, reason=reason, queued_at=due, finished_at=None)
+    return Outcome.retrying
+
+
+def _waits(settings: Settings, database: Database, lease: Lease, exc: ResourcesBusy) -> Outcome:
+    """Put the job back to wait for resources, its reason saying what for; the attempt does not count."""
+    log.info("job %s: %s; trying again in %.0f s", lease.job_id, exc, settings.queue.resource_wait_seconds)
+    due = utcnow() + dt.timedelta(seconds=settings.queue.resource_wait_seconds)
+    _finish(database, lease, state=JobState.retrying, reason=str(exc), queued_at=due, finished_at=None,
+            attempts=lease.attempt - 1, heartbeat_at=None)
     return Outcome.retrying
 
 
@@ -258,10 +268,10 @@ def process_job(settings: Settings, database: Database, job_id: int, hooks: JobH
             if lease.queued_at is not None:
                 output.timings["queue_wait"] = (lease.started_at - lease.queued_at).total_seconds()
             announce = _succeed(database, lease, output, hooks)
-    except (PermanentJobError, UnsupportedSeries) as exc:
+    except (PermanentJobError, PipelineFailure, NeverFits) as exc:
         return _failed_for_good(database, lease, exc)
-    except WaitingForSpace as exc:
-        return _wait_for_space(database, lease, exc)
+    except ResourcesBusy as exc:
+        return _waits(settings, database, lease, exc)
     except Exception as exc:  # noqa: BLE001 - any other error may be transient: retry, bounded
         return _failed_for_now(settings, database, lease, exc)
     if announce is None:

@@ -122,6 +122,19 @@ def _display(keyword: str, shown: str) -> str:
     return "(value withheld)" if _is_identifying(keyword) else repr(shown)
 
 
+def condition_reasons(conditions: dict[str, Any], header: Dataset) -> list[str]:
+    """Why ``header`` fails each condition (keyword -> value, list, '~regex' or {min, max}); empty when it meets all."""
+    reasons = []
+    for keyword, expected in conditions.items():
+        if keyword not in header or header[keyword].value in (None, ""):
+            reasons.append(f"{keyword} is absent")
+            continue
+        reason = _match_condition(keyword, expected, header[keyword].value)
+        if reason:
+            reasons.append(reason)
+    return reasons
+
+
 def evaluate_route(route: RouteConfig, header: Dataset, called_ae: str | None, calling_ae: str | None) -> RouteVerdict:
     """Check every condition of ``route`` against one series; collect all reasons it fails."""
     reasons: list[str] = []
@@ -131,13 +144,7 @@ def evaluate_route(route: RouteConfig, header: Dataset, called_ae: str | None, c
     calling = _as_list(route.calling_ae_title)
     if calling and (calling_ae or "").strip() not in calling:
         reasons.append(f"calling AE title {calling_ae!r} is not {calling}")
-    for keyword, expected in route.match.items():
-        if keyword not in header or header[keyword].value in (None, ""):
-            reasons.append(f"{keyword} is absent")
-            continue
-        reason = _match_condition(keyword, expected, header[keyword].value)
-        if reason:
-            reasons.append(reason)
+    reasons.extend(condition_reasons(route.match, header))
     matched = not reasons
     if matched:
         reasons = [_describe(route)]
@@ -166,7 +173,8 @@ def route_series(
     routes: Sequence[RouteConfig], header: Dataset, called_ae: str | None, calling_ae: str | None
 ) -> RoutingDecision:
     """Decide what a series with this first-instance ``header`` and AE titles triggers."""
-    verdicts = [evaluate_route(r, header, called_ae, calling_ae) for r in applicable_routes(routes, called_ae)]
+    series_routes = [r for r in applicable_routes(routes, called_ae) if not r.inputs]
+    verdicts = [evaluate_route(r, header, called_ae, calling_ae) for r in series_routes]
     decision = RoutingDecision(verdicts=verdicts)
     for verdict in decision.matched:
         for pipeline in verdict.route.pipelines:
@@ -196,6 +204,11 @@ def route_problems(settings: Settings, known_pipelines: Iterable[str]) -> list[s
                 problems.append(f"{where}: unknown destination {destination!r} (known: {sorted(destinations)})")
         for keyword, expected in route.match.items():
             problems.extend(f"{where}: match.{keyword}: {p}" for p in _condition_problems(keyword, expected))
+        for name, conditions in route.inputs.items():
+            if not conditions:
+                problems.append(f"{where}: inputs.{name}: has no conditions; say which series of the study it is")
+            for keyword, expected in conditions.items():
+                problems.extend(f"{where}: inputs.{name}.{keyword}: {p}" for p in _condition_problems(keyword, expected))
     return problems
 
 

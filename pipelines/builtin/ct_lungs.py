@@ -145,6 +145,9 @@ class CtLungsPipeline(BuiltinPipeline):
     name = NAME
     version = VERSION
     description = "chest CT: right and left lung (airway removed), volumes, LAA-950, mean lung density, emphysema grade"
+    memory_mb = 1536
+    """Peak memory of a job on a 300-slice 512x512 CT (volume, inference, results) with a margin; the
+    worker reserves it while the job runs (README: memory per pipeline)."""
 
     def accepts(self, header: Dataset) -> str | None:
         return accepts_chest_ct(header)

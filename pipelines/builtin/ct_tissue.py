@@ -64,6 +64,9 @@ class CtTissuePipeline(BuiltinPipeline):
     name = NAME
     version = VERSION
     description = "CT: body outline (table removed, holes filled), bone, adipose tissue, air inside the body"
+    memory_mb = 2048
+    """Peak memory of a job on a 300-slice 512x512 CT (volume, inference, results) with a margin; the
+    worker reserves it while the job runs (README: memory per pipeline)."""
 
     def accepts(self, header: Dataset) -> str | None:
         return accepts_ct(header)

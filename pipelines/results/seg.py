@@ -171,7 +171,7 @@ def segment_descriptions(
 ) -> list[hd.seg.SegmentDescription]:
     """Coded descriptions of ``segments`` with algorithm identification and tracking identifiers."""
     algorithm = algorithm_identification(result)
-    return [
+    descriptions = [
         hd.seg.SegmentDescription(
             segment_number=segment.number,
             segment_label=segment.label,
@@ -186,6 +186,23 @@ def segment_descriptions(
         )
         for segment, tracking in zip(segments, tracking_uids, strict=True)
     ]
+    for description, segment in zip(descriptions, segments):
+        if segment.modifier is not None:  # highdicom takes no modifier; it sits in the type's code item
+            description.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence = [
+                coded(segment.modifier)
+            ]
+    return descriptions
+
+
+AUTO_KEEP_EMPTY_FRAMES_SEGMENTS = 8
+"""With ``omit_empty_frames: auto``, a SEG of up to this many segments keeps its empty frames."""
+
+
+def omits_empty_frames(options: ResultOptions, segments: int) -> bool:
+    """Whether the SEG leaves out empty frames: as set, or (auto) for more than a few segments."""
+    if isinstance(options.omit_empty_frames, bool):
+        return options.omit_empty_frames
+    return segments > AUTO_KEEP_EMPTY_FRAMES_SEGMENTS
 
 
 def transfer_syntax(options: ResultOptions) -> str:
@@ -223,7 +240,7 @@ def build_segmentation(
     else:
         pixels = to_source_frames(label_array(segments, volume.array.shape), volume)
     with paused_gc():  # highdicom makes about ten pydicom objects per frame
-        return FastSegmentation(
+        seg = FastSegmentation(
             source_images=source_images(volume),
             pixel_array=pixels,
             segmentation_type=(
@@ -244,5 +261,24 @@ def build_segmentation(
             content_description=f"{result.pipeline} {result.version}"[:64],
             content_creator_name=options.content_creator,
             transfer_syntax_uid=transfer_syntax(options),
-            omit_empty_frames=options.omit_empty_frames,
+            omit_empty_frames=omits_empty_frames(options, len(segments)),
         )
+    reference_related_series(seg, volume.related)
+    return seg
+
+
+def reference_related_series(seg: Dataset, related: Sequence[Dataset]) -> None:
+    """Add the other series a model took as input (``Volume.related``) to the SEG's Referenced Series Sequence,
+    so the SEG references every series it was derived from, not only the one its frames lie on."""
+    by_series: dict[str, list[Dataset]] = {}
+    for ds in related:
+        by_series.setdefault(str(ds.SeriesInstanceUID), []).append(ds)
+    for series_uid, datasets in by_series.items():
+        item = Dataset()
+        item.SeriesInstanceUID = series_uid
+        item.ReferencedInstanceSequence = []
+        for ds in datasets:
+            instance = Dataset()
+            instance.ReferencedSOPClassUID, instance.ReferencedSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+            item.ReferencedInstanceSequence.append(instance)
+        seg.ReferencedSeriesSequence.append(item)

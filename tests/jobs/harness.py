@@ -96,6 +96,34 @@ class Node:
             self.complete(series_uid)
         return series_uid
 
+    def add_study(self, study: dict[str, list[Dataset]], called: str = "PACSNODE", calling: str = "SCANNER",
+                  complete: bool = True) -> dict[str, str]:
+        """Store and index a study's series (name -> datasets), as complete by default; series UIDs by name."""
+        uids = {}
+        with self.database.session() as session:
+            study_uid = next(iter(study.values()))[0].StudyInstanceUID
+            if session.get(Study, study_uid) is None:
+                session.add(Study(study_uid=study_uid))
+                session.flush()
+            for name, datasets in study.items():
+                series_uid = uids[name] = datasets[0].SeriesInstanceUID
+                folder = self.settings.node.storage_dir / "instances" / series_uid
+                folder.mkdir(parents=True)
+                session.add(Series(series_uid=series_uid, study_uid=study_uid, modality=datasets[0].Modality,
+                                   state=SeriesState.receiving, called_ae_title=called, calling_ae_title=calling,
+                                   instance_count=len(datasets)))
+                session.flush()
+                for ds in datasets:
+                    path = folder / f"{ds.SOPInstanceUID}.dcm"
+                    ds.save_as(path, enforce_file_format=True)
+                    session.add(Instance(sop_instance_uid=ds.SOPInstanceUID, series_uid=series_uid,
+                                         sop_class_uid=ds.SOPClassUID, transfer_syntax_uid=ExplicitVRLittleEndian,
+                                         path=str(path), size_bytes=path.stat().st_size, called_ae_title=called,
+                                         calling_ae_title=calling))
+        if complete:
+            self.complete(*uids.values())
+        return uids
+
     def complete(self, *series_uids: str) -> None:
         """Mark series complete, as the assembler does after the quiet period."""
         with self.database.session() as session:

@@ -1,4 +1,4 @@
-"""MONAI bundles in the Model Zoo layout as pipelines: loader, pre/postprocessing and geometry, for real."""
+"""MONAI bundles as pipelines: loading, geometry, the bundle's own inferer, classification and refusals."""
 
 from __future__ import annotations
 
@@ -6,29 +6,27 @@ import numpy as np
 import pytest
 
 from node.config import Settings
-from pipelines.settings import PipelineSettings
 from pipelines import codes
 from pipelines.bundle import BundleError, BundlePipeline
 from pipelines.registry import available, create_pipeline
-from pipelines.types import Code
+from pipelines.settings import PipelineSettings
+from pipelines.types import Code, PipelineFailure
 from pipelines.volume import load_datasets
 from sample_dicom import generate
-from tests.pipelines import bundles
+from tests.pipelines import zoo, zoo_networks
 from tests.pipelines.conftest import dice, phantom_series
 
-LABELS = {1: {"label": "Dense tissue", "category": ["85756007", "SCT", "Tissue"], "type": ["85756007", "SCT", "Tissue"]}}
 GRID = generate.Grid(shape=(24, 64, 64), pixel_spacing=5.0, slice_spacing=10.0)
 
 
 def settings_for(bundle_dir, **extra) -> PipelineSettings:
-    return PipelineSettings(name="dense", bundle_dir=bundle_dir, task="segmentation", labels=LABELS, **extra)
+    return PipelineSettings(name="dense", bundle_dir=bundle_dir, **extra)
 
 
 @pytest.fixture(scope="module")
 def phantom():
     datasets, labels = phantom_series(GRID, "bundle")
-    volume = load_datasets(datasets)
-    return volume, labels
+    return load_datasets(datasets), labels
 
 
 def dense_truth(labels: np.ndarray) -> np.ndarray:
@@ -37,25 +35,24 @@ def dense_truth(labels: np.ndarray) -> np.ndarray:
 
 def test_torchscript_yaml_bundle_matches_the_threshold_exactly(tmp_path, phantom):
     volume, _ = phantom
-    bundle_dir = bundles.segmentation_bundle(tmp_path / "b", torchscript=True, fmt="yaml", roi_size=[32, 32, 16])
-    pipeline = BundlePipeline.from_settings(settings_for(bundle_dir))
-    result = pipeline.run(volume)
+    bundle_dir = zoo.pointwise(tmp_path / "b", torchscript=True, fmt="yaml", roi_size=[32, 32, 16])
+    result = BundlePipeline(settings_for(bundle_dir)).run(volume)
     [segment] = result.segments
     assert segment.mask.shape == volume.array.shape and segment.mask.dtype == bool
-    expected = volume.array > bundles.SEGMENT_THRESHOLD_HU
+    expected = volume.array > zoo.SEGMENT_THRESHOLD_HU
     assert np.mean(segment.mask != expected) < 1e-4
-    assert result.version == "0.3.1" and result.algorithm_family == codes.ARTIFICIAL_INTELLIGENCE
-    assert segment.category == Code("85756007", "SCT", "Tissue")
+    assert result.version == "0.5.9" and result.algorithm_family == codes.ARTIFICIAL_INTELLIGENCE
+    assert segment.label == "Soft tissue" and segment.type == Code("87784001", "SCT", "Soft tissue")
     volume_ml = next(m.value for m in result.measurements if m.name == codes.VOLUME)
     assert volume_ml == pytest.approx(expected.sum() * volume.voxel_volume_ml)
 
 
 def test_resampling_bundle_is_inverted_onto_the_source_grid(tmp_path, phantom):
     volume, labels = phantom
-    bundle_dir = bundles.segmentation_bundle(tmp_path / "b", pixdim=[7.5, 7.5, 15.0], roi_size=[24, 24, 8])
-    result = BundlePipeline.from_settings(settings_for(bundle_dir)).run(volume)
+    bundle_dir = zoo.pointwise(tmp_path / "b", pixdim=[7.5, 7.5, 15.0], roi_size=[24, 24, 8])
+    result = BundlePipeline(settings_for(bundle_dir)).run(volume)
     assert dice(result.segments[0].mask, dense_truth(labels)) >= 0.93
-    assert set(result.timings) == {"preprocessing", "inference", "postprocessing"}
+    assert set(result.timings) == {"preprocessing", "inference", "postprocessing", "results"}
 
 
 def test_oblique_flipped_volume_keeps_its_geometry(tmp_path):
@@ -64,26 +61,28 @@ def test_oblique_flipped_volume_keeps_its_geometry(tmp_path):
                          orientation=(np.cos(angle), np.sin(angle), 0.0, np.sin(angle), -np.cos(angle), 0.0))
     datasets, labels = phantom_series(grid, "bundle-oblique")
     volume = load_datasets(datasets)
-    bundle_dir = bundles.segmentation_bundle(tmp_path / "b", pixdim=[6.0, 6.0, 12.0])
-    result = BundlePipeline.from_settings(settings_for(bundle_dir)).run(volume)
+    bundle_dir = zoo.pointwise(tmp_path / "b", pixdim=[6.0, 6.0, 12.0])
+    result = BundlePipeline(settings_for(bundle_dir)).run(volume)
     assert dice(result.segments[0].mask, dense_truth(labels)) >= 0.9
 
 
-def test_roi_size_and_batch_come_from_settings(tmp_path):
-    bundle_dir = bundles.segmentation_bundle(tmp_path / "b", roi_size=[32, 32, 16])
-    pipeline = BundlePipeline.from_settings(settings_for(bundle_dir, roi_size=[16, 16, 8], sw_batch_size=2))
-    assert pipeline.roi_size == [16, 16, 8] and pipeline.sw_batch_size == 2
+def test_the_bundle_inferer_runs_with_its_own_settings_unless_the_pipeline_sets_them(tmp_path):
+    bundle_dir = zoo.pointwise(tmp_path / "b", roi_size=[32, 32, 16])
+    own = BundlePipeline(settings_for(bundle_dir)).inferer
+    assert list(own.roi_size) == [32, 32, 16] and own.sw_batch_size == 4 and own.overlap == 0.5
+    chosen = BundlePipeline(settings_for(bundle_dir, roi_size=[16, 16, 8], sw_batch_size=2)).inferer
+    assert list(chosen.roi_size) == [16, 16, 8] and chosen.sw_batch_size == 2 and chosen.overlap == 0.5
 
 
 def test_classification_bundle_gives_the_known_probability(tmp_path, phantom):
     volume, _ = phantom
-    bundle_dir = bundles.classification_bundle(tmp_path / "c", weight=4.0, bias=1.0)
+    bundle_dir = zoo_networks.classifier(tmp_path / "c", weight=4.0, bias=1.0)
     entry = PipelineSettings(
         name="dense-class", bundle_dir=bundle_dir, task="classification",
         labels={0: {"concept": ["87433001", "SCT", "Pulmonary emphysema"], "value": ["52101004", "SCT", "Present"]},
                 1: {"concept": ["87433001", "SCT", "Pulmonary emphysema"], "value": ["272519000", "SCT", "Absent"]}},
     )
-    result = BundlePipeline.from_settings(entry).run(volume)
+    result = BundlePipeline(entry).run(volume)
     mean = float(np.clip(volume.array / 1000.0, -1, 1).mean())
     logit = 4.0 * mean + 1.0
     p0 = float(np.exp(logit) / (np.exp(logit) + np.exp(-logit)))
@@ -94,7 +93,7 @@ def test_classification_bundle_gives_the_known_probability(tmp_path, phantom):
 
 
 def test_registry_creates_bundle_pipelines_from_the_configuration(tmp_path, phantom):
-    bundle_dir = bundles.segmentation_bundle(tmp_path / "b")
+    bundle_dir = zoo.pointwise(tmp_path / "b")
     settings = Settings(pipelines=[settings_for(bundle_dir).model_dump()])
     assert "dense" in available(settings.pipelines)
     pipeline = create_pipeline("dense", settings.pipelines)
@@ -105,19 +104,20 @@ def test_registry_creates_bundle_pipelines_from_the_configuration(tmp_path, phan
     ("mutate", "message"),
     [
         (lambda d: (d / "configs" / "metadata.json").unlink(), "metadata.json is missing"),
-        (lambda d: (d / "models" / "model.pt").unlink(), "neither models/model.pt nor models/model.ts"),
+        (lambda d: (d / "models" / "model.pt").unlink(), r"inference.json, key 'checkpointloader#load_path'.*model.pt does not exist"),
         (lambda d: (d / "configs" / "inference.json").unlink(), "no configs/inference.json"),
     ],
 )
 def test_broken_bundles_are_refused_with_the_reason(tmp_path, mutate, message):
-    bundle_dir = bundles.segmentation_bundle(tmp_path / "b")
+    bundle_dir = zoo.pointwise(tmp_path / "b")
     mutate(bundle_dir)
-    with pytest.raises(BundleError, match=message):
-        BundlePipeline.from_settings(settings_for(bundle_dir))
+    with pytest.raises(BundleError, match=message) as raised:
+        BundlePipeline(settings_for(bundle_dir))
+    assert isinstance(raised.value, PipelineFailure)  # the node fails such a job for good
 
 
 def test_labels_without_codes_are_refused(tmp_path):
-    bundle_dir = bundles.segmentation_bundle(tmp_path / "b")
+    bundle_dir = zoo.pointwise(tmp_path / "b")
     entry = PipelineSettings(name="x", bundle_dir=bundle_dir, labels={1: {"label": "Spleen", "category": ["1", "SCT"], "type": []}})
     with pytest.raises(BundleError, match="value, scheme and meaning"):
-        BundlePipeline.from_settings(entry)
+        BundlePipeline(entry)

@@ -6,19 +6,16 @@ import yaml
 from typer.testing import CliRunner
 
 from node.cli import app
-from tests.pipelines import bundles
+from tests.pipelines import zoo
 from tests.pipelines.conftest import SAMPLE_DIR
 
 runner = CliRunner()
 
 
 def test_pipelines_lists_builtins_and_configured_bundles(tmp_path):
-    bundle_dir = bundles.segmentation_bundle(tmp_path / "bundle")
+    bundle_dir = zoo.pointwise(tmp_path / "bundle")
     config = tmp_path / "pacsnode.yaml"
-    config.write_text(yaml.safe_dump({"pipelines": [{
-        "name": "dense", "bundle_dir": str(bundle_dir),
-        "labels": {1: {"label": "Dense", "category": ["85756007", "SCT", "Tissue"], "type": ["85756007", "SCT", "Tissue"]}},
-    }]}))
+    config.write_text(yaml.safe_dump({"pipelines": [{"name": "dense", "bundle_dir": str(bundle_dir)}]}))
     result = runner.invoke(app, ["pipelines", "--config", str(config)], terminal_width=200)
     assert result.exit_code == 0, result.output
     for expected in ("ct-tissue", "ct-lungs", "dense", "bundle", "built-in"):
