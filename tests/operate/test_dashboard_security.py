@@ -21,7 +21,6 @@ from node.operate import audit
 from node.web.server import WebServer, start_web
 from node.web.security import CONTENT_SECURITY_POLICY
 from tests.operate.conftest import TOKEN, NodeState, build_state
-from tests.operate.webcheck import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -121,18 +120,6 @@ def test_every_response_carries_the_security_headers(node_state: NodeState, web:
     for path in paths:
         response = httpx.get(f"{web.url}{path}", headers=bearer)
         assert {name: response.headers.get(name) for name in HEADERS} == HEADERS, path
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh (installs Debian's chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _form_login(page, token: str = TOKEN):  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -47,8 +48,10 @@ def _unable_to_convert() -> ValueError:
 def test_library_warnings_and_exceptions_hold_no_value(log_stream: io.StringIO) -> None:
     from highdicom.valuerep import check_person_name
 
-    validate_value("DA", BAD_DATE, config.WARN)  # pydicom: a warning and a log record, both quoting it
-    check_person_name(NAME)  # highdicom: 'The string "<name>" is unlikely to represent ...'
+    with warnings.catch_warnings():  # shown every time: an earlier test may have shown these once already
+        warnings.simplefilter("always")
+        validate_value("DA", BAD_DATE, config.WARN)  # pydicom: a warning and a log record, both quoting it
+        check_person_name(NAME)  # highdicom: 'The string "<name>" is unlikely to represent ...'
     own = logging.getLogger("node.jobs.runner")
     error = _unable_to_convert()
     own.error("job 7: failed permanently: %s", error)
