@@ -313,6 +313,43 @@ class RetentionConfig(StrictModel):
     check_seconds: float = Field(300, gt=0, description="How often the retention loop runs.")
 
 
+INPUT_ATTRIBUTES = ["Manufacturer", "ManufacturerModelName", "ConvolutionKernel", "SliceThickness", "ProtocolName", "BodyPartExamined"]
+
+
+class QualityConfig(StrictModel):
+    """Quality monitoring: references that arrive at the node are scored; measurements are watched for drift."""
+
+    reference_calling_ae_titles: list[str] = Field(
+        default_factory=list,
+        description="Calling AE titles whose foreign SEGs count as references (empty: any sender).",
+    )
+    reference_series_description: str = Field(
+        "", description="A regular expression a reference SEG's Series Description must match (empty: any)."
+    )
+    score_seconds: float = Field(5, gt=0, description="How often references that arrived are scored.")
+    drift_seconds: float = Field(300, gt=0, description="How often drift is checked.")
+    drift_baseline_runs: int = Field(
+        100, ge=2, description="The first runs of a pipeline version: the baseline its later runs are compared with."
+    )
+    drift_recent_runs: int = Field(50, ge=2, description="The latest runs after the baseline compared with it.")
+    drift_min_runs: int = Field(20, ge=2, description="Fewest runs in each window before drift is judged.")
+    drift_psi_threshold: float = Field(
+        0.25, gt=0, description="Population stability index above which a measurement or finding is flagged."
+    )
+    drift_p_value: float = Field(
+        0.01, gt=0, lt=1,
+        description="A flagged shift must also be significant: KS test (measurements) or chi-square (findings) p-value below this.",
+    )
+    drift_refusal_increase: float = Field(
+        0.2, gt=0, le=1, description="Rise of the share of series a pipeline refuses (0-1) that is flagged."
+    )
+    input_attributes: list[str] = Field(
+        default_factory=lambda: list(INPUT_ATTRIBUTES),
+        description="DICOM keywords of the inputs watched for values the baseline never had.",
+    )
+    metrics_window_days: float = Field(30, gt=0, description="Window of the rolling quality metrics on /metrics.")
+
+
 class Settings(BaseSettings):
     """The whole configuration file."""
 
@@ -331,6 +368,7 @@ class Settings(BaseSettings):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     web: WebConfig = Field(default_factory=WebConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     @classmethod
     def settings_customise_sources(

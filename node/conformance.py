@@ -155,7 +155,7 @@ def objects() -> list[str]:
         "",
         "### 2.1 Segmentation (SEG)",
         "",
-        f"BINARY (default) or LABELMAP (`results.seg_type`); one frame per source slice or frame, each referencing "
+        "BINARY (default) or LABELMAP (`results.seg_type`); one frame per source slice or frame, each referencing "
         "its source image; every segment coded (property category and type), with the algorithm's name, family "
         "and version, a tracking ID and tracking UID (the same UID as the segment's groups in the SR) and a "
         "display colour.",

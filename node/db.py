@@ -14,8 +14,10 @@ from contextlib import contextmanager
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     DateTime,
     Enum,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -45,6 +47,7 @@ class SeriesState(str, enum.Enum):
     complete = "complete"
     routed = "routed"
     unrouted = "unrouted"
+    reference = "reference"  # a foreign SEG or SR of a processed series: scored against its jobs, not routed
 
 
 class JobState(str, enum.Enum):
@@ -246,6 +249,97 @@ class AuditEvent(Base):
     instance_count: Mapped[int] = mapped_column(Integer, default=0)
     size_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     detail: Mapped[str | None] = mapped_column(Text)
+
+
+class QualityRun(Base):
+    """What quality monitoring keeps of a job's last run: the pipeline version, whether it refused the series,
+    and the series' acquisition attributes (scanner, kernel, slice thickness, protocol). No PHI."""
+
+    __tablename__ = "quality_runs"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(64), index=True)
+    pipeline_version: Mapped[str] = mapped_column(String(64))
+    series_uid: Mapped[str] = mapped_column(String(UID_LENGTH), index=True)
+    refused: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(Text)
+    inputs: Mapped[dict] = mapped_column(JSON, default=dict)
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class QualityMeasurement(Base):
+    """One value a job's pipeline reported (a measurement, or a finding's value in ``category``): what drift
+    is watched on."""
+
+    __tablename__ = "quality_measurements"
+    __table_args__ = (UniqueConstraint("job_id", "name", name="uq_quality_measurement_job_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    pipeline: Mapped[str] = mapped_column(String(64), index=True)
+    pipeline_version: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(160))
+    value: Mapped[float | None] = mapped_column(Float)
+    category: Mapped[str | None] = mapped_column(String(128))
+    unit: Mapped[str | None] = mapped_column(String(32))
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class QualityReference(Base):
+    """A foreign SEG or SR instance recognised as a reference for a series the node processed."""
+
+    __tablename__ = "quality_references"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    sop_instance_uid: Mapped[str] = mapped_column(String(UID_LENGTH), unique=True)
+    series_uid: Mapped[str] = mapped_column(String(UID_LENGTH), index=True)  # the reference's own series
+    referenced_series_uid: Mapped[str] = mapped_column(String(UID_LENGTH), index=True)
+    calling_ae_title: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)  # pending, scored, unmatched, failed
+    reason: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    scored_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class QualityScore(Base):
+    """One score of a job against a reference: a segment (Dice, HD95, volumes) or a finding (agreement)."""
+
+    __tablename__ = "quality_scores"
+    __table_args__ = (UniqueConstraint("reference_id", "job_id", "kind", "name", name="uq_quality_score"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reference_id: Mapped[int] = mapped_column(ForeignKey("quality_references.id"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    pipeline: Mapped[str] = mapped_column(String(64), index=True)
+    pipeline_version: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # "segment" or "classification"
+    name: Mapped[str] = mapped_column(String(128))  # the segment label or the finding's concept
+    dice: Mapped[float | None] = mapped_column(Float)
+    hd95_mm: Mapped[float | None] = mapped_column(Float)
+    volume_ml: Mapped[float | None] = mapped_column(Float)
+    reference_volume_ml: Mapped[float | None] = mapped_column(Float)
+    predicted: Mapped[str | None] = mapped_column(String(128))
+    reference_value: Mapped[str | None] = mapped_column(String(128))
+    scored_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class QualityDrift(Base):
+    """The latest drift check of one watched quantity of one pipeline version (replaced at each check)."""
+
+    __tablename__ = "quality_drift"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pipeline: Mapped[str] = mapped_column(String(64), index=True)
+    pipeline_version: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # "measurement", "finding", "input" or "refusals"
+    name: Mapped[str] = mapped_column(String(160))
+    statistic: Mapped[float | None] = mapped_column(Float)  # PSI, or the refusal share's increase
+    p_value: Mapped[float | None] = mapped_column(Float)  # two-sample KS test (measurements)
+    baseline_count: Mapped[int] = mapped_column(Integer, default=0)
+    recent_count: Mapped[int] = mapped_column(Integer, default=0)
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    detail: Mapped[str | None] = mapped_column(Text)
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

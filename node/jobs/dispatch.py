@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from node.config import Settings
 from node.db import Database, Job, JobState, Series, SeriesState, record_event, utcnow
+from node.quality.recognise import recognise_reference
 from node.queue.celery_app import RUN_JOB_TASK, send_many
 from node.route.rules import RoutingDecision, route_series
 from node.route.study import StudySeries, study_inputs
@@ -65,6 +66,11 @@ def _decide(settings: Settings, series: Series, header: pydicom.Dataset | str) -
     return SeriesState.routed, "routes: " + ", ".join(v.route.name for v in decision.matched), decision
 
 
+def _reference(session: Session, settings: Settings, series: Series, header: pydicom.Dataset | str) -> SeriesOutcome | None:
+    """A foreign SEG of a processed series is scored by quality monitoring rather than routed."""
+    return None if isinstance(header, str) else recognise_reference(session, settings.quality, series, header)
+
+
 def _leave_complete(session: Session, moves: dict[str, tuple[SeriesState, str | None]]) -> set[str]:
     """Move series out of `complete`, each by compare-and-set; the UIDs moved.
 
@@ -109,10 +115,14 @@ def route_complete(settings: Settings, database: Database, series_uids: list[str
             (job.series_uid, job.pipeline): job
             for job in session.scalars(select(Job).where(Job.series_uid.in_(list(complete))))
         }
-        outcomes = {uid: _decide(settings, complete[uid], headers[uid]) for uid in series_uids if uid in complete}
+        outcomes = {
+            uid: _reference(session, settings, complete[uid], headers[uid]) or _decide(settings, complete[uid], headers[uid])
+            for uid in series_uids
+            if uid in complete
+        }
         moved = _leave_complete(session, {uid: (state, reason) for uid, (state, reason, _) in outcomes.items()})
-        for series_uid, (_, reason, decision) in outcomes.items():
-            if series_uid not in moved:
+        for series_uid, (state, reason, decision) in outcomes.items():
+            if series_uid not in moved or state == SeriesState.reference:
                 continue
             if decision is None and outcomes[series_uid][0] == SeriesState.routed:
                 log.info("series %s: %s", series_uid, reason)

@@ -30,9 +30,10 @@ from node.jobs.lease import Heartbeat, Lease, claim, holds
 from node.jobs.results import record_results
 from node.jobs.admission import NeverFits, ResourcesBusy, admitted, pipeline_need
 from node.operate.redaction import describe_error, error_text
+from node.quality.observe import Observation, observe, record_refusal, record_run
 from node.receive.diskguard import results_refusal
 from pipelines.durable import TMP_SUFFIX, StorageFull, remove_partials
-from pipelines.types import PipelineFailure
+from pipelines.types import PipelineFailure, UnsupportedSeries
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,14 @@ class Outcome(str, enum.Enum):
 
 class PermanentJobError(Exception):
     """The job can never succeed as it stands; the message says why."""
+
+
+class SeriesRefused(PermanentJobError):
+    """The pipeline declines the series or finds it unsupported; quality monitoring counts these."""
+
+    def __init__(self, message: str, version: str) -> None:
+        super().__init__(message)
+        self.version = version
 
 
 class WaitingForSpace(ResourcesBusy):
@@ -86,10 +95,12 @@ class JobHooks:
 
 @dataclass
 class RunOutput:
-    """What one run produced: the written result files and the seconds of each stage."""
+    """What one run produced: the written result files, the seconds of each stage and what quality monitoring
+    keeps of the run."""
 
     written: list = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    observation: Observation | None = None
 
 
 def _pipeline(settings: Settings, lease: Lease):  # type: ignore[no-untyped-def]
@@ -101,8 +112,9 @@ def _pipeline(settings: Settings, lease: Lease):  # type: ignore[no-untyped-def]
         raise PermanentJobError(str(exc.args[0])) from exc
 
 
-def _check_series(pipeline, lease: Lease) -> None:  # type: ignore[no-untyped-def]
-    """Refuse, for good, a series with no files, an unreadable first file, or one the pipeline declines."""
+def _check_series(pipeline, lease: Lease) -> pydicom.Dataset:  # type: ignore[no-untyped-def]
+    """The series' first header; refuse, for good, a series with no files, an unreadable first file, or one the
+    pipeline declines."""
     if not lease.paths:
         raise PermanentJobError(f"series {lease.series_uid} has no stored instances")
     try:
@@ -111,7 +123,8 @@ def _check_series(pipeline, lease: Lease) -> None:  # type: ignore[no-untyped-de
         raise PermanentJobError(f"unreadable series: {lease.paths[0].name}: {error_text(exc)}") from exc
     refusal = pipeline.accepts(header)
     if refusal:
-        raise PermanentJobError(f"pipeline {lease.pipeline} does not accept this series: {refusal}")
+        raise SeriesRefused(f"pipeline {lease.pipeline} does not accept this series: {refusal}", pipeline.version)
+    return header
 
 
 def _load(lease: Lease):  # type: ignore[no-untyped-def]
@@ -127,18 +140,22 @@ def _load(lease: Lease):  # type: ignore[no-untyped-def]
 def _run(settings: Settings, lease: Lease, hooks: JobHooks) -> RunOutput:
     """Load, infer, write, with the pipeline's memory reserved on this host."""
     pipeline = _pipeline(settings, lease)
-    _check_series(pipeline, lease)
+    header = _check_series(pipeline, lease)
     shortage = results_refusal(settings)
     if shortage:
         raise WaitingForSpace(f"waiting for disk space: {shortage}")  # before the work, which would be lost
     output = RunOutput()
     with admitted(settings, lease.job_id, pipeline_need(settings, lease.pipeline, pipeline)):
-        started = time.perf_counter()
-        volume = _load(lease)
-        output.timings["load"] = time.perf_counter() - started
-        started = time.perf_counter()
-        result = pipeline.run(volume)
-        output.timings["infer"] = time.perf_counter() - started
+        try:
+            started = time.perf_counter()
+            volume = _load(lease)
+            output.timings["load"] = time.perf_counter() - started
+            started = time.perf_counter()
+            result = pipeline.run(volume)
+            output.timings["infer"] = time.perf_counter() - started
+        except UnsupportedSeries as exc:
+            raise SeriesRefused(str(exc), pipeline.version) from exc
+        output.observation = observe(header, result, settings.quality.input_attributes)
         if result.segments or result.findings or result.measurements or result.classifications:
             output.written = _write(settings, lease, volume, result, hooks, output.timings)
     output.timings.update({f"pipeline_{k}": v for k, v in result.timings.items()})
@@ -211,6 +228,8 @@ def _succeed(database: Database, lease: Lease, output: RunOutput, hooks: JobHook
         if not session.execute(_SUCCEED, values).rowcount:
             session.rollback()
             return None
+        if output.observation is not None:  # in the same transaction: no commit of its own
+            record_run(session.connection(), lease.job_id, lease.series_uid, output.observation)
     return announce
 
 
@@ -219,9 +238,12 @@ def retry_delay(settings: Settings, attempt: int) -> float:
     return backoff_seconds(settings.queue.retry_initial_seconds, settings.queue.retry_max_seconds, attempt)
 
 
-def _failed_for_good(database: Database, lease: Lease, exc: Exception) -> Outcome:
+def _failed_for_good(settings: Settings, database: Database, lease: Lease, exc: Exception) -> Outcome:
     log.error("job %s: failed permanently: %s", lease.job_id, exc)
     _finish(database, lease, state=JobState.failed, reason=error_text(exc), heartbeat_at=None)
+    if isinstance(exc, SeriesRefused):
+        record_refusal(database, lease.job_id, lease.pipeline, exc.version, lease.series_uid, error_text(exc),
+                       lease.paths[0] if lease.paths else None, settings.quality.input_attributes)
     return Outcome.failed
 
 
@@ -269,7 +291,7 @@ def process_job(settings: Settings, database: Database, job_id: int, hooks: JobH
                 output.timings["queue_wait"] = (lease.started_at - lease.queued_at).total_seconds()
             announce = _succeed(database, lease, output, hooks)
     except (PermanentJobError, PipelineFailure, NeverFits) as exc:
-        return _failed_for_good(database, lease, exc)
+        return _failed_for_good(settings, database, lease, exc)
     except ResourcesBusy as exc:
         return _waits(settings, database, lease, exc)
     except Exception as exc:  # noqa: BLE001 - any other error may be transient: retry, bounded

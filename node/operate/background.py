@@ -42,6 +42,8 @@ LOOPS: list[Loop] = [
     Loop("reconciler", "node.jobs.reconcile:tick", lambda s: s.queue.reconcile_seconds),
     Loop("outbox", "node.deliver.outbox:tick", lambda s: 1.0),
     Loop("retention", "node.operate.retention:tick", lambda s: s.retention.check_seconds),
+    Loop("quality", "node.quality.online:tick", lambda s: s.quality.score_seconds),
+    Loop("drift", "node.quality.drift:tick", lambda s: s.quality.drift_seconds),
 ]
 
 

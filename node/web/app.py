@@ -13,7 +13,7 @@ from node.config import Settings
 from node.db import Database
 from node.web.auth import NotLoggedIn
 from node.web.context import WebContext
-from node.web.routes import api, login, pages, probes
+from node.web.routes import api, login, pages, probes, quality
 from node.web.security import add_security_headers
 
 
@@ -29,6 +29,6 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     context = WebContext.build(settings, database)
     app.add_exception_handler(NotLoggedIn, _not_logged_in)
     add_security_headers(app)
-    for module in (probes, login, pages, api):
+    for module in (probes, login, pages, quality, api):
         app.include_router(module.router(context))
     return app

@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from node.operate import audit
 from node.config import Settings
 from node.db import AuditEvent, Database, Delivery, DeliveryState, Instance, Job, JobState, Series, SeriesState, count_by_state
+from node.quality.metrics import QualityCollector
 from node.receive.diskguard import disk_state
 from node.web.health import broker_queues
 from node.web.queries import job_stage_timings
@@ -70,32 +72,26 @@ class IndexCollector(Collector):
 
     def _from_index(self) -> Iterator[Metric]:
         with self.database.session() as session:
-            received = session.execute(
-                select(
-                    func.count(func.distinct(AuditEvent.association_id)),
-                    func.coalesce(func.sum(AuditEvent.instance_count), 0),
-                    func.coalesce(func.sum(AuditEvent.size_bytes), 0),
-                ).where(AuditEvent.event == audit.INSTANCES_RECEIVED)
-            ).one()
-            rejected = session.scalar(
-                select(func.count()).where(AuditEvent.event == audit.ASSOCIATION_REJECTED)
-            )
-            delivered = dict(
-                session.execute(
-                    select(AuditEvent.outcome, func.count())
-                    .where(AuditEvent.event == audit.RESULTS_DELIVERED)
-                    .group_by(AuditEvent.outcome)
-                ).all()
-            )
-            stored = session.execute(
-                select(func.count(), func.coalesce(func.sum(Instance.size_bytes), 0))
-            ).one()
-            completed = session.scalar(select(func.count()).where(Series.completed_at.is_not(None)))
-            series_states = count_by_state(session, Series.state)
-            job_states = count_by_state(session, Job.state)
-            delivery_states = count_by_state(session, Delivery.state)
-            finished_jobs = session.scalars(select(Job).where(Job.state.in_(FINISHED))).all()
+            yield from self._traffic(session)
+            yield from self._states(session)
+            yield self._durations(session)
 
+    @staticmethod
+    def _traffic(session: Session) -> Iterator[Metric]:
+        """Associations, instances received and stored, delivery attempts (from the audit trail and the index)."""
+        received = session.execute(
+            select(
+                func.count(func.distinct(AuditEvent.association_id)),
+                func.coalesce(func.sum(AuditEvent.instance_count), 0),
+                func.coalesce(func.sum(AuditEvent.size_bytes), 0),
+            ).where(AuditEvent.event == audit.INSTANCES_RECEIVED)
+        ).one()
+        rejected = session.scalar(select(func.count()).where(AuditEvent.event == audit.ASSOCIATION_REJECTED))
+        delivered = dict(session.execute(
+            select(AuditEvent.outcome, func.count()).where(AuditEvent.event == audit.RESULTS_DELIVERED)
+            .group_by(AuditEvent.outcome)
+        ).all())
+        stored = session.execute(select(func.count(), func.coalesce(func.sum(Instance.size_bytes), 0))).one()
         associations = CounterMetricFamily(
             "pacsnode_associations", "Associations that stored instances, and associations refused.", labels=["outcome"]
         )
@@ -106,24 +102,6 @@ class IndexCollector(Collector):
         yield CounterMetricFamily("pacsnode_received_bytes", "Bytes of instances received.", value=received[2])
         yield GaugeMetricFamily("pacsnode_instances_stored", "Instances currently in storage.", value=stored[0])
         yield GaugeMetricFamily("pacsnode_stored_bytes", "Bytes of instances currently in storage.", value=stored[1])
-        yield CounterMetricFamily("pacsnode_series_completed", "Series assembled as complete.", value=completed or 0)
-
-        series = GaugeMetricFamily("pacsnode_series", "Series by state.", labels=["state"])
-        for state in SeriesState:
-            series.add_metric([state.value], series_states.get(state.value, 0))
-        yield series
-
-        jobs = GaugeMetricFamily("pacsnode_jobs", "Jobs by state.", labels=["state"])
-        for state in JobState:
-            jobs.add_metric([state.value], job_states.get(state.value, 0))
-        yield jobs
-        depth = job_states.get(JobState.queued.value, 0) + job_states.get(JobState.retrying.value, 0)
-        yield GaugeMetricFamily("pacsnode_queue_depth", "Jobs waiting for a worker (queued or retrying).", value=depth)
-
-        deliveries = GaugeMetricFamily("pacsnode_deliveries", "Deliveries by state.", labels=["state"])
-        for state in DeliveryState:
-            deliveries.add_metric([state.value], delivery_states.get(state.value, 0))
-        yield deliveries
         outcomes = CounterMetricFamily(
             "pacsnode_delivery_attempts", "Delivery attempts by outcome (from the audit trail).", labels=["outcome"]
         )
@@ -131,8 +109,29 @@ class IndexCollector(Collector):
         outcomes.add_metric(["failure"], sum(n for code, n in delivered.items() if code != int(audit.Outcome.success)))
         yield outcomes
 
+    @staticmethod
+    def _states(session: Session) -> Iterator[Metric]:
+        """Series, jobs and deliveries by state, and the queue depth."""
+        completed = session.scalar(select(func.count()).where(Series.completed_at.is_not(None)))
+        yield CounterMetricFamily("pacsnode_series_completed", "Series assembled as complete.", value=completed or 0)
+        for name, title, column, states in (("pacsnode_series", "Series", Series.state, SeriesState),
+                                            ("pacsnode_jobs", "Jobs", Job.state, JobState),
+                                            ("pacsnode_deliveries", "Deliveries", Delivery.state, DeliveryState)):
+            counts = count_by_state(session, column)
+            family = GaugeMetricFamily(name, f"{title} by state.", labels=["state"])
+            for state in states:
+                family.add_metric([state.value], counts.get(state.value, 0))
+            yield family
+            if column is Job.state:
+                depth = counts.get(JobState.queued.value, 0) + counts.get(JobState.retrying.value, 0)
+                yield GaugeMetricFamily("pacsnode_queue_depth", "Jobs waiting for a worker (queued or retrying).",
+                                        value=depth)
+
+    @staticmethod
+    def _durations(session: Session) -> Metric:
+        """Finished jobs' durations per pipeline and stage."""
         durations: dict[tuple[str, str], list[float]] = {}
-        for job in finished_jobs:
+        for job in session.scalars(select(Job).where(Job.state.in_(FINISHED))).all():
             for stage, seconds in job_stage_timings(job).items():
                 durations.setdefault((job.pipeline, stage), []).append(seconds)
         histogram = HistogramMetricFamily(
@@ -141,7 +140,7 @@ class IndexCollector(Collector):
         for (pipeline, stage), values in sorted(durations.items()):
             buckets, total = _histogram(values)
             histogram.add_metric([pipeline, stage], buckets, total)
-        yield histogram
+        return histogram
 
     def _disk(self) -> Iterator[Metric]:
         try:
@@ -163,4 +162,5 @@ def make_registry(settings: Settings, database: Database) -> CollectorRegistry:
     """A registry of its own (not the process-global one), so several apps can live in one process."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(IndexCollector(settings, database))
+    registry.register(QualityCollector(settings, database))
     return registry

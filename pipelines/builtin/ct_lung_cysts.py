@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from scipy import ndimage
 
 from pipelines import codes
-from pipelines.builtin import ops
+from pipelines.builtin import morphology
 from pipelines.builtin.base import BuiltinPipeline
 from pipelines.builtin.ct_lungs import accepts_chest_ct, lung_air
 from pipelines.builtin.ct_tissue import volume_and_mean
@@ -65,8 +65,8 @@ def air_spaces(hu: torch.Tensor, lungs: torch.Tensor, volume: Volume) -> tuple[n
     if not bool(seeds.any()):
         return np.zeros(tuple(hu.shape), np.uint16), 0
     edge = (float(smooth[seeds].median()) + float(smooth[lungs].median())) / 2
-    grown, count = ops.label_components(lungs & (smooth < edge))
-    sizes = ops.component_sizes(grown, count)
+    grown, count = morphology.label_components(lungs & (smooth < edge))
+    sizes = morphology.component_sizes(grown, count)
     seeded = torch.zeros(count + 1, dtype=torch.bool, device=hu.device)
     seeded[torch.unique(grown[seeds]).long()] = True
     seeded[0] = False

@@ -20,7 +20,7 @@ import torch
 from pydicom.dataset import Dataset
 
 from pipelines import codes
-from pipelines.builtin import ops
+from pipelines.builtin import morphology
 from pipelines.builtin.base import BuiltinPipeline
 from pipelines.builtin.ct_tissue import accepts_ct, body_mask, volume_and_mean
 from pipelines.registry import register_builtin
@@ -73,14 +73,14 @@ def superior_slices(volume: Volume) -> slice:
 
 def airway_mask(hu: torch.Tensor, air: torch.Tensor, volume: Volume) -> torch.Tensor:
     """The largest very-low-density component inside the body that reaches the superior end (trachea, bronchi)."""
-    labels, count = ops.label_components(air & (hu < AIRWAY_MAX_HU))
+    labels, count = morphology.label_components(air & (hu < AIRWAY_MAX_HU))
     if count == 0:
         return torch.zeros_like(air)
     top = torch.unique(labels[superior_slices(volume)])
     top = top[top > 0]
     if top.numel() == 0:
         return torch.zeros_like(air)
-    sizes = ops.component_sizes(labels, count)
+    sizes = morphology.component_sizes(labels, count)
     trachea = int(top[torch.argmax(sizes[top])])
     return labels == trachea
 
@@ -93,13 +93,13 @@ def lung_air(hu: torch.Tensor, volume: Volume) -> tuple[torch.Tensor, torch.Tens
 
 def split_lungs(lungs: torch.Tensor, volume: Volume, notes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(right, left): the two largest components, sided by their mean LPS x (patient left is +x)."""
-    labels, count = ops.label_components(lungs)
+    labels, count = morphology.label_components(lungs)
     if count == 0 or int(torch.count_nonzero(lungs)) * volume.voxel_volume_ml < MIN_LUNG_ML:
         raise UnsupportedSeries(
             f"no lungs found: less than {MIN_LUNG_ML:g} mL of air below {LUNG_MAX_HU:g} HU inside the body "
             "apart from the airway; is this a chest CT covering the lungs?"
         )
-    sizes = ops.component_sizes(labels, count)
+    sizes = morphology.component_sizes(labels, count)
     sizes[0] = 0
     order = torch.argsort(sizes, descending=True)
     first = labels == int(order[0])

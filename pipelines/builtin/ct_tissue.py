@@ -10,7 +10,7 @@ import torch
 from pydicom.dataset import Dataset
 
 from pipelines import codes
-from pipelines.builtin import ops
+from pipelines.builtin import morphology
 from pipelines.builtin.base import BuiltinPipeline
 from pipelines.registry import register_builtin
 from pipelines.settings import PipelineSettings
@@ -34,11 +34,11 @@ def accepts_ct(header: Dataset) -> str | None:
 def body_mask(hu: torch.Tensor, pixel_spacing: float) -> torch.Tensor:
     """The patient: the largest object above -500 HU after an in-plane opening (drops the table), holes filled."""
     candidate = hu > BODY_MIN_HU
-    radius = ops.radius_in_pixels(TABLE_OPENING_MM, pixel_spacing)
-    opened = ops.dilate_in_plane(ops.erode_in_plane(candidate, radius), radius)
-    patient = ops.largest_component(opened)
-    patient = ops.dilate_in_plane(patient, radius) & candidate
-    return ops.fill_holes_in_plane(ops.largest_component(patient))
+    radius = morphology.radius_in_pixels(TABLE_OPENING_MM, pixel_spacing)
+    opened = morphology.dilate_in_plane(morphology.erode_in_plane(candidate, radius), radius)
+    patient = morphology.largest_component(opened)
+    patient = morphology.dilate_in_plane(patient, radius) & candidate
+    return morphology.fill_holes_in_plane(morphology.largest_component(patient))
 
 
 def volume_and_mean(hu: torch.Tensor, mask: torch.Tensor, voxel_ml: float, number: int) -> list[Measurement]:
@@ -54,7 +54,7 @@ def volume_and_mean(hu: torch.Tensor, mask: torch.Tensor, voxel_ml: float, numbe
 def fat_mask(hu: torch.Tensor, body: torch.Tensor) -> torch.Tensor:
     """Adipose tissue inside the body, without the one-voxel rim next to air where tissue and air average
     into the fat range (partial volume)."""
-    air_rim = ops.dilate_in_plane(hu < AIR_MAX_HU, 1)
+    air_rim = morphology.dilate_in_plane(hu < AIR_MAX_HU, 1)
     return body & (hu >= FAT_HU[0]) & (hu <= FAT_HU[1]) & ~air_rim
 
 

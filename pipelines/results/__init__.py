@@ -102,35 +102,12 @@ def write_results(
     steps = timings if timings is not None else {}
     out_dir = Path(out_dir)
     volume = valid_headers(volume, job_key)
-    series_uid = volume.datasets[0].SeriesInstanceUID
     segment_tracking = [tracking_uid(job_key, s.number) for s in sorted(result.segments, key=lambda s: s.number)]
     written: list[WrittenResult] = []
     seg = None
     if result.segments:
-        uids = result_uids(job_key, "seg")
-        started = time.perf_counter()
-        seg = build_segmentation(
-            volume,
-            result,
-            options,
-            series_uid=uids.series_uid,
-            sop_instance_uid=uids.sop_instance_uid,
-            tracking_uids=segment_tracking,
-        )
-        built = time.perf_counter()
-        written.append(_written("seg", seg, out_dir / "seg.dcm"))
-        steps["seg_build"], steps["seg_write"] = built - started, time.perf_counter() - built
-        logger.info(
-            "job %s: SEG %s of series %s, %d segments, %d frames, built in %.2f s, written in %.2f s (%d bytes)",
-            job_key,
-            seg.SOPInstanceUID,
-            series_uid,
-            len(result.segments),
-            int(seg.NumberOfFrames),
-            steps["seg_build"],
-            steps["seg_write"],
-            written[-1].size_bytes,
-        )
+        seg, written_seg = _write_segmentation(volume, result, options, job_key, out_dir, segment_tracking, steps)
+        written.append(written_seg)
     if result.segments or result.findings or result.measurements or result.classifications:
         started = time.perf_counter()
         written.append(_write_report(volume, result, options, job_key, out_dir, segment_tracking, seg))
@@ -144,6 +121,33 @@ def write_results(
         written.extend(write_fallback(volume, result, options, job_key, out_dir))
         steps["fallback"] = time.perf_counter() - started
     return written
+
+
+def _write_segmentation(
+    volume: Volume,
+    result: PipelineResult,
+    options: ResultOptions,
+    job_key: str,
+    out_dir: Path,
+    segment_tracking: list[str],
+    steps: dict[str, float],
+) -> tuple[Dataset, WrittenResult]:
+    """Build and write the SEG (``seg.dcm``); the dataset (the SR references it) and the file written."""
+    uids = result_uids(job_key, "seg")
+    started = time.perf_counter()
+    seg = build_segmentation(
+        volume, result, options, series_uid=uids.series_uid, sop_instance_uid=uids.sop_instance_uid,
+        tracking_uids=segment_tracking,
+    )
+    built = time.perf_counter()
+    written = _written("seg", seg, out_dir / "seg.dcm")
+    steps["seg_build"], steps["seg_write"] = built - started, time.perf_counter() - built
+    logger.info(
+        "job %s: SEG %s of series %s, %d segments, %d frames, built in %.2f s, written in %.2f s (%d bytes)",
+        job_key, seg.SOPInstanceUID, volume.datasets[0].SeriesInstanceUID, len(result.segments),
+        int(seg.NumberOfFrames), steps["seg_build"], steps["seg_write"], written.size_bytes,
+    )
+    return seg, written
 
 
 def _write_report(

@@ -7,7 +7,7 @@ import datetime as dt
 import highdicom as hd
 from sqlalchemy import update
 
-from node.db import Job, JobState, Series, SeriesState
+from node.db import JobState, Series, SeriesState
 from node.jobs.dispatch import tick
 from node.jobs.runner import Outcome, process_job
 from tests.jobs.harness import base_config

@@ -48,3 +48,11 @@ def metric(url: str, name: str, **labels: str) -> float:
         if all((k, v) in key for k, v in labels.items()):
             return value
     raise AssertionError(f"{name} {labels} not in /metrics")
+
+
+def log_in(page, url: str, token: str) -> None:  # type: ignore[no-untyped-def]
+    """Log a Playwright ``page`` in to the dashboard at ``url`` with ``token``; it lands on the overview."""
+    page.goto(f"{url}/login")
+    page.fill("#token", token)
+    page.click("#login")
+    page.wait_for_url(f"{url}/")

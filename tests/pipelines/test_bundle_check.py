@@ -17,7 +17,7 @@ def test_check_prints_codes_uncoded_names_runs_and_the_entry_to_use(tmp_path):
     result = runner.invoke(app, ["bundle", "check", str(bundle_dir)], terminal_width=250)
     assert result.exit_code == 0, result.output
     for name in ("kidney cortex", "medulla", "pelvicalyceal system"):
-        assert f"no code for" in result.output and f"'{name}'" in result.output
+        assert "no code for" in result.output and f"'{name}'" in result.output
     assert "device cpu" in result.output and "40x96x96" in result.output and "80x192x192" in result.output
     entry = yaml.safe_load(result.stdout.split("pipeline entry:", 1)[1])["pipelines"][0]
     assert entry["bundle_dir"] == str(bundle_dir) and entry["task"] == "segmentation" and entry["modalities"] == ["CT"]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydicom.dataset import Dataset
 
-from pipelines.types import Code, PipelineResult, Segment, UnsupportedSeries, Volume
+from pipelines.types import Classification, Code, Measurement, PipelineResult, Segment, UnsupportedSeries, Volume
 
 RUN_LOG_ENV = "PACSNODE_TEST_RUN_LOG"
 """File each recording pipeline appends `start`/`done` lines to (one per run)."""
@@ -113,4 +113,20 @@ class ThresholdPipeline(_Base):
             )
         )
         _record("done", volume)
+        return result
+
+
+class DensityPipeline(_Base):
+    """Measures the volume's mean HU and the volume above 200 HU, and grades it dense or not (a finding)."""
+
+    def run(self, volume: Volume) -> PipelineResult:
+        result = self._empty()
+        mean = float(volume.array.mean())
+        dense_ml = float(np.count_nonzero(volume.array > 200)) * volume.voxel_volume_ml
+        result.measurements += [
+            Measurement(Code("112181", "DCM", "Mean Attenuation Coefficient"), mean, Code("[hnsf'U]", "UCUM", "Hounsfield unit")),
+            Measurement(Code("118565006", "SCT", "Volume"), dense_ml, Code("mL", "UCUM", "milliliter")),
+        ]
+        grade = Code("DENSE", "99TEST", "Dense") if mean > 150 else Code("LIGHT", "99TEST", "Light")
+        result.classifications.append(Classification(Code("DENSITY", "99TEST", "Density"), grade))
         return result

@@ -1,4 +1,4 @@
-"""Mask operations of the built-in pipelines, on the volume's device.
+"""Mask morphology of the built-in pipelines (erosion, dilation, components, hole filling) on the volume's device.
 
 On a GPU: torch (separable max pooling) and, for connected components and hole filling, which torch lacks,
 cuCIM/CuPy when installed (as MONAI does). On the CPU: SciPy's ndimage, whose running-max filters and
