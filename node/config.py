@@ -111,14 +111,44 @@ class NodeConfig(StrictModel):
         300, gt=0, description="A study-level job (a route with inputs) whose inputs are not all there waits this long "
         "after the study's last instance before it fails, naming the missing inputs.")
     max_associations: int = Field(25, ge=1, description="Concurrent associations before new ones are rejected.")
+    max_associations_per_host: int = Field(
+        10, ge=1, description="Concurrent associations from one address by callers that are not configured senders "
+        "(configured senders: calling AE titles named in allowed_calling_ae_titles, calling_ae_hosts or senders)."
+    )
+    max_associations_per_ae_title: int = Field(10, ge=1, description="Concurrent associations with one calling AE title.")
+    reserved_associations: int = Field(
+        5, ge=0, description="Of max_associations, how many only configured senders may use, so a flood from "
+        "elsewhere cannot shut them out (applies once any sender is configured; others keep at least one)."
+    )
+    max_pending_connections: int = Field(
+        50, ge=1, description="Connections of one receiving process that are not yet associations (each costs a "
+        "thread); more are turned away at once with an A-ASSOCIATE-RJ."
+    )
+    max_pending_per_host: int = Field(10, ge=1, description="Of max_pending_connections, how many from one address.")
     receive_processes: int = Field(
         1, ge=1, le=64, description="Receiving processes sharing the port (SO_REUSEPORT); more use more cores."
     )
     pdu_max_length: int = Field(262144, ge=0, description="Maximum PDU length the SCP offers (0: unlimited).")
-    acse_timeout: float = Field(30, gt=0, description="Seconds to wait for association messages.")
+    acse_timeout: float = Field(
+        30, gt=0, description="Seconds from a connection to its whole A-ASSOCIATE-RQ (a deadline, however the "
+        "bytes trickle); also bounds the TLS handshake."
+    )
     dimse_timeout: float = Field(60, gt=0, description="Seconds to wait for the rest of a DIMSE message once it has begun.")
     network_timeout: float = Field(60, gt=0, description="Seconds of network silence before an association is aborted.")
-    min_free_disk_mb: int = Field(0, ge=0, description="Refuse new associations below this much free space (0: off).")
+    pdu_timeout: float = Field(
+        60, gt=0, description="Seconds one PDU may take from its first byte to its last (a deadline, however the "
+        "bytes trickle)."
+    )
+    min_free_disk_mb: int = Field(
+        1024, ge=0, description="Free space in storage_dir below which instances are refused (new associations, "
+        "and each C-STORE of those in progress, with 0xA700); results wait below half of it, so the last half "
+        "stays for the index and the embedded broker. 0: off."
+    )
+    duplicate_instances: Literal["keep", "replace", "refuse"] = Field(
+        "keep", description="An instance whose SOP Instance UID is already stored: keep the stored copy and answer "
+        "Success (as PACS do), replace it and reopen its series so its jobs run again, or refuse it (0x0111). "
+        "Recorded as an event either way."
+    )
     upgrade_database: bool = Field(
         False, description="`serve` upgrades an index made by an earlier release to this release's schema at "
         "start. Off: it refuses to start on such an index and says to run `pacsnode db upgrade`."
@@ -169,6 +199,10 @@ class QueueConfig(StrictModel):
         "",
         description="Empty: the embedded default (Celery's filesystem transport under storage_dir, no service "
         "needed). Production: redis://host:6379/0.",
+    )
+    broker_dir: Path | None = Field(
+        None, description="Folder of the embedded broker's messages; empty: <storage_dir>/broker. Another file "
+        "system keeps jobs moving when storage_dir fills up."
     )
     embedded_worker: bool = Field(True, description="`serve` starts a worker itself when the broker is embedded.")
     worker_concurrency: int = Field(1, ge=1, description="Processes per worker started by `serve`.")
@@ -314,8 +348,19 @@ class WebConfig(StrictModel):
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the web server (0: any free port).")
     token: str = Field(
         "",
-        description="Dashboard login token (Bearer header, ?token= or login form); empty: the dashboard is "
-        "refused. /metrics, /healthz and /readyz need no token.",
+        description="Dashboard token: posted once on the login page, which opens a session (a signed cookie "
+        "holding a session ID, never the token), or sent as 'Authorization: Bearer <token>' by scripts. Empty: "
+        "the dashboard is refused. /metrics, /healthz and /readyz need no token.",
+    )
+    session_minutes: float = Field(
+        480, gt=0, description="How long a dashboard session lasts; logout ends it at once, a restart ends them all."
+    )
+    login_attempts_per_minute: int = Field(
+        5, ge=1, description="Failed logins allowed per client address in a minute; more are answered 429."
+    )
+    forwarded_allow_ips: list[str] = Field(
+        default_factory=list, description="Addresses of reverse proxies whose X-Forwarded-Proto and -For are "
+        "believed (TLS ends there: session cookies are then marked Secure). Empty: none."
     )
     refresh_seconds: int = Field(10, ge=1, description="How often dashboard pages reload themselves.")
 

@@ -39,8 +39,13 @@ hand. Defaults are those of `node.config` and `pipelines.settings`; a site's con
 _REJECTIONS = {
     "REJECT_CALLING_AE": "the calling AE title is not in `node.allowed_calling_ae_titles`, or comes from another "
     "host than `node.calling_ae_hosts` binds it to",
-    "REJECT_TOO_MANY": "`node.max_associations` associations are already open (counted across all receiving processes)",
-    "REJECT_CONGESTION": "the node cannot take more data now (free disk below `node.min_free_disk_mb`)",
+    "REJECT_TOO_MANY": "`node.max_associations` associations are already open (counted across all receiving "
+    "processes), or the caller's address holds `node.max_associations_per_host` (callers the configuration does "
+    "not name), or its calling AE title `node.max_associations_per_ae_title`, or only the "
+    "`node.reserved_associations` slots kept for configured senders are left",
+    "REJECT_CONGESTION": "the node cannot take more data now (free disk below `node.min_free_disk_mb`), or too many "
+    "connections are still negotiating (`node.max_pending_connections`, `node.max_pending_per_host`: answered at "
+    "once, before the A-ASSOCIATE-RQ is read)",
 }
 
 
@@ -95,6 +100,17 @@ def networking() -> list[str]:
     lines += _table("| status | meaning |", [
         f"| `0x{int(status):04X}` | {status.name.replace('_', ' ').lower()} |" for status in sent
     ])
+    lines += [
+        "Each instance is read to its end before Success (every element, item and fragment, and native Pixel Data "
+        "against its image's size); one that is not whole gets `0xC210`. Below `node.min_free_disk_mb` of free "
+        "space every instance, of associations already open too, gets `0xA700` and nothing is written.",
+        "",
+        f"An instance whose SOP Instance UID is already stored gets Success and the stored copy is kept (default "
+        f"`node.duplicate_instances: {node.duplicate_instances}`); with `replace` the new copy replaces it and its "
+        f"series is reopened (its jobs run again); with `refuse` it gets `0x{int(Status.DUPLICATE_SOP_INSTANCE):04X}` "
+        "(duplicate SOP instance).",
+        "",
+    ]
     return lines
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from node.config import Settings
 from node.db import Database, Job, ResultObject, record_event
 from node.jobs.results import record_results, series_paths
+from node.operate.redaction import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def write_late_fallback(settings: Settings, database: Database, job_id: int) -> 
     except (OSError, InvalidDicomError, UnsupportedSeries, ValueError, KeyError, RuntimeError) as exc:
         message = (
             f"job {job_id}: cannot build the fallback images from series {series_uid} and its SEG "
-            f"({type(exc).__name__}: {exc}); re-run the job (`pacsnode rerun {job_id}`) if its series is still stored"
+            f"({describe_error(exc)}); re-run the job (`pacsnode rerun {job_id}`) if its series is still stored"
         )
         log.error(message)
         with database.session() as session:

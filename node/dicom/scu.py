@@ -11,22 +11,22 @@ from __future__ import annotations
 import enum
 import logging
 import os
-import socket
 import ssl
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pydicom import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.presentation import build_context
 
+from node.dicom.peer_watch import PeerWatch
+from node.operate.redaction import describe_error, redact
 from node.dicom.upstream import pynetdicom_config, pynetdicom_reactor
 from node.dicom.status import is_success
 
@@ -130,43 +130,27 @@ def _batches(items: Sequence[_Item]) -> list[list[_Item]]:
     return batches
 
 
-class _Watcher:
-    """Collects what pynetdicom tells us during association set-up, and disables Nagle."""
-
-    def __init__(self) -> None:
-        self.connected = False
-        self.answered = False
-        self.reject_reason = ""
-
-    def handlers(self) -> list[Any]:
-        return [(evt.EVT_CONN_OPEN, self._on_open), (evt.EVT_ACSE_RECV, self._on_acse)]
-
-    def _on_open(self, event: evt.Event) -> None:
-        self.connected = True
-        raw = event.assoc.dul.socket.socket if event.assoc.dul.socket else None
-        if raw is not None:
-            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def _on_acse(self, event: evt.Event) -> None:
-        primitive = event.primitive
-        self.answered = True
-        if getattr(primitive, "result", None) in (0x01, 0x02) and hasattr(primitive, "result_str"):
-            self.reject_reason = f"{primitive.result_str}, source {primitive.source_str}: {primitive.reason_str}"
-
-
-def _setup_failure(assoc: Association, watcher: _Watcher, elapsed: float, connect_timeout: float, where: str) -> tuple[Failure, str]:
+def _setup_failure(assoc: Association, watch: PeerWatch, elapsed: float, connect_timeout: float,
+                   where: str) -> tuple[Failure, str]:
+    rejection = watch.find_unread_rejection(assoc) if assoc.is_rejected or not watch.answered else watch.rejection
+    if rejection is not None:
+        kind = Failure.rejected_permanent if rejection.permanent else Failure.rejected_transient
+        return kind, (f"association rejected by {where} ({rejection.text}; result {rejection.result}, "
+                      f"source {rejection.source}, diagnostic {rejection.diagnostic})")
     if assoc.is_rejected:
-        permanent = "Permanent" in watcher.reject_reason or "permanent" in watcher.reject_reason
-        kind = Failure.rejected_permanent if permanent else Failure.rejected_transient
-        return kind, f"association rejected by {where} ({watcher.reject_reason or 'no reason given'})"
-    if not watcher.connected:
+        return Failure.rejected_transient, f"association rejected by {where} (no reason given)"
+    if not watch.connected:
         if elapsed >= connect_timeout * 0.95:
             return Failure.timeout, f"no TCP connection to {where} within {connect_timeout:g} s"
         return Failure.connection, f"cannot connect to {where} (connection refused or unreachable)"
-    if not watcher.answered:
+    if not watch.answered:
+        acse_timeout = assoc.acse_timeout
+        ended = watch.ended()
+        if ended is not None and (acse_timeout is None or elapsed < acse_timeout * 0.95):
+            return Failure.aborted, f"{where} ended the association request: {ended}"
         return Failure.timeout, f"no association response from {where} (ACSE timeout)"
     if assoc.is_aborted and not assoc.accepted_contexts and not assoc.rejected_contexts:
-        return Failure.aborted, f"association aborted by {where} during negotiation"
+        return Failure.aborted, f"association aborted by {where} during negotiation: {watch.ended() or 'A-ABORT'}"
     if assoc.is_aborted:
         refused = ", ".join(f"{cx.abstract_syntax} ({cx.transfer_syntax[0]})" for cx in assoc.rejected_contexts)
         return Failure.not_accepted, f"{where} accepted none of the proposed SOP classes / transfer syntaxes: {refused}"
@@ -181,14 +165,14 @@ def _send_batch(
     contexts = []
     for pair in dict.fromkeys((i.sop_class_uid, i.transfer_syntax_uid) for i in batch):
         contexts.append(build_context(pair[0], [pair[1]]))
-    watcher = _Watcher()
+    watch = PeerWatch()
     started = time.monotonic()
     assoc = ae.associate(
-        host, port, contexts=contexts, ae_title=called_ae_title, max_pdu=max_pdu, evt_handlers=watcher.handlers(),
+        host, port, contexts=contexts, ae_title=called_ae_title, max_pdu=max_pdu, evt_handlers=watch.handlers(),
         tls_args=tls,
     )
     if not assoc.is_established:
-        failure, message = _setup_failure(assoc, watcher, time.monotonic() - started, connect_timeout, where)
+        failure, message = _setup_failure(assoc, watch, time.monotonic() - started, connect_timeout, where)
         log.warning("C-STORE to %s: %s", where, message)
         for item in batch:
             emit(StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, failure=failure, error=message))
@@ -197,8 +181,9 @@ def _send_batch(
     accepted = {(cx.abstract_syntax, cx.transfer_syntax[0]) for cx in assoc.accepted_contexts}
     try:
         for position, item in enumerate(batch):
-            if not assoc.is_established:
-                message = f"association with {where} ended before this object was sent"
+            ended = watch.ended()
+            if not assoc.is_established or ended is not None:
+                message = f"not sent: {where} ended the association before it ({ended or 'released'})"
                 for rest in batch[position:]:
                     emit(StoreOutcome(rest.source, rest.sop_class_uid, rest.sop_instance_uid, failure=Failure.aborted, error=message))
                 return
@@ -208,30 +193,32 @@ def _send_batch(
                     error=f"{where} did not accept SOP class {item.sop_class_uid} with transfer syntax {item.transfer_syntax_uid}",
                 ))
                 continue
-            emit(_store_one(assoc, item, where))
+            emit(_store_one(assoc, watch, item, where))
     finally:
-        if assoc.is_established:
+        if assoc.is_established and watch.ended() is None:
             assoc.release()
 
 
-def _store_one(assoc: Association, item: _Item, where: str) -> StoreOutcome:
+def _store_one(assoc: Association, watch: PeerWatch, item: _Item, where: str) -> StoreOutcome:
     started = time.monotonic()
     try:
         status = assoc.send_c_store(item.payload)
     except (AttributeError, ValueError, OSError) as exc:
-        return StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, failure=Failure.invalid, error=str(exc))
+        return StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, failure=Failure.invalid,
+                            error=describe_error(exc))
     if "Status" in status:
         code = int(status.Status)
-        comment = str(status.get("ErrorComment", "") or "")
+        comment = redact(str(status.get("ErrorComment", "") or ""))  # the peer's text: it may quote values
         return StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, status=code, error=comment)
     waited = time.monotonic() - started
     timeout = assoc.dimse_timeout
-    if timeout is not None and waited >= timeout:  # pynetdicom aborts the association itself on a DIMSE timeout
+    ended = watch.ended()
+    if ended is not None and (timeout is None or waited < timeout):
+        failure, message = Failure.aborted, f"{where} broke off the transfer after {waited:.1f} s: {ended}"
+    elif timeout is not None and waited >= timeout:  # pynetdicom aborts the association itself on a DIMSE timeout
         failure, message = Failure.timeout, f"no C-STORE response from {where} in {timeout:g} s (DIMSE timeout)"
-    elif assoc.is_aborted:
-        failure, message = Failure.aborted, f"association aborted by {where} or the network after {waited:.1f} s"
     else:
-        failure, message = Failure.timeout, f"no C-STORE response from {where} (DIMSE timeout)"
+        failure, message = Failure.aborted, f"no valid C-STORE response from {where} after {waited:.1f} s"
     return StoreOutcome(item.source, item.sop_class_uid, item.sop_instance_uid, failure=failure, error=message)
 
 

@@ -7,6 +7,7 @@ from pydicom.errors import InvalidDicomError
 from sqlalchemy import func, select
 
 from node.db import Database, Instance
+from node.operate.redaction import error_text
 
 
 def read_header(path: str | None) -> pydicom.Dataset | str:
@@ -16,7 +17,7 @@ def read_header(path: str | None) -> pydicom.Dataset | str:
     try:
         return pydicom.dcmread(path, stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError) as exc:
-        return f"its first instance cannot be read: {exc}"
+        return f"its first instance cannot be read: {error_text(exc)}"
 
 
 def first_paths(database: Database, series_uids: list[str]) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """Run one job: take its lease, load its series, run its pipeline, write its results and record the outcome.
 
 Permanent problems (unreadable series, unsupported data, a pipeline that declines the series, a bundle that
-cannot run it: :class:`pipelines.types.PipelineFailure`) fail the job at once with the reason; other errors are retried with backoff until ``queue.max_job_attempts``. A job's end is one transaction:
+cannot run it: :class:`pipelines.types.PipelineFailure`) fail the job at once with the reason; other errors are
+retried with backoff until ``queue.max_job_attempts``. A job that waits for memory or for disk space to write
+its results waits without using up an attempt, and carries on once they are free. A job's end is one transaction:
 its result rows, the work of the stages after it (``JobHooks.on_success``: the outbox's delivery rows) and its
 success are recorded together, under its lease, or not at all. The runner knows nothing of those stages: the
 task that runs a job passes them in.
@@ -27,7 +29,10 @@ from node.db import Database, Job, JobState, utcnow
 from node.jobs.lease import Heartbeat, Lease, claim, holds
 from node.jobs.results import record_results, replaced_results
 from node.jobs.admission import NeverFits, ResourcesBusy, admitted, pipeline_need
+from node.operate.redaction import describe_error, error_text
 from node.quality.observe import Observation, observe, record_refusal, record_run
+from node.receive.diskguard import results_refusal
+from pipelines.durable import TMP_SUFFIX, StorageFull, remove_partials
 from pipelines.types import PipelineFailure, UnsupportedSeries
 
 log = logging.getLogger(__name__)
@@ -51,6 +56,13 @@ class SeriesRefused(PermanentJobError):
     def __init__(self, message: str, version: str) -> None:
         super().__init__(message)
         self.version = version
+
+
+class WaitingForSpace(ResourcesBusy):
+    """The results cannot be written now for lack of disk space; the job waits for it."""
+
+
+PARTIALS = f".*{TMP_SUFFIX}"  # an interrupted write's temporary files in a job's results folder
 
 
 def _no_extra_outputs(_job_id: int) -> set[str]:
@@ -109,7 +121,7 @@ def _check_series(pipeline, lease: Lease) -> pydicom.Dataset:  # type: ignore[no
     try:
         header = pydicom.dcmread(lease.paths[0], stop_before_pixels=True)
     except (InvalidDicomError, OSError, EOFError) as exc:
-        raise PermanentJobError(f"unreadable series: {lease.paths[0].name}: {exc}") from exc
+        raise PermanentJobError(f"unreadable series: {lease.paths[0].name}: {error_text(exc)}") from exc
     refusal = pipeline.accepts(header)
     if refusal:
         raise SeriesRefused(f"pipeline {lease.pipeline} does not accept this series: {refusal}", pipeline.version)
@@ -135,6 +147,9 @@ def _run(settings: Settings, database: Database, lease: Lease, hooks: JobHooks) 
     """Load, infer, write, with the pipeline's memory reserved on this host."""
     pipeline = _pipeline(settings, lease)
     header = _check_series(pipeline, lease)
+    shortage = results_refusal(settings)
+    if shortage:
+        raise WaitingForSpace(f"waiting for disk space: {shortage}")  # before the work, which would be lost
     with database.session() as session:
         output = RunOutput(replaces=replaced_results(session, lease.job_id, _instances(lease)))
     with admitted(settings, lease.job_id, pipeline_need(settings, lease.pipeline, pipeline)):
@@ -162,14 +177,19 @@ def _write(settings: Settings, lease: Lease, volume, result, hooks: JobHooks,  #
     started = time.perf_counter()
     out_dir = settings.node.storage_dir / "results" / str(lease.job_id)
     steps: dict[str, float] = {}
+    remove_partials(out_dir, PARTIALS)  # left by an earlier attempt of this job that was killed mid-write
     wanted = hooks.wanted_outputs(lease.job_id)  # the fallback is built later if a destination refuses SEG
     try:
         written = write_results(
             volume, result, settings.results, job_key=job_key(lease.series_uid, lease.pipeline), out_dir=out_dir,
             fallback="fallback" in wanted, key_objects="kos" in wanted, timings=steps, replaces=output.replaces,
         )
+    except StorageFull as exc:
+        raise WaitingForSpace(f"waiting for disk space: none left writing results in {out_dir}") from exc
     except ValueError as exc:
-        raise PermanentJobError(f"results do not fit the series: {exc}") from exc
+        raise PermanentJobError(f"results do not fit the series: {error_text(exc)}") from exc
+    finally:
+        remove_partials(out_dir, PARTIALS)
     output.timings["write"] = time.perf_counter() - started
     output.timings.update({f"write_{step}": seconds for step, seconds in steps.items()})
     return written
@@ -228,16 +248,16 @@ def retry_delay(settings: Settings, attempt: int) -> float:
 
 def _failed_for_good(settings: Settings, database: Database, lease: Lease, exc: Exception) -> Outcome:
     log.error("job %s: failed permanently: %s", lease.job_id, exc)
-    _finish(database, lease, state=JobState.failed, reason=str(exc), heartbeat_at=None)
+    _finish(database, lease, state=JobState.failed, reason=error_text(exc), heartbeat_at=None)
     if isinstance(exc, SeriesRefused):
-        record_refusal(database, lease.job_id, lease.pipeline, exc.version, lease.series_uid, str(exc),
+        record_refusal(database, lease.job_id, lease.pipeline, exc.version, lease.series_uid, error_text(exc),
                        lease.paths[0] if lease.paths else None, settings.quality.input_attributes)
     return Outcome.failed
 
 
 def _failed_for_now(settings: Settings, database: Database, lease: Lease, exc: Exception) -> Outcome:
     """Retry later with backoff, or fail once ``queue.max_job_attempts`` are used up."""
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = describe_error(exc)
     if lease.attempt >= settings.queue.max_job_attempts:
         log.exception("job %s: failed after %d attempts", lease.job_id, lease.attempt)
         _finish(database, lease, state=JobState.failed, reason=f"gave up after {lease.attempt} attempts: {reason}")

@@ -192,7 +192,8 @@ def data_removed(
     )
 
 
-def dashboard_login(database: Database | Session, *, client_host: str | None, success: bool) -> None:
+def dashboard_login(database: Database | Session, *, client_host: str | None, success: bool,
+                    detail: str | None = None) -> None:
     """Record a dashboard login attempt (the token itself is never recorded)."""
     _record(
         database,
@@ -201,7 +202,7 @@ def dashboard_login(database: Database | Session, *, client_host: str | None, su
             action="E",
             outcome=int(Outcome.success if success else Outcome.minor_failure),
             source_host=client_host,
-            detail="dashboard token login",
+            detail=detail or "dashboard token login",
         ),
     )
 

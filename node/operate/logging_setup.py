@@ -6,7 +6,10 @@ import json
 import logging
 import sys
 
+import pydicom.config
+
 from node.config import LoggingConfig
+from node.operate.redaction import RedactingFilter, redact_traceback
 
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"
 QUIET_LIBRARIES = ("pynetdicom", "celery", "kombu", "amqp", "urllib3", "PIL")
@@ -15,8 +18,18 @@ CONTEXT_FIELDS = ("job_id", "delivery_id", "pipeline", "study_uid", "series_uid"
                   "calling_ae_title", "audit_event")
 
 
+class TextFormatter(logging.Formatter):
+    """The text format, with quoted values withheld from exception lines."""
+
+    def formatException(self, ei) -> str:  # type: ignore[no-untyped-def]  # noqa: N802 - logging's name
+        return redact_traceback(super().formatException(ei))
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line, for log shippers."""
+    """One JSON object per line, for log shippers; quoted values withheld from exception lines."""
+
+    def formatException(self, ei) -> str:  # type: ignore[no-untyped-def]  # noqa: N802 - logging's name
+        return redact_traceback(super().formatException(ei))
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -36,9 +49,18 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(config: LoggingConfig, *, stream=None) -> None:  # type: ignore[no-untyped-def]
-    """Send all records to stderr (or ``stream``) in text or JSON, at the configured level."""
+    """Send all records to stderr (or ``stream``) in text or JSON, at the configured level.
+
+    Python warnings become log records too, and every record passes the redaction filter
+    (``node.operate.redaction``): no header value reaches the log, whichever library wrote the text.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if config.json_format else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if config.json_format else TextFormatter(TEXT_FORMAT))
+    handler.addFilter(RedactingFilter())
+    logging.captureWarnings(True)
+    # pydicom's validation warnings quote the value; invalid values are answered with a status (receiving) or
+    # repaired or left out with a note naming the attribute (results), so they would only repeat PHI.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -33,8 +33,8 @@ _PRODUCERS: dict[tuple[str, str], Celery] = {}
 
 
 def broker_dir(settings: Settings) -> Path:
-    """Folder of the embedded filesystem broker."""
-    return (settings.node.storage_dir / "broker").resolve()
+    """Folder of the embedded filesystem broker (``queue.broker_dir``, or under ``node.storage_dir``)."""
+    return (settings.queue.broker_dir or settings.node.storage_dir / "broker").resolve()
 
 
 def _broker(settings: Settings) -> tuple[str, dict]:

@@ -19,6 +19,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, UID
 
 from node.receive.storage import validate_uid
+from node.operate.redaction import describe_error
 
 SERIES_UID_TAG = 0x0020000E
 IDENTIFYING_TAGS = [0x00080016, 0x00080018, 0x00080050, 0x00080060, 0x0020000D, 0x0020000E]
@@ -134,7 +135,7 @@ def _read_with_pydicom(data: bytes | bytearray, implicit: bool, syntax: UID) -> 
         values = {tag: dataset.get(tag) for tag in IDENTIFYING_TAGS}
         return {tag: (element.value if element is not None else None) for tag, element in values.items()}
     except Exception as exc:  # pydicom raises many types for corrupt input
-        raise UnreadableDataset(f"dataset does not parse as {syntax.name}: {type(exc).__name__}: {exc}") from exc
+        raise UnreadableDataset(f"dataset does not parse as {syntax.name}: {describe_error(exc)}") from exc
 
 
 def _text(value: object) -> str | None:

@@ -1,20 +1,20 @@
 """Who may associate: the calling AE allowlist, host binding, extra checks (the disk guard) and the association
-limit, counted across every receiving process in shared memory.
+limits (in all, per peer address, per calling AE title, with slots kept for configured senders), counted
+across every receiving process in shared memory (``node.receive.slots``).
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from node.config import Settings
 from node.db import Database
 from node.dicom.upper_layer.association import Peer, Rejection
 from node.operate import audit
+from node.receive.slots import AssociationCounter, Occupancy
 
 log = logging.getLogger(__name__)
 
@@ -24,65 +24,51 @@ REJECT_TOO_MANY = (0x02, 0x03, 0x02)  # transient, service provider (presentatio
 REJECT_CONGESTION = (0x02, 0x03, 0x01)  # transient, service provider (presentation), temporary congestion
 
 
-class AssociationCounter:
-    """Open associations of each receiving process in shared memory; the limit applies to their sum.
-
-    One slot per process, so a process that dies can have its slot reset by `serve`.
-    """
-
-    def __init__(self, slots: Any | None = None, index: int = 0) -> None:
-        self.slots = slots if slots is not None else mp.get_context("spawn").Array("i", 1)
-        self.index = index
-
-    def try_acquire(self, limit: int) -> int | None:
-        """Count one more association unless ``limit`` are open; return the open total when refused."""
-        with self.slots.get_lock():
-            total = sum(self.slots)
-            if total >= limit:
-                return total
-            self.slots[self.index] += 1
-            return None
-
-    def release(self) -> None:
-        with self.slots.get_lock():
-            self.slots[self.index] = max(0, self.slots[self.index] - 1)
-
-    def reset(self) -> None:
-        """Forget this slot's associations (its process died with them)."""
-        with self.slots.get_lock():
-            self.slots[self.index] = 0
+def configured_sender(settings: Settings, calling: str, host: str) -> bool:
+    """True for a calling AE title the configuration names (allowlist, host binding, ``senders``), from its
+    configured address where one is given."""
+    node = settings.node
+    if calling in node.allowed_calling_ae_titles or calling in node.calling_ae_hosts:
+        return True
+    sender = settings.sender(calling)
+    return sender is not None and sender.host in ("", host)
 
 
-LocalCounter = AssociationCounter  # AssociationCounter() alone counts for a single process
+def any_configured_sender(settings: Settings) -> bool:
+    node = settings.node
+    return bool(node.allowed_calling_ae_titles or node.calling_ae_hosts or settings.senders)
 
 
 @dataclass
 class AssociationGate:
-    """Accepts or rejects association requests: allowlist, host binding, global association limit.
+    """Accepts or rejects association requests: allowlist, host binding, extra checks, association limits.
 
     ``extra_checks`` are callables returning a refusal reason (or None); a refusal from one of them is
-    answered as temporary congestion (e.g. the disk guard).
+    answered as temporary congestion (e.g. the disk guard). Callers the configuration does not name are held
+    to ``node.max_associations_per_host`` per address and may not take the last ``node.reserved_associations``
+    slots; every caller to ``node.max_associations_per_ae_title`` per calling AE title.
     """
 
     settings: Settings
     counter: AssociationCounter
     extra_checks: list[Callable[[], str | None]] = field(default_factory=list)
     database: Database | None = None  # where refusals are audited
-    _counted: set[str] = field(default_factory=set)
+    _slots: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def admit(self, peer: Peer) -> Rejection | None:
-        """None when ``peer`` may associate (it is then counted until :meth:`release`), else the refusal."""
+        """None when ``peer`` may associate (it then holds a slot until :meth:`release`), else the refusal."""
         calling, host, called = peer.calling_ae_title, peer.host, peer.called_ae_title
         reason, rejection = self._refusal(calling, host)
         if reason is None:
-            open_total = self.counter.try_acquire(self.settings.node.max_associations)
-            if open_total is not None:
-                reason = f"{open_total} associations already open (node.max_associations)"
+            configured = configured_sender(self.settings, calling, host)
+            slot, reason = self.counter.try_acquire(host, calling, configured,
+                                                    lambda occupancy: self._over_limit(occupancy, configured))
+            if slot is None:
                 rejection = REJECT_TOO_MANY
             else:
                 with self._lock:
-                    self._counted.add(peer.association_id)
+                    self._slots[peer.association_id] = slot
         if reason is None:
             log.debug("association from %s@%s to %s accepted", calling, host, called)
             return None
@@ -109,10 +95,27 @@ class AssociationGate:
                 return reason, REJECT_CONGESTION
         return None, REJECT_CONGESTION
 
+    def _over_limit(self, occupancy: Occupancy, configured: bool) -> str | None:
+        """Which association limit a new association would exceed, or None."""
+        node = self.settings.node
+        if occupancy.total >= node.max_associations:
+            return f"{occupancy.total} associations already open (node.max_associations)"
+        if occupancy.with_ae_title >= node.max_associations_per_ae_title:
+            return (f"{occupancy.with_ae_title} associations with this calling AE title already open "
+                    "(node.max_associations_per_ae_title)")
+        if configured:
+            return None
+        if occupancy.from_host >= node.max_associations_per_host:
+            return f"{occupancy.from_host} associations from this address already open (node.max_associations_per_host)"
+        others_limit = max(1, node.max_associations - node.reserved_associations)
+        if occupancy.total >= others_limit and any_configured_sender(self.settings):
+            return (f"{occupancy.total} associations open; the other {node.max_associations - others_limit} are kept "
+                    "for configured senders (node.reserved_associations)")
+        return None
+
     def release(self, association_id: str) -> None:
-        """An admitted association ended: it no longer counts towards the limit."""
+        """An admitted association ended: its slot is free again."""
         with self._lock:
-            if association_id not in self._counted:
-                return
-            self._counted.discard(association_id)
-        self.counter.release()
+            slot = self._slots.pop(association_id, None)
+        if slot is not None:
+            self.counter.release(slot)

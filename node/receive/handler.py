@@ -8,6 +8,7 @@ names the problem (UIDs, AE titles and sizes only, never patient data).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from node.operate import audit
 from node.db import Database, record_event
 from node.dicom.status import Status
 from node.receive.instances import KnownSeries, Received, close_association_evidence, record_instance
+from node.receive.resend import Resend, ResentCounts, decide, record_resent
 from node.receive.commit import GroupCommit, NotDurable
 from node.receive.dataset import Identifiers, UnreadableDataset, file_meta_header, read_identifiers
 from node.receive.storage import InvalidUID, StorageFull, instance_path, write_durably
+from node.receive.structure import IncompleteDataset, check_complete
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +57,22 @@ class AssociationStats:
     bytes: int = 0
     received: list[tuple[str, str, str, int]] = field(default_factory=list)  # for the audit trail
     series: set[str] = field(default_factory=set)  # series linked to the association in the index
+    resent: dict[str, ResentCounts] = field(default_factory=dict)  # series UID -> instances sent again
 
 
 @dataclass
 class StoreHandler:
-    """The store logic of one receiving process; safe to call from one thread per association."""
+    """The store logic of one receiving process; safe to call from one thread per association.
+
+    ``space_check(size)`` (optional) says why an instance of ``size`` bytes may not be written now (the disk
+    guard), checked before each write so associations in progress are held to it too. ``duplicates`` is the
+    policy for an instance already stored (``node.receive.resend``).
+    """
 
     storage_dir: Path
     database: Database
+    space_check: Callable[[int], str | None] | None = None
+    duplicates: str = "keep"
     stats: dict[str, AssociationStats] = field(default_factory=dict)
     known: KnownSeries = field(default_factory=KnownSeries)
     commits: GroupCommit = field(init=False)
@@ -97,6 +108,8 @@ class StoreHandler:
             counters.bytes / 1e6,
             counters.failed,
         )
+        if counters.resent:
+            record_resent(self.database, self.duplicates, calling_ae_title, calling_host, counters.resent)
         if counters.received:
             audit.association_ended(
                 self.database,
@@ -110,8 +123,13 @@ class StoreHandler:
     def _store(self, request: StoreRequest) -> Status:
         try:
             ids = self._identify(request)
-            path, size = self._write(request, ids)
-            new = self._commit(request, ids, path, size)
+            path = instance_path(self.storage_dir, ids.study_uid, ids.series_uid, ids.sop_instance_uid)
+            resend = self._resend(request, ids, path)
+            if resend is not None and resend.action == "keep":
+                size = path.stat().st_size  # the stored copy stays; it is indexed (again, harmlessly) all the same
+            else:
+                size = self._write(request, ids, path)
+            new = self._commit(request, ids, path, size, replaced=resend is not None and resend.reopen)
         except Refused as refusal:
             return self._fail(refusal.status, str(refusal), request.calling_ae_title, refusal.uid,
                               record=refusal.record)
@@ -148,16 +166,40 @@ class StoreHandler:
                 f"{request.command_sop_instance_uid}",
                 ids.sop_instance_uid,
             )
+        try:
+            check_complete(request.stream, request.transfer_syntax)
+        except IncompleteDataset as exc:
+            raise Refused(Status.CANNOT_PARSE, f"rejected instance {ids.sop_instance_uid}: the data set is not "
+                          f"whole: {exc}", ids.sop_instance_uid) from exc
         return ids
 
-    def _write(self, request: StoreRequest, ids: Identifiers) -> tuple[Path, int]:
+    def _resend(self, request: StoreRequest, ids: Identifiers, path: Path) -> Resend | None:
+        """The policy's decision for an instance already stored (None when it is new); counted, or refused."""
+        assert request.stream is not None
+        resend = decide(self.duplicates, path, request.stream)
+        if resend is None:
+            return None
+        counters = self.stats.setdefault(request.association_id, AssociationStats())
+        counts = counters.resent.setdefault(ids.series_uid, ResentCounts())
+        counts.count += 1
+        counts.identical += resend.identical
+        if resend.action == "refuse":
+            raise Refused(Status.DUPLICATE_SOP_INSTANCE, f"refused {ids.sop_instance_uid}: already stored "
+                          "(node.duplicate_instances: refuse)", ids.sop_instance_uid, record=False)
+        return resend
+
+    def _write(self, request: StoreRequest, ids: Identifiers, path: Path) -> int:
         """The instance's file, fsynced and renamed into place (its folder is synced by the group commit)."""
-        path = instance_path(self.storage_dir, ids.study_uid, ids.series_uid, ids.sop_instance_uid)
         header = file_meta_header(ids.sop_class_uid, ids.sop_instance_uid, request.transfer_syntax,
                                   request.calling_ae_title)
         assert request.stream is not None
+        if self.space_check is not None:
+            shortage = self.space_check(len(header) + len(request.stream))
+            if shortage:
+                raise Refused(Status.OUT_OF_RESOURCES, f"refused {ids.sop_instance_uid}: {shortage}",
+                              ids.sop_instance_uid, record=False)
         try:
-            return path, write_durably(path, (header, request.stream), sync_directory=False)
+            return write_durably(path, (header, request.stream), sync_directory=False)
         except StorageFull as exc:
             raise Refused(Status.OUT_OF_RESOURCES, f"out of disk space storing {ids.sop_instance_uid}: "
                           f"{exc.strerror}; free space under {self.storage_dir}", ids.sop_instance_uid) from exc
@@ -165,8 +207,9 @@ class StoreHandler:
             raise Refused(Status.STORAGE_FAILED, f"cannot store {ids.sop_instance_uid} at {path}: {exc}",
                           ids.sop_instance_uid) from exc
 
-    def _commit(self, request: StoreRequest, ids: Identifiers, path: Path, size: int) -> bool:
-        """Make the file's rename durable and index it (group commit); True when the instance is new."""
+    def _commit(self, request: StoreRequest, ids: Identifiers, path: Path, size: int, *, replaced: bool) -> bool:
+        """Make the file's rename durable and index it (group commit); True when the instance is new.
+        ``replaced``: it replaced a stored copy, whose series is reopened."""
         received = Received(
             ids=ids,
             transfer_syntax_uid=request.transfer_syntax,
@@ -177,6 +220,7 @@ class StoreHandler:
             calling_host=request.calling_host,
             association_id=request.association_id,
             first_in_association=ids.series_uid not in self._linked(request.association_id),
+            replaced=replaced,
         )
         try:
             return self.commits.commit(received)

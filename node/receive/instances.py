@@ -48,7 +48,7 @@ _SQL = {
                        ":series_uid, :sop_class_uid, :transfer_syntax_uid, :path, :size_bytes, :calling_ae_title, "
                        ":called_ae_title, :now) ON CONFLICT DO NOTHING RETURNING sop_instance_uid",
     "refresh_instance": "UPDATE instances SET size_bytes = :size_bytes, transfer_syntax_uid = :transfer_syntax_uid, "
-                        "received_at = :now WHERE sop_instance_uid = :sop_instance_uid",
+                        "received_at = :now WHERE sop_instance_uid = :sop_instance_uid AND path = :path",
     "touch_series": "UPDATE series SET last_received_at = :now WHERE series_uid = :series_uid",
     "reopen_series": f"UPDATE series SET state = :state, completed_at = NULL, state_reason = :reason, "
                      f"reopen_count = reopen_count + 1, reopened_at = :now "
@@ -90,6 +90,7 @@ class Received:
     calling_host: str | None
     association_id: str | None = None  # the association that carried it (evidence of completion)
     first_in_association: bool = False  # its association's first instance of the series: record the link
+    replaced: bool = False  # it replaced a stored copy (node.duplicate_instances: replace): reopen its series
 
 
 class KnownSeries:
@@ -152,9 +153,12 @@ def record_instance(target: Session | Connection, item: Received, known: KnownSe
             cursor.execute(sql["link_association"], values)
         cursor.execute(sql["insert_instance"], values)
         if not cursor.fetchall():
-            # Same SOP Instance UID again: the file was replaced in place; refresh its metadata only.
+            # Same SOP Instance UID again: the file was kept or replaced in place; refresh its metadata only.
             cursor.execute(sql["refresh_instance"], values)
             cursor.execute(sql["touch_series"], values)
+            if item.replaced:
+                reopen_series(cursor, dialect, ids.series_uid, cause=f"replaced instance {ids.sop_instance_uid}",
+                              calling_ae_title=item.calling_ae_title, now=values["now"])
             return False
         reopen_series(cursor, dialect, ids.series_uid, cause=f"new instance {ids.sop_instance_uid}",
                       calling_ae_title=item.calling_ae_title, now=values["now"])

@@ -23,8 +23,9 @@ from node.config import Settings
 from node.db import Database
 from node.receive.diskguard import refuse_reason
 from node.operate.logging_setup import configure_logging
-from node.receive.gate import AssociationCounter
+from node.receive.slots import AssociationCounter, shared_table
 from node.receive.scp import Receiver
+from node.receive.storage import TMP_SUFFIX, remove_partials
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,9 @@ def receiver_main(settings: Settings, slots: Any, ready: Any, index: int) -> Non
     # would survive a crash of the database or the host; group commit shares that sync among concurrent
     # associations.
     database = Database(settings.node.resolved_database_url())
-    receiver = Receiver(settings, database, AssociationCounter(slots, index), extra_checks=[partial(refuse_reason, settings)])
+    counter = AssociationCounter(slots, index, settings.node.max_associations)
+    receiver = Receiver(settings, database, counter, extra_checks=[partial(refuse_reason, settings)],
+                        space_check=partial(refuse_reason, settings))
     try:
         _, port = receiver.start()
     except Exception as exc:  # reported to the parent, which names it and exits
@@ -80,7 +83,8 @@ class ReceiverPool:
     port: int = 0
 
     def __post_init__(self) -> None:
-        self.slots = self.context.Array("i", self.settings.node.receive_processes)
+        node = self.settings.node
+        self.slots = shared_table(node.receive_processes, node.max_associations, self.context)
         self.stopping = False
         self.ready = self.context.Queue()
 
@@ -137,8 +141,11 @@ class ReceiverPool:
             if process.is_alive() or self.stopping:
                 continue
             log.error("receiving process %s exited with code %s; restarting it", process.name, process.exitcode)
+            removed = remove_partials(self.settings.node.storage_dir, f"*/*/.*.{process.pid}.*{TMP_SUFFIX}")
+            if removed:
+                log.info("removed %d partial file(s) the receiving process left", removed)
             self.processes.pop(position)
-            AssociationCounter(self.slots, position).reset()
+            AssociationCounter(self.slots, position, self.settings.node.max_associations).reset()
             self._spawn(position)
             self.processes.insert(position, self.processes.pop())
             self._wait_ready()

@@ -18,8 +18,9 @@ from node.dicom.contexts import supported_contexts
 from node.dicom.upper_layer.acse import AcceptedContext, Negotiator
 from node.dicom.upper_layer.association import Limits, Peer, Rejection, run_association
 from node.dicom.upper_layer.dimse import Command
-from node.dicom.upper_layer.server import AssociationServer
-from node.receive.gate import AssociationCounter, AssociationGate
+from node.dicom.upper_layer.server import AssociationServer, PendingConnections
+from node.receive.gate import AssociationGate
+from node.receive.slots import AssociationCounter
 from node.receive.handler import StoreHandler, StoreRequest
 
 log = logging.getLogger(__name__)
@@ -81,19 +82,24 @@ class Receiver:
     database: Database
     counter: AssociationCounter
     extra_checks: list[Callable[[], str | None]] = field(default_factory=list)
+    space_check: Callable[[int], str | None] | None = None  # the disk guard, before each instance is written
     server: AssociationServer | None = None
 
     def start(self) -> tuple[str, int]:
         """Bind and serve in background threads; return the bound address."""
         node = self.settings.node
         gate = AssociationGate(self.settings, self.counter, self.extra_checks, database=self.database)
-        handler = NodeAssociations(gate, StoreHandler(node.storage_dir, self.database))
+        handler = NodeAssociations(gate, StoreHandler(node.storage_dir, self.database, self.space_check,
+                                                      duplicates=node.duplicate_instances))
         limits = Limits(max_pdu_length=node.pdu_max_length, acse_timeout=node.acse_timeout,
-                        network_timeout=node.network_timeout, dimse_timeout=node.dimse_timeout)
+                        network_timeout=node.network_timeout, dimse_timeout=node.dimse_timeout,
+                        pdu_timeout=node.pdu_timeout)
         negotiator = Negotiator(supported_contexts(), node.pdu_max_length)
         serve = partial(run_association, handler=handler, negotiator=negotiator, limits=limits)
         self.server = AssociationServer((node.host, node.port), serve, tls=tls_context(self.settings),
-                                        handshake_timeout=node.acse_timeout)
+                                        handshake_timeout=node.acse_timeout,
+                                        pending=PendingConnections(node.max_pending_connections,
+                                                                   node.max_pending_per_host))
         self.server.start()
         return self.server.address
 

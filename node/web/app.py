@@ -1,4 +1,4 @@
-"""The node's web application: read-only dashboard (token login), /metrics, /healthz and /readyz.
+"""The node's web application: read-only dashboard (session login), /metrics, /healthz and /readyz.
 
 Each concern is a router (``node.web.routes``) built from one ``WebContext``; state comes in as arguments,
 never from globals.
@@ -14,6 +14,7 @@ from node.db import Database
 from node.web.auth import NotLoggedIn
 from node.web.context import WebContext
 from node.web.routes import api, login, pages, probes, quality
+from node.web.security import add_security_headers
 
 
 def _not_logged_in(request: Request, _exc: Exception) -> Response:
@@ -27,6 +28,7 @@ def create_app(settings: Settings, database: Database) -> FastAPI:
     app = FastAPI(title="pacsnode", docs_url=None, redoc_url=None, openapi_url=None)
     context = WebContext.build(settings, database)
     app.add_exception_handler(NotLoggedIn, _not_logged_in)
+    add_security_headers(app)
     for module in (probes, login, pages, quality, api):
         app.include_router(module.router(context))
     return app

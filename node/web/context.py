@@ -13,7 +13,7 @@ from fastapi.templating import Jinja2Templates
 
 from node.config import Settings
 from node.db import Database
-from node.web.auth import NotLoggedIn, presented_token, token_matches
+from node.web.auth import COOKIE_NAME, LoginLimiter, NotLoggedIn, Sessions, bearer_token, token_matches
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -29,16 +29,23 @@ class WebContext:
     settings: Settings
     database: Database
     templates: Jinja2Templates
+    sessions: Sessions
+    logins: LoginLimiter
 
     @classmethod
     def build(cls, settings: Settings, database: Database) -> "WebContext":
         templates = Jinja2Templates(directory=TEMPLATES)
         templates.env.filters["time"] = format_time
-        return cls(settings, database, templates)
+        return cls(settings, database, templates, Sessions(settings.web.session_minutes * 60),
+                   LoginLimiter(settings.web.login_attempts_per_minute))
 
     def require_login(self, request: Request) -> None:
-        """A dependency of every dashboard page and API call: a valid token, or NotLoggedIn."""
-        if not token_matches(self.settings.web.token, presented_token(request)):
+        """A dependency of every dashboard page and API call: a live session or the Bearer token, or NotLoggedIn."""
+        if not self.settings.web.token:
+            raise NotLoggedIn()  # the dashboard is closed, whatever a cookie says
+        if self.sessions.valid(request.cookies.get(COOKIE_NAME, "")):
+            return
+        if not token_matches(self.settings.web.token, bearer_token(request)):
             raise NotLoggedIn()
 
     def page(self, request: Request, name: str, **context: Any) -> HTMLResponse:

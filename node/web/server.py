@@ -51,6 +51,8 @@ def start_web(settings: Settings, database: Database) -> WebServer:
         log_config=None,  # the entry point configures logging
         access_log=False,  # access lines would carry URLs; the audit trail records logins
         lifespan="off",
+        proxy_headers=bool(settings.web.forwarded_allow_ips),
+        forwarded_allow_ips=settings.web.forwarded_allow_ips or None,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="pacsnode-web", daemon=True)

@@ -23,6 +23,7 @@ from pydicom.uid import (
 from pipelines.durable import atomic_file
 from pipelines.results import encoding
 from pipelines.results.fallback import build_fallback
+from pipelines.results.header import with_valid_headers
 from pipelines.results.kos import build_key_objects
 from pipelines.results.seg import build_segmentation
 from pipelines.results.sr import build_report
@@ -101,6 +102,7 @@ def write_results(
     """
     steps = timings if timings is not None else {}
     out_dir = Path(out_dir)
+    volume = valid_headers(volume, job_key)
     segment_tracking = [tracking_uid(job_key, s.number) for s in sorted(result.segments, key=lambda s: s.number)]
     written: list[WrittenResult] = []
     seg = None
@@ -179,10 +181,20 @@ def _write_report(
     return _written("sr", report, out_dir / "sr.dcm")
 
 
+def valid_headers(volume: Volume, job_key: str) -> Volume:
+    """``volume`` with source headers whose copied patient and study attributes are valid for their VR
+    (``pipelines.results.header``); each repair or omission is logged by attribute name, never by value."""
+    cleaned, notes = with_valid_headers(volume)
+    for note in notes:
+        logger.warning("job %s: source header of series %s: %s", job_key, volume.datasets[0].SeriesInstanceUID, note)
+    return cleaned
+
+
 def write_key_objects(
     volume: Volume, result: PipelineResult, options: ResultOptions, job_key: str, out_dir: Path
 ) -> list[WrittenResult]:
     """Write the Key Object Selection of ``result``'s key slices (``kos.dcm``); none when it has no key slice."""
+    volume = valid_headers(volume, job_key)
     uids = result_uids(job_key, "kos")
     selection = build_key_objects(
         volume, result, options, series_uid=uids.series_uid, sop_instance_uid=uids.sop_instance_uid
@@ -200,6 +212,7 @@ def write_fallback(
     """
     if not result.segments or not options.fallback_key_slices:
         return []
+    volume = valid_headers(volume, job_key)
     images = build_fallback(volume, result, options, job_key=job_key, max_slices=options.fallback_key_slices)
     return [
         _written(f"fallback-{number}", image, Path(out_dir) / f"fallback-{number}.dcm")

@@ -84,3 +84,13 @@ def test_many_quick_answers_each_reach_their_request(storescp: StoreSCP, tmp_pat
         objects.append(copy)
     outcomes = send_objects(objects, storescp.ae_title, "127.0.0.1", storescp.port, dimse_timeout=10)
     assert [o.describe() for o in outcomes if not o.stored] == []
+
+
+def test_a_request_after_the_reactor_ended_does_not_wait_for_it() -> None:
+    """The peer aborted and the reactor ended between two requests: the next request must not wait for the
+    ended reactor to pause (it never would)."""
+    assoc = _Assoc()
+    checkpoint = ReactorCheckpoint(assoc)  # type: ignore[arg-type]
+    checkpoint.mark_ended()
+    checkpoint.clear()
+    assert assoc._is_paused

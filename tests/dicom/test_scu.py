@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from pathlib import Path
 
 import pydicom
+import pytest
 from pydicom.uid import generate_uid
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import CTImageStorage
 
 from node.dicom.scu import MAX_CONTEXTS, Failure, send_objects
+from node.dicom.upper_layer.acse import reject
 from node.ports import free_port
+from tests.support.breaking_proxy import BreakingProxy
+from tests.support.dicom_factory import write_series
 from tests.support.peers import StoreSCP
 
 
@@ -159,3 +164,62 @@ def test_orthanc_stores_and_progress_is_reported(orthanc, ct_files: list[str]) -
     assert [o.status for o in outcomes] == [0, 0]
     assert seen == [(1, 2), (2, 2)]
     assert len(orthanc.instances()) == 2
+
+
+def _rejecting_peer(answer: bytes) -> tuple[socket.socket, threading.Event]:
+    """A socket that answers each connection with ``answer`` at once (before reading the request) and closes."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                continue
+            connection.sendall(answer)
+            connection.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, stop
+
+
+@pytest.mark.parametrize(("result", "source", "diagnostic", "failure"), [
+    (0x02, 0x03, 0x02, Failure.rejected_transient),  # local limit exceeded
+    (0x01, 0x01, 0x03, Failure.rejected_permanent),  # calling AE title not recognised
+])
+def test_a_quick_rejection_is_read_with_its_reason(ct_files: list[str], result: int, source: int, diagnostic: int,
+                                                   failure: Failure) -> None:
+    """A peer that sends A-ASSOCIATE-RJ and closes before even reading the request: every attempt is reported as
+    that rejection, with its result, source and diagnostic, never as an abort or a timeout."""
+    listener, stop = _rejecting_peer(reject(result, source, diagnostic))
+    try:
+        port = listener.getsockname()[1]
+        outcomes = [send_objects(ct_files[:1], "BUSY", "127.0.0.1", port)[0] for _ in range(20)]
+    finally:
+        stop.set()
+        listener.close()
+    assert {o.failure for o in outcomes} == {failure}
+    assert all(f"result {result}, source {source}, diagnostic {diagnostic}" in o.error for o in outcomes)
+
+
+@pytest.mark.parametrize("mode", ["abort", "reset"])
+def test_a_peer_breaking_off_mid_transfer_is_reported_at_once(storescp: StoreSCP, tmp_path: Path, mode: str) -> None:
+    """storescp behind a relay that aborts (A-ABORT) or resets the connection once 100 kB have gone through: the
+    object in flight and the rest are reported as aborted within a second, with the default 120 s DIMSE timeout
+    of deliveries; the next association stores them all."""
+    files = write_series(tmp_path / "series", 40)  # ~8 kB each
+    with BreakingProxy(storescp.port, mode=mode, after_bytes=100_000) as proxy:
+        started = time.monotonic()
+        outcomes = send_objects(files, storescp.ae_title, "127.0.0.1", proxy.port, dimse_timeout=120)
+        elapsed = time.monotonic() - started
+        again = send_objects(files, storescp.ae_title, "127.0.0.1", proxy.port, dimse_timeout=120)
+    assert elapsed < 5
+    broken = [o for o in outcomes if not o.stored]
+    assert broken and all(o.failure is Failure.aborted for o in broken)
+    expected = "A-ABORT from the service user" if mode == "abort" else "connection was closed or reset"
+    assert expected in broken[0].error and "broke off the transfer" in broken[0].error
+    assert all(o.status == 0 for o in again)

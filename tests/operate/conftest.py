@@ -36,6 +36,7 @@ from node.db import (
     utcnow,
 )
 from node.web.server import WebServer, start_web
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_dicom" / "chest_ct"
 TOKEN = "operate-test-token"
@@ -189,3 +190,16 @@ def web(node_state: NodeState) -> Iterator[WebServer]:
     server = start_web(node_state.settings, node_state.database)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright, for the dashboard's pages."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: run scripts/setup.sh (installs Debian's chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -76,19 +76,6 @@ def test_unknown_and_misplaced_callers_are_refused_and_audited(node: NodeProcess
     assert metric(node.web_url, "pacsnode_associations_total", outcome="rejected") >= 2  # type: ignore[attr-defined]
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB tmpfs: a real file system whose free space the test controls."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
-    assert result.returncode == 0, f"cannot mount a tmpfs (needs root): {result.stderr.decode().strip()}"
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
-
-
 def test_disk_guard_refuses_associations_below_the_threshold(tmp_path: Path, small_disk: Path) -> None:
     web_port = free_port()
     extra = {"node": {"storage_dir": str(small_disk / "storage"), "min_free_disk_mb": 40}, "web": web_config(web_port, TOKEN)}

@@ -38,11 +38,10 @@ def test_web_and_retention_on_postgresql(tmp_path: Path, postgres_url: str) -> N
         headers = {"Authorization": f"Bearer {TOKEN}"}
         for path in ("/api/status", f"/results/{state.seg_result_id}/preview.png"):
             assert httpx.get(f"{server.url}{path}", headers=headers).status_code == 200
-        cookies = {"pacsnode_token": TOKEN}
         for path in ("/", "/jobs", "/deliveries"):
-            response = httpx.get(f"{server.url}{path}", cookies=cookies)
+            response = httpx.get(f"{server.url}{path}", headers=headers)
             assert response.status_code == 200 and state.series_uid in response.text
-        assert "dicom-instances-received" in httpx.get(f"{server.url}/health", cookies=cookies).text
+        assert "dicom-instances-received" in httpx.get(f"{server.url}/health", headers=headers).text
     finally:
         server.stop()
     with state.database.session() as session:

@@ -24,7 +24,7 @@ from sqlalchemy import func, select, update
 from node.config import DestinationConfig, TlsConfig
 from node.db import AuditEvent, Database, Delivery, DeliveryState, Instance, open_database
 from node.deliver.attempt import deliver
-from node.receive.gate import LocalCounter
+from node.receive.slots import LocalCounter
 from node.receive.scp import Receiver
 from tests.operate.conftest import build_state, make_settings
 from tests.support.dicom_factory import write_series

@@ -11,8 +11,8 @@ import struct
 from io import BytesIO
 
 from pydicom.uid import ExplicitVRLittleEndian
-from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_messages import C_ECHO_RQ, C_STORE_RQ
+from pynetdicom.dimse_primitives import C_ECHO, C_STORE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification, SCP_SCU_RoleSelectionNegotiation
@@ -71,11 +71,23 @@ def store_command(sop_class_uid: str, sop_instance_uid: str, message_id: int = 1
     return encode(message.command_set, True, True)
 
 
-class RawPeer:
-    """A connected socket with helpers to read the node's PDUs."""
+def echo_command(message_id: int = 1) -> bytes:
+    """An encoded C-ECHO-RQ command set (implicit VR little endian)."""
+    request = C_ECHO()
+    request.MessageID = message_id
+    request.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    message = C_ECHO_RQ()
+    message.primitive_to_message(request)
+    return encode(message.command_set, True, True)
 
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+class RawPeer:
+    """A connected socket with helpers to read the node's PDUs; ``source`` is the loopback address it calls
+    from (127.0.0.2 and up look like other hosts to the node)."""
+
+    def __init__(self, port: int, timeout: float = 10.0, source: str | None = None) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
 
     def __enter__(self) -> "RawPeer":
         return self
@@ -103,6 +115,11 @@ class RawPeer:
         accepted = A_ASSOCIATE_AC()
         accepted.decode(pdu(0x02, answer[1]))
         return accepted
+
+    def echo(self, context_id: int = 1, message_id: int = 1) -> int:
+        """C-ECHO on an established association; the response's Status."""
+        self.send(pdu(0x04, pdv(context_id, 0x03, echo_command(message_id))))
+        return self.read_response_status()
 
     def read_response_status(self) -> int:
         """Read one P-DATA-TF carrying a whole response command set; return its Status."""

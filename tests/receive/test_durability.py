@@ -33,7 +33,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def test_disk_full_answers_out_of_resources_and_leaves_no_partial_file(tmp_path: Path, small_disk: Path) -> None:
     files = write_series(tmp_path / "in", 12, rows=256, columns=256)  # 128 KiB each, 1.5 MiB in all
     filler = small_disk / "filler"
-    extra = {"node": {"storage_dir": str(small_disk / "storage"),
+    extra = {"node": {"storage_dir": str(small_disk / "storage"), "min_free_disk_mb": 0,  # the guard off: ENOSPC
                       "database_url": f"sqlite:///{tmp_path / 'index.db'}"}}
     with NodeProcess(tmp_path / "node", extra=extra) as node:
         filler.write_bytes(b"\0" * (2 * 1024 * 1024 + 512 * 1024))  # leave about 0.5 MiB

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -55,3 +56,16 @@ def full_peer() -> Iterator[ScpPeer]:
 def ct_files() -> list[str]:
     """pydicom's small CT and MR test files."""
     return [get_testdata_file("CT_small.dcm"), get_testdata_file("MR_small.dcm")]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs: a real file system whose free space the test controls."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], capture_output=True)
+    assert result.returncode == 0, f"cannot mount a tmpfs (needs root): {result.stderr.decode().strip()}"
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -1,8 +1,10 @@
 """One association as the acceptor: negotiate, answer C-ECHO and C-STORE, release or abort.
 
-The thread that runs it blocks in the socket; timeouts are the socket's own (``acse_timeout`` until the
-A-ASSOCIATE-RQ, ``network_timeout`` between PDUs afterwards). Nothing a peer sends can raise out of
-:func:`run_association`: every protocol error ends in an A-ABORT and a log line.
+The thread that runs it blocks in the socket. The whole A-ASSOCIATE-RQ must arrive within ``acse_timeout`` of
+the connection, and each later PDU within ``pdu_timeout`` of its first byte (deadlines, however slowly the
+bytes trickle); the socket's own timeouts bound the silences (``network_timeout`` between PDUs,
+``dimse_timeout`` inside a message). Nothing a peer sends can raise out of :func:`run_association`: every
+protocol error ends in an A-ABORT and a log line.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -61,9 +64,10 @@ class Limits:
     """The acceptor's negotiated and timing limits (from ``node`` settings)."""
 
     max_pdu_length: int
-    acse_timeout: float  # until the A-ASSOCIATE-RQ
+    acse_timeout: float  # from the connection to the whole A-ASSOCIATE-RQ
     network_timeout: float  # between messages
     dimse_timeout: float  # between the PDUs of a message in progress
+    pdu_timeout: float = 0.0  # from a PDU's first byte to its last (0: no deadline)
 
 
 class PeerSilent(TimeoutError):
@@ -83,16 +87,25 @@ class AssociationHandler(Protocol):
         """An accepted association ended: ``outcome`` is "released" or "aborted"."""
 
 
+def _nothing() -> None:
+    return None
+
+
 def run_association(
     sock: socket.socket,
     host: str,
+    admitted: Callable[[], None] = _nothing,
+    *,
     handler: AssociationHandler,
     negotiator: acse.Negotiator,
     limits: Limits,
 ) -> None:
-    """Serve one connection until it is released, aborted, times out or closes; always closes ``sock``."""
+    """Serve one connection until it is released, aborted, times out or closes; always closes ``sock``.
+
+    ``admitted`` is called once the association is accepted: the connection is no longer pending.
+    """
     try:
-        _serve(sock, host, handler, negotiator, limits)
+        _serve(sock, host, handler, negotiator, limits, admitted)
     except Exception:  # a defect here must not take the receiving process down
         log.exception("association from %s failed; closing the connection", host)
     finally:
@@ -100,11 +113,11 @@ def run_association(
 
 
 def _serve(sock: socket.socket, host: str, handler: AssociationHandler, negotiator: acse.Negotiator,
-           limits: Limits) -> None:
+           limits: Limits, admitted: Callable[[], None]) -> None:
     sock.settimeout(limits.acse_timeout)
     reader = pdu.PduReader(sock, ASSOCIATE_RQ_LIMIT)
     try:
-        pdu_type, body = reader.read()
+        pdu_type, body = reader.read(deadline=time.monotonic() + limits.acse_timeout)
         if pdu_type != pdu.A_ASSOCIATE_RQ:
             raise pdu.ProtocolError(f"PDU type 0x{pdu_type:02X} before A-ASSOCIATE-RQ", pdu.ABORT_UNEXPECTED_PDU)
         request = negotiator.decode(body)
@@ -113,8 +126,8 @@ def _serve(sock: socket.socket, host: str, handler: AssociationHandler, negotiat
         _send_last(sock, pdu.abort(exc.reason))
         return
     except (TimeoutError, ConnectionError, OSError) as exc:
-        log.warning("connection from %s closed before association: %s", host, _describe(exc, limits.acse_timeout,
-                                                                                       "node.acse_timeout"))
+        log.warning("connection from %s closed before association: %s", host,
+                    _describe(exc, limits.acse_timeout, "node.acse_timeout", "A-ASSOCIATE-RQ"))
         return
     association_id = f"{os.getpid()}-{next(_serial)}-{time.time_ns()}"
     peer = Peer(request.calling_ae_title, request.called_ae_title, host, association_id)
@@ -126,7 +139,8 @@ def _serve(sock: socket.socket, host: str, handler: AssociationHandler, negotiat
     try:
         accept_pdu, negotiated = negotiator.accept(request)
         sock.sendall(accept_pdu)
-        reader.max_length = limits.max_pdu_length
+        admitted()
+        reader.max_length, reader.pdu_seconds = limits.max_pdu_length, limits.pdu_timeout
         outcome = _exchange(sock, reader, peer, handler, negotiated.accepted, negotiated.peer_max_pdu_length, limits)
     except pdu.ProtocolError as exc:
         log.warning("aborting association from %s@%s: %s", peer.calling_ae_title, host, exc)
@@ -153,6 +167,8 @@ def _exchange(sock: socket.socket, reader: pdu.PduReader, peer: Peer, handler: A
             timeout = wanted
         try:
             pdu_type, body = reader.read()
+        except pdu.PduTooSlow as exc:
+            raise PeerSilent(f"a PDU {exc} after {limits.pdu_timeout:g} s (node.pdu_timeout)") from exc
         except TimeoutError as exc:
             if waiting_inside_message:
                 raise PeerSilent(f"message incomplete after {limits.dimse_timeout:g} s (node.dimse_timeout)") from exc
@@ -207,7 +223,9 @@ def _send_last(sock: socket.socket, data: bytes) -> None:
         pass
 
 
-def _describe(exc: BaseException, timeout: float, setting: str) -> str:
+def _describe(exc: BaseException, timeout: float, setting: str, what: str = "") -> str:
+    if isinstance(exc, pdu.PduTooSlow):
+        return f"{what or 'PDU'} {exc} after {timeout:g} s ({setting})"
     if isinstance(exc, TimeoutError):
         return f"nothing received for {timeout:g} s ({setting})"
     if isinstance(exc, pdu.PeerClosed):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 A_ASSOCIATE_RQ = 0x01
 A_ASSOCIATE_AC = 0x02
@@ -27,11 +28,16 @@ ABORT_INVALID_PARAMETER = 0x06
 
 HEADER = struct.Struct(">BxI")
 PDV_HEADER = struct.Struct(">IBB")  # item length, presentation context ID, message control header
-INITIAL_BUFFER = 256 * 1024  # grows to twice the largest PDU seen; zero-filled, so not larger up front
+INITIAL_BUFFER = 16 * 1024  # grows (doubling) only as bytes arrive, never to what a peer merely declares
+_UNCHANGED = object()
 
 
 class PeerClosed(ConnectionError):
     """The peer closed the connection (possibly in the middle of a PDU)."""
+
+
+class PduTooSlow(TimeoutError):
+    """A PDU did not arrive whole by its deadline, however steadily its bytes trickled in."""
 
 
 class ProtocolError(ValueError):
@@ -45,20 +51,31 @@ class ProtocolError(ValueError):
 class PduReader:
     """Reads whole PDUs from a socket; each body is a view into a buffer reused by the next read.
 
-    ``max_length`` bounds a PDU body (0: unbounded); a longer one is a protocol error, so a peer cannot
-    make the node allocate what it likes.
+    ``max_length`` bounds a PDU body (0: unbounded); a longer one is a protocol error. The buffer grows with the
+    bytes that actually arrive, so a PDU that declares a large length and then stalls costs what it sent, not
+    what it declared. ``pdu_seconds`` (0: none) is how long one PDU may take from its first byte to its last:
+    the socket's own timeout only bounds each wait for more bytes, which a peer trickling a byte at a time
+    never exceeds.
     """
 
-    def __init__(self, sock: socket.socket, max_length: int) -> None:
+    def __init__(self, sock: socket.socket, max_length: int, pdu_seconds: float = 0.0) -> None:
         self.sock = sock
         self.max_length = max_length
+        self.pdu_seconds = pdu_seconds
         self._buffer = bytearray(INITIAL_BUFFER)
         self._view = memoryview(self._buffer)
         self._start = 0
         self._end = 0
+        self._deadline: float | None = None
 
-    def read(self) -> tuple[int, memoryview]:
-        """The next PDU's type and body. Raises PeerClosed, ProtocolError or socket.timeout."""
+    def read(self, deadline: float | None = None) -> tuple[int, memoryview]:
+        """The next PDU's type and body. Raises PeerClosed, ProtocolError, PduTooSlow or socket.timeout.
+
+        ``deadline`` (time.monotonic()) overrides ``pdu_seconds``: the whole PDU must have arrived by then.
+        """
+        self._deadline = deadline
+        if deadline is None and self.pdu_seconds and self._end > self._start:
+            self._deadline = time.monotonic() + self.pdu_seconds  # the PDU has begun already
         self._fill(HEADER.size)
         pdu_type, length = HEADER.unpack_from(self._buffer, self._start)
         if pdu_type not in KNOWN_TYPES:
@@ -72,27 +89,52 @@ class PduReader:
 
     def _fill(self, count: int) -> None:
         """Make at least ``count`` unread bytes available from ``_start``."""
-        if self._end - self._start >= count:
-            return
-        if self._start + count > len(self._buffer):
-            self._compact(count)
-        while self._end - self._start < count:
-            received = self.sock.recv_into(self._view[self._end :])
-            if received == 0:
-                raise PeerClosed("the peer closed the connection")
-            self._end += received
+        restore: object = _UNCHANGED  # the socket's own timeout, while a wait is cut short by the deadline
+        try:
+            while self._end - self._start < count:
+                if self._end == len(self._buffer):
+                    self._make_room(count)
+                if self._deadline is not None:
+                    restore = self._shorten_wait(restore)
+                received = self.sock.recv_into(self._view[self._end :])
+                if received == 0:
+                    raise PeerClosed("the peer closed the connection")
+                if self._deadline is None and self.pdu_seconds:
+                    self._deadline = time.monotonic() + self.pdu_seconds  # the first bytes of this PDU
+                self._end += received
+        except TimeoutError:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                raise PduTooSlow(f"incomplete at its deadline ({self._end - self._start} bytes arrived)") from None
+            raise
+        finally:
+            if restore is not _UNCHANGED:
+                self.sock.settimeout(restore)  # type: ignore[arg-type]
 
-    def _compact(self, count: int) -> None:
-        """Move the unread bytes to the front, growing the buffer when ``count`` bytes do not fit."""
+    def _shorten_wait(self, restore: object) -> object:
+        """Cut the next wait to the PDU's deadline when that comes first (a system call, so only then)."""
+        assert self._deadline is not None
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise PduTooSlow(f"incomplete at its deadline ({self._end - self._start} bytes arrived)")
+        current = self.sock.gettimeout()
+        if current is None or left < current:
+            if restore is _UNCHANGED:
+                restore = current
+            self.sock.settimeout(left)
+        return restore
+
+    def _make_room(self, count: int) -> None:
+        """Room to receive more of a PDU that needs ``count`` unread bytes: move the unread bytes to the front,
+        or double the buffer when they fill it (up to room for the PDU and most of the next one)."""
         pending = self._end - self._start
-        if 2 * count > len(self._buffer):  # room for a whole PDU plus most of the next one
+        if self._start and pending < len(self._buffer) // 2:
+            self._buffer[:pending] = self._buffer[self._start : self._end]
+        else:
             self._view.release()
-            grown = bytearray(max(2 * count, 2 * len(self._buffer)))
+            grown = bytearray(max(len(self._buffer), min(2 * len(self._buffer), 2 * count)))
             grown[:pending] = self._buffer[self._start : self._end]
             self._buffer = grown
             self._view = memoryview(grown)
-        else:
-            self._buffer[:pending] = self._buffer[self._start : self._end]
         self._start, self._end = 0, pending
 
 

@@ -37,13 +37,23 @@ class ReactorCheckpoint:
     up, and the reactor can take the new C-STORE-RSP off the queue as an "unexpected" message: the sender
     then waits a whole DIMSE timeout and the association is aborted (README, benchmarks). Here clearing
     the switch marks the reactor unpaused, and the reactor marks itself paused each time it blocks on the
-    switch, so a request goes out only once it really waits.
+    switch, so a request goes out only once it really waits. Once the reactor has ended (the peer aborted,
+    the connection closed) it counts as paused for good: pynetdicom's own ``kill`` leaves ``_is_paused`` True,
+    and a request made after it must not wait for a pause that never comes.
     """
 
     def __init__(self, assoc: Association) -> None:
         self._assoc = assoc
         self._changed = threading.Condition()
         self._open = True
+        self._ended = False
+
+    def mark_ended(self) -> None:
+        """The reactor has ended (the peer aborted, the connection closed, a release): from now on it counts as
+        paused for good, or a request made meanwhile would wait for it to pause for ever."""
+        with self._changed:
+            self._ended = True
+            self._assoc._is_paused = True
 
     def set(self) -> None:
         with self._changed:
@@ -53,7 +63,7 @@ class ReactorCheckpoint:
     def clear(self) -> None:
         with self._changed:
             self._open = False
-            if threading.current_thread() is not self._assoc:  # the reactor may pause itself (network timeout)
+            if threading.current_thread() is not self._assoc and not self._ended:  # the reactor may pause itself
                 self._assoc._is_paused = False
 
     def is_set(self) -> bool:
@@ -79,5 +89,13 @@ def missing_upstream() -> list[str]:
 
 def install(assoc: Association) -> Association:
     """Give ``assoc`` the race-free switch (an established association's reactor is not blocked on it)."""
-    assoc._reactor_checkpoint = ReactorCheckpoint(assoc)  # type: ignore[assignment]
+    checkpoint = ReactorCheckpoint(assoc)
+    assoc._reactor_checkpoint = checkpoint  # type: ignore[assignment]
+    kill = assoc.kill
+
+    def kill_and_mark() -> None:
+        kill()
+        checkpoint.mark_ended()
+
+    assoc.kill = kill_and_mark  # type: ignore[method-assign]
     return assoc

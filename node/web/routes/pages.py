@@ -60,6 +60,6 @@ def router(context: WebContext) -> APIRouter:
             png = preview_png(settings, database, result_id)
         except PreviewUnavailable as exc:
             return JSONResponse({"detail": str(exc)}, status_code=404)
-        return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=300"})
+        return Response(png, media_type="image/png")  # never cached: node.web.security
 
     return routes
