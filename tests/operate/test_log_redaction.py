@@ -25,6 +25,9 @@ def log_stream(request: pytest.FixtureRequest) -> Iterator[io.StringIO]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     stream = io.StringIO()
+    # An earlier test in this process may have captured warnings and left pytest to restore showwarning:
+    # logging then believes it still captures them and would not hook in again.
+    logging.captureWarnings(False)
     configure_logging(LoggingConfig(level="INFO", json=request.param), stream=stream)
     try:
         yield stream
