@@ -79,6 +79,9 @@ class SupervisedWorker:
                 env={**os.environ, SUPERVISOR_FD_ENV: str(theirs.fileno())}, pass_fds=(theirs.fileno(),),
                 start_new_session=True,
             )
+        except OSError:
+            ours.close()
+            raise
         finally:
             theirs.close()
             if output is not None:
@@ -98,7 +101,10 @@ class SupervisedWorker:
         if self.process is None:
             if now >= self.restart_at:
                 self.restarts += 1
-                self.start()
+                try:
+                    self.start()
+                except OSError as exc:  # e.g. out of processes or memory: try again later, like after a death
+                    self._down(now, f"could not be started ({exc.strerror or exc})", "")
             return
         returncode = self.process.poll()
         if returncode is None:
@@ -120,11 +126,15 @@ class SupervisedWorker:
     def _ended(self, returncode: int, now: float) -> None:
         pid = self.process.pid
         self.forget(kill_group=True)
+        self._down(now, describe_exit(returncode), f" (pid {pid})")
+
+    def _down(self, now: float, what: str, pid: str) -> None:
+        """Log the death (once) and schedule the restart after the backoff."""
         self.deaths_in_row += 1
         delay = backoff_seconds(RESTART_INITIAL_SECONDS, RESTART_CAP_SECONDS, self.deaths_in_row)
-        self.last_exit = describe_exit(returncode)
+        self.last_exit = what
         self.down_since, self.restart_at = now, now + delay
-        log.error("embedded %s (pid %d) %s; restarting it in %.0f s", self.name, pid, self.last_exit, delay)
+        log.error("embedded %s%s %s; restarting it in %.0f s", self.name, pid, what, delay)
 
     def forget(self, kill_group: bool) -> None:
         """Let go of the process (after its end, or to end it): kill its group when asked, close the channel."""

@@ -37,8 +37,9 @@ def storescu(port: int, files: list[Path], called: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_series_sent_to_a_called_ae_title_runs_that_titles_pipeline(tmp_path: Path) -> None:
-    config = base_config(tmp_path / "storage")
+def serve_extra(web_port: int) -> dict:
+    """A node with the embedded job and delivery workers, routes by called AE title, its web server on ``web_port``."""
+    config = base_config(Path("unused"))
     extra = {
         "queue": {**config["queue"], "embedded_worker": True},
         "pipelines": config["pipelines"],
@@ -46,36 +47,8 @@ def test_series_sent_to_a_called_ae_title_runs_that_titles_pipeline(tmp_path: Pa
             {"name": "lung-ae", "called_ae_title": "AI_LUNG", "pipelines": ["sleep"]},
             {"name": "general", "match": {"Modality": "CT"}, "pipelines": ["noop"]},
         ],
+        "web": {"enabled": True, "host": "127.0.0.1", "port": web_port},
     }
-    run_log = tmp_path / "runs.log"
-    files = write_series(tmp_path / "series", 4, rows=32, columns=32)
-    series_uid = pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID
-
-    env = {RUN_LOG_ENV: str(run_log), SLEEP_ENV: "0.2"}
-    with NodeProcess(tmp_path / "node", extra=extra, env=env) as node:
-        storescu(node.port, files, called="AI_LUNG")
-
-        def finished() -> list[Job] | None:
-            with node.database.session() as session:
-                jobs = session.scalars(select(Job).where(Job.series_uid == series_uid)).all()
-            return jobs if jobs and all(j.state in (JobState.succeeded, JobState.failed) for j in jobs) else None
-
-        jobs = node.wait_for(finished, timeout=60)
-        with node.database.session() as session:
-            series = session.get(Series, series_uid)
-
-    assert series.called_ae_title == "AI_LUNG" and series.state_reason == "routes: lung-ae"
-    assert [(j.pipeline, j.state, j.run_count) for j in jobs] == [("sleep", JobState.succeeded, 1)]
-    assert len([line for line in run_log.read_text().splitlines() if line.startswith("done ")]) == 1
-
-
-def serve_extra(web_port: int | None = None) -> dict:
-    """A node with the embedded job and delivery workers (and the web server on ``web_port``)."""
-    config = base_config(Path("unused"))
-    extra = {"queue": {**config["queue"], "embedded_worker": True}, "pipelines": config["pipelines"],
-             "routes": [{"name": "all-ct", "match": {"Modality": "CT"}, "pipelines": ["noop"]}]}
-    if web_port is not None:
-        extra["web"] = {"enabled": True, "host": "127.0.0.1", "port": web_port}
     return extra
 
 
@@ -105,12 +78,14 @@ def jobs_of(node: NodeProcess, series_uid: str) -> list[Job]:
         return list(session.scalars(select(Job).where(Job.series_uid == series_uid)).all())
 
 
-def test_serve_restarts_a_dead_worker_and_its_workers_end_with_it(tmp_path: Path, caplog) -> None:
+def test_serve_runs_the_called_ae_titles_pipeline_restarts_a_dead_worker_and_takes_its_workers_along(
+        tmp_path: Path, caplog) -> None:
     web_port = free_port()
     url = f"http://127.0.0.1:{web_port}"
-    files = write_series(tmp_path / "series", 2, rows=16, columns=16)
+    run_log = tmp_path / "runs.log"
+    files = write_series(tmp_path / "series", 4, rows=32, columns=32)
     series_uid = pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID
-    node = NodeProcess(tmp_path / "node", extra=serve_extra(web_port), env={RUN_LOG_ENV: str(tmp_path / "runs.log")})
+    node = NodeProcess(tmp_path / "node", extra=serve_extra(web_port), env={RUN_LOG_ENV: str(run_log), SLEEP_ENV: "0.2"})
     expected = 2 + node.settings.queue.worker_concurrency + node.settings.delivery.worker_concurrency
     with node:
         node.wait_for(lambda: readyz(url)[0] == 200, timeout=60)
@@ -129,9 +104,16 @@ def test_serve_restarts_a_dead_worker_and_its_workers_end_with_it(tmp_path: Path
         assert node.log().count(f"embedded job worker (pid {job_worker}) was killed by signal SIGKILL; restarting") == 1
         assert metric(url, "pacsnode_embedded_worker_restarts_total", worker=GPU_QUEUE) == 1
         assert metric(url, "pacsnode_embedded_worker_up", worker=GPU_QUEUE) == 1
-        storescu(node.port, files, called="PACSNODE")
-        job = node.wait_for(lambda: [j for j in jobs_of(node, series_uid) if j.state in FINISHED], timeout=60)[0]
-        assert job.state == JobState.succeeded
+
+        # A series sent after the restart is routed by the AE title it called, and its job runs once.
+        storescu(node.port, files, called="AI_LUNG")
+        jobs = node.wait_for(lambda: (jobs := jobs_of(node, series_uid)) and all(j.state in FINISHED for j in jobs)
+                             and jobs, timeout=60)
+        assert [(j.pipeline, j.state, j.run_count) for j in jobs] == [("sleep", JobState.succeeded, 1)]
+        with node.database.session() as session:
+            series = session.get(Series, series_uid)
+        assert series.called_ae_title == "AI_LUNG" and series.state_reason == "routes: lung-ae"
+        assert len([line for line in run_log.read_text().splitlines() if line.startswith("done ")]) == 1
 
         # A second serve on the same storage folder refuses before it touches the folder or its index.
         already_stopped = threading.Event()
