@@ -119,7 +119,7 @@ def attach(storage_dir: Path, queues: str) -> int | None:
     """Tie this worker to the `serve` that started it, when it did (``$PACSNODE_SUPERVISOR_FD`` set).
 
     Ends the process with ``REFUSED_EXIT_CODE`` when another worker set holds the lock; returns the lock's
-    descriptor (keep it), or None when this worker was not started by serve.
+    descriptor, open (the lock held) until the process ends, or None when this worker was not started by serve.
     """
     fd_text = os.environ.pop(SUPERVISOR_FD_ENV, "")
     if not fd_text:

@@ -62,7 +62,7 @@ def run_worker(
     never waits behind a running model. A worker that `pacsnode serve` started ties itself to serve first
     (``node.queue.embedded``): it ends with serve, and refuses to start beside another worker set.
     """
-    lock = attach(settings.node.storage_dir, queues)  # noqa: F841 - held until the process ends
+    attach(settings.node.storage_dir, queues)
     if config_path is not None:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())  # forked pool children read the same file
     os.environ[PROCESSES_ENV] = str(concurrency)  # pool children size their CPU threads by it

@@ -94,7 +94,7 @@ def test_serve_runs_the_called_ae_titles_pipeline_restarts_a_dead_worker_and_tak
         killed = time.monotonic()
 
         # Not ready while it is down, with the reason; ready again once it is back.
-        status, body = node.wait_for(lambda: (answer := readyz(url))[0] == 503 and answer, timeout=10)
+        _, body = node.wait_for(lambda: (answer := readyz(url))[0] == 503 and answer, timeout=10)
         assert not body["ready"] and not body["checks"]["workers"]["ok"]
         assert "job worker down" in body["checks"]["workers"]["detail"]
         assert "SIGKILL" in body["checks"]["workers"]["detail"]
