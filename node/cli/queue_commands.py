@@ -31,7 +31,7 @@ def worker(
     pool: str = typer.Option("prefork", help="Celery pool: prefork (isolates crashes) or solo (one process)."),
     name: str = typer.Option(None, help="Worker node name (default: pacsnode-<random>@<host>)."),
     delivery_worker: bool = typer.Option(
-        False, "--delivery-worker", help="Also run a delivery-queue worker in a child process (as `serve` does)."
+        False, "--delivery-worker", help="Also run a delivery-queue worker in a child process."
     ),
 ) -> None:
     """Run a worker that takes jobs from the queue (on this host or a GPU host sharing storage_dir)."""

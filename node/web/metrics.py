@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -177,9 +177,12 @@ class IndexCollector(Collector):
         )
 
 
-def make_registry(settings: Settings, database: Database) -> CollectorRegistry:
-    """A registry of its own (not the process-global one), so several apps can live in one process."""
+def make_registry(settings: Settings, database: Database, extra: Sequence[Collector] = ()) -> CollectorRegistry:
+    """A registry of its own (not the process-global one), so several apps can live in one process; ``extra``
+    collectors report what the serving process runs (its embedded workers)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(IndexCollector(settings, database))
     registry.register(QualityCollector(settings, database))
+    for collector in extra:
+        registry.register(collector)
     return registry
