@@ -483,3 +483,12 @@ def relax_commit_sync(database: Database) -> None:
             dbapi_connection.commit()
 
     event.listen(database.engine, "connect", on_connect)
+
+
+def keep_commit_sync(session: Session) -> None:
+    """Make the commit of ``session``'s transaction wait for the index's disk sync, on a connection that
+    ``relax_commit_sync`` relaxed: for a record of something that cannot be done again, such as objects sent to
+    a destination (PostgreSQL ``SET LOCAL synchronous_commit``; on SQLite a relaxed commit is lost only when the
+    host itself stops, not when a process does)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO ON"))
