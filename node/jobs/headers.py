@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Collection
+from pathlib import Path
 
 import pydicom
 from pydicom.errors import InvalidDicomError
@@ -61,6 +62,16 @@ def series_headers(database: Database, series_uids: list[str],
         others = [_read_values(path, keywords) for path in sorted(by_series.get(uid, []))]
         add_series_values(header, [ds for ds in others if ds is not None], keywords)
     return headers
+
+
+def header_of_files(paths: list[Path], keywords: Collection[str]) -> pydicom.Dataset:
+    """The routing header of a series held in ``paths`` (not indexed): the first file's, holding for each of
+    ``keywords`` the values of every file."""
+    header = pydicom.dcmread(paths[0], stop_before_pixels=True)
+    if keywords:
+        others = [_read_values(str(path), keywords) for path in paths[1:]]
+        add_series_values(header, [ds for ds in others if ds is not None], keywords)
+    return header
 
 
 def _read_values(path: str, keywords: Collection[str]) -> pydicom.Dataset | None:
