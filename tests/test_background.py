@@ -73,7 +73,7 @@ def test_loops_against_a_stopped_index_log_once_back_off_and_recover(tmp_path, c
             down_at = time.monotonic()
             wait_until(lambda: all(failures().get(name) for name in INDEX_LOOPS), 10, "every loop failing", 0.05)
             time.sleep(max(0.0, 3.0 - (time.monotonic() - down_at)))  # a 3 s outage
-            during = list(caplog.records)
+            during = [r for r in caplog.records if r.name == background.__name__]
             failed = failures()
             cluster.start()
             wait_until(lambda: all(f"background loop {name} recovered" in caplog.text for name in INDEX_LOOPS),
@@ -93,6 +93,6 @@ def test_loops_against_a_stopped_index_log_once_back_off_and_recover(tmp_path, c
     scraped = {sample.labels["loop"]: sample.value for sample in loop_failures().samples
                if sample.name.endswith("_total")}
     assert all(scraped[name] >= failed[name] for name in INDEX_LOOPS)
-    infos = [r for r in caplog.records if r.levelno == logging.INFO]
+    infos = [r for r in caplog.records if r.name == background.__name__ and r.levelno == logging.INFO]
     assert len(infos) == len(INDEX_LOOPS) and "failed tick(s)" in infos[0].getMessage()
     assert recovered_in < 7.0  # the assembler's backoff had reached 3.2 s; the cap (30 s) is far off
