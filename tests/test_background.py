@@ -76,9 +76,10 @@ def test_loops_against_a_stopped_index_log_once_back_off_and_recover(tmp_path, c
             during = [r for r in caplog.records if r.name == background.__name__]
             failed = failures()
             cluster.start()
+            up_at = time.monotonic()
             wait_until(lambda: all(f"background loop {name} recovered" in caplog.text for name in INDEX_LOOPS),
                        15, "every loop recovered", 0.05)
-            recovered_in = time.monotonic() - down_at - 3.0
+            recovered_in = time.monotonic() - up_at
         finally:
             stop.set()
             for thread in threads:
@@ -95,4 +96,4 @@ def test_loops_against_a_stopped_index_log_once_back_off_and_recover(tmp_path, c
     assert all(scraped[name] >= failed[name] for name in INDEX_LOOPS)
     infos = [r for r in caplog.records if r.name == background.__name__ and r.levelno == logging.INFO]
     assert len(infos) == len(INDEX_LOOPS) and "failed tick(s)" in infos[0].getMessage()
-    assert recovered_in < 7.0  # the assembler's backoff had reached 3.2 s; the cap (30 s) is far off
+    assert recovered_in < 7.0  # within the longest backoff reached (at most 6.4 s here), not the cap (30 s)
