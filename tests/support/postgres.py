@@ -76,8 +76,10 @@ class PrivateCluster:
         if result.returncode != 0:
             raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr or result.stdout}")
 
-    def start(self) -> "PrivateCluster":
+    def start(self, **settings: str) -> "PrivateCluster":
+        """Start the server (``settings``: server settings, e.g. ``synchronous_commit="off"``)."""
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        options += "".join(f" -c {name}={value}" for name, value in settings.items())
         self._pg("pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.folder / "server.log"), "-w",
                  "start")
         return self
@@ -97,10 +99,10 @@ class PrivateCluster:
 
 
 @contextmanager
-def private_cluster() -> Iterator[PrivateCluster]:
-    """A started :class:`PrivateCluster`, removed afterwards."""
+def private_cluster(**settings: str) -> Iterator[PrivateCluster]:
+    """A started :class:`PrivateCluster` (with these server settings), removed afterwards."""
     cluster = PrivateCluster()
     try:
-        yield cluster.start()
+        yield cluster.start(**settings)
     finally:
         cluster.remove()
