@@ -13,10 +13,14 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from node.cli import app
 from node.config import DeliveryConfig, QueueConfig
 from node.db import Job, JobState, ResultObject, Series, SeriesState, WorkerProcess, WorkerState, utcnow
 from node.ports import free_port
+from node.web import queries
+from node.web.metrics import IndexCollector
 from tests.jobs.harness import Node, base_config
 from tests.support.orthanc import Orthanc
 from tests.support.pipelines import GATE_ENV
@@ -107,6 +111,20 @@ def test_a_killed_worker_and_a_lost_host_cost_seconds_and_results_arrive_once(br
     os.killpg(second.pid, signal.SIGTERM)  # a stop in order: shown stopped, not dead
     wait_for(lambda: WorkerState.stopped in _workers(node).values(), 20, "the stopped worker shown stopped")
     assert WorkerState.alive not in _workers(node).values()
+    _shown_everywhere(node)
+
+
+def _shown_everywhere(node: Node) -> None:
+    """`pacsnode status`, the dashboard (and /api/status) and the metrics show two dead workers and one stopped."""
+    status = CliRunner().invoke(app, ["status", "--config", str(node.config_path)], env={"COLUMNS": "250"})
+    assert status.exit_code == 0, status.output
+    workers = status.output[status.output.index("Workers"):]
+    assert OTHER_HOST in workers and "dead" in workers and "stopped" in workers
+    with node.database.session() as session:
+        shown = {w["name"]: w["state"] for w in queries.workers(session)}
+    assert shown[OTHER_HOST] == "dead" and sorted(shown.values()) == ["dead", "dead", "stopped"]
+    [family] = [m for m in IndexCollector(node.settings, node.database).collect() if m.name == "pacsnode_workers"]
+    assert {sample.labels["state"]: sample.value for sample in family.samples} == {"alive": 0, "dead": 2, "stopped": 1}
 
 
 @pytest.fixture
