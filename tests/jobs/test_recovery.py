@@ -146,3 +146,26 @@ def test_a_worker_judged_dead_cannot_record_the_job_it_carries_on_with(make_node
     [after] = node.jobs(series_uid)
     assert after.state == JobState.retrying and after.run_count == 0 and "died" in after.reason
     assert results_of(node, job.id) == []
+
+
+def test_a_job_this_process_holds_but_no_longer_runs_is_taken_again(make_node, tmp_path: Path) -> None:
+    """The task of a job whose end failed (the database or broker briefly gone) is retried in the same process:
+    that process takes its own orphaned job at once, while a live holder elsewhere keeps its own."""
+    from sqlalchemy import update
+
+    from node.db import Job, utcnow
+    from node.jobs.lease import claim
+    from node.queue.workers import process_identity
+
+    node: Node = make_node(base_config(tmp_path / "storage", job_timeout_seconds=3600))
+    series_uid = node.add_series(complete=False)
+    with node.database.session() as session:
+        job = Job(series_uid=series_uid, pipeline="noop", state=JobState.running, attempts=1, queued_at=utcnow(),
+                  worker="gpu-host-8:4242:600dc0de:12345678", heartbeat_at=utcnow())
+        session.add(job)
+    assert claim(node.settings, node.database, job.id) is None  # held by a live worker of another host
+
+    with node.database.session() as session:
+        session.execute(update(Job).where(Job.id == job.id).values(worker=f"{process_identity()}:12345678"))
+    lease = claim(node.settings, node.database, job.id)
+    assert lease is not None and lease.attempt == 2 and lease.worker.startswith(process_identity() + ":")
