@@ -220,6 +220,15 @@ class QueueConfig(StrictModel):
     heartbeat_seconds: float = Field(
         10, gt=0, description="How often a running job refreshes its heartbeat (keep well below job_timeout_seconds)."
     )
+    worker_beat_seconds: float = Field(
+        5, gt=0, description="How often each worker process records that it is alive (its row in `workers`), "
+        "from a thread of its own, whether it runs a job or not."
+    )
+    worker_dead_after_seconds: float = Field(
+        20, gt=0, description="A worker process silent this long (on any host) is judged dead: the reconciler "
+        "takes back its running jobs (run again elsewhere, exactly once) and its deliveries being sent. Keep it "
+        "several worker_beat_seconds long."
+    )
     requeue_after_seconds: float = Field(
         60,
         gt=0,
@@ -234,6 +243,14 @@ class QueueConfig(StrictModel):
         "starting. 0: the host's total memory less 1 GB.")
     resource_wait_seconds: float = Field(
         30, gt=0, description="How long a job that waits for memory (or GPU memory) waits before it is tried again.")
+
+    @model_validator(mode="after")
+    def _check_worker_beats(self) -> "QueueConfig":
+        if self.worker_dead_after_seconds < 2 * self.worker_beat_seconds:
+            raise ValueError(
+                f"queue.worker_dead_after_seconds ({self.worker_dead_after_seconds:g}) must be at least twice "
+                f"queue.worker_beat_seconds ({self.worker_beat_seconds:g}), or live workers are judged dead")
+        return self
 
 
 class DeliveryConfig(StrictModel):

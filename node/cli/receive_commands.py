@@ -16,6 +16,7 @@ from node.cli.app import app
 from node.cli.options import ConfigOption, RequiredConfigOption, load_config, open_index
 from node.config import ConfigError
 from node.db import Delivery, Job, NodeEvent, Series, Study, count_by_state
+from node.queue.workers import listing
 from node.receive.diskguard import disk_state
 from node.operate.logging_setup import configure_logging
 
@@ -138,6 +139,19 @@ def _count_table(title: str, counts: dict[str, int]) -> Table:
     return table
 
 
+def _workers_table(workers: list[dict]) -> Table:
+    """Worker processes: alive, dead (stopped beating: what they held was taken back) or stopped in order."""
+    table = Table(title="Workers")
+    for column in ("worker", "queues", "state", "last seen (UTC)", "running jobs", "reason"):
+        table.add_column(column)
+    for worker in workers:
+        table.add_row(worker["name"], worker["queues"], worker["state"],
+                      worker["last_seen"].strftime("%Y-%m-%d %H:%M:%S"), str(worker["jobs"]), worker["reason"])
+    if not workers:
+        table.add_row("(none)", "", "", "", "", "")
+    return table
+
+
 def _completion_table(completion: dict, reopenings: list[dict]) -> Table:
     """How series were declared complete, and the senders whose series reopened (a late instance)."""
     table = Table(title=f"Completion: {completion['reopened_series']} series reopened "
@@ -171,6 +185,7 @@ def status(
             reopenings = reopenings_by_sender(session)
             jobs = count_by_state(session, Job.state)
             deliveries = count_by_state(session, Delivery.state)
+            workers = listing(session)
             recent = session.scalars(
                 select(NodeEvent).where(NodeEvent.level.in_(["error", "warning"]))
                 .order_by(NodeEvent.at.desc()).limit(errors)
@@ -184,6 +199,7 @@ def status(
     console.print(_completion_table(completion, reopenings))
     console.print(_count_table("Jobs", jobs))
     console.print(_count_table("Deliveries", deliveries))
+    console.print(_workers_table(workers))
     table = Table(title="Recent errors")
     for column in ("at (UTC)", "level", "kind", "calling AE", "message"):
         table.add_column(column)

@@ -17,8 +17,10 @@ from node.config import Settings
 from node.db import Database, Delivery, DeliveryState, Job, ResultObject, get_or_add, utcnow
 from node.deliver.outputs import plan, refused_classes, replaced_note
 from node.deliver.targets import job_targets
+from node.operate.redaction import describe_error
 from node.jobs.lease import holder_is_dead
 from node.queue.celery_app import DELIVER_TASK, send
+from node.queue.workers import dead_among
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,7 @@ def schedule_deliveries(settings: Settings, database: Database, job_id: int) -> 
     """Create (or reset) job ``job_id``'s delivery rows and enqueue them; their IDs (``add_deliveries``)."""
     with database.session() as session:
         ids = add_deliveries(settings, session, job_id)
-    enqueue_groups(settings, database, ids)
+    announce(settings, database, ids)
     return ids
 
 
@@ -95,23 +97,47 @@ def enqueue(settings: Settings, delivery_id: int) -> None:
     send(settings, DELIVER_TASK, delivery_id)
 
 
-def tick(settings: Settings, database: Database) -> None:
-    """Background loop: resume stuck 'sending' rows and enqueue pending rows that are due."""
+def announce(settings: Settings, database: Database, ids: list[int]) -> None:
+    """Enqueue recorded delivery rows; if the broker fails, make them due at once, so that the outbox loop
+    enqueues them again within a second of the broker's return (the rows themselves are already safe)."""
+    try:
+        enqueue_groups(settings, database, ids)
+    except Exception as exc:  # noqa: BLE001 - any broker error: the outbox loop retries
+        log.warning("deliveries %s: could not reach the broker (%s); the outbox loop enqueues them again", ids,
+                    describe_error(exc))
+        with database.session() as session:
+            session.execute(update(Delivery).where(Delivery.id.in_(ids), Delivery.state == DeliveryState.pending)
+                            .values(next_attempt_at=utcnow()))
+
+
+def resume_stalled(settings: Settings, database: Database) -> list[int]:
+    """Put back to pending the rows 'sending' under a sender that died (judged dead, or gone from this host) or
+    silent for ``delivery.sending_lease_seconds``; their IDs. The old sender's claim no longer holds."""
     now = utcnow()
     stale = now - dt.timedelta(seconds=settings.delivery.sending_lease_seconds)
     with database.session() as session:
         sending = session.execute(
             select(Delivery.id, Delivery.worker, Delivery.sending_since).where(Delivery.state == DeliveryState.sending)
         ).all()
+        dead = dead_among(database, [worker for _, worker, _ in sending])
+        resumed = []
         for delivery_id, worker, since in sending:
-            if (since is not None and since < stale) or holder_is_dead(worker):
+            if (since is not None and since < stale) or worker in dead or holder_is_dead(worker):
                 reset = session.execute(
                     update(Delivery)
                     .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.sending, Delivery.worker == worker)
                     .values(state=DeliveryState.pending, next_attempt_at=now, sending_since=None, worker=None)
                 ).rowcount
                 if reset:
+                    resumed.append(delivery_id)
                     log.warning("delivery %s: its sender %s stopped; back to pending", delivery_id, worker)
+    return resumed
+
+
+def tick(settings: Settings, database: Database) -> None:
+    """Background loop: resume stalled 'sending' rows and enqueue pending rows that are due."""
+    resume_stalled(settings, database)
+    now = utcnow()
     grace = dt.timedelta(seconds=settings.delivery.requeue_after_seconds)
     with database.session() as session:
         due = session.scalars(
@@ -119,7 +145,8 @@ def tick(settings: Settings, database: Database) -> None:
         ).all()
         if due:
             session.execute(update(Delivery).where(Delivery.id.in_(due)).values(next_attempt_at=now + grace))
-    enqueue_groups(settings, database, list(due))
+    if due:
+        announce(settings, database, list(due))
 
 
 def retry_failed(settings: Settings, database: Database, delivery_ids: list[int] | None = None) -> list[int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import socket
 import threading
 import time
 import uuid
@@ -22,11 +21,9 @@ from sqlalchemy import and_, bindparam, or_, update
 from node.config import Settings
 from node.db import Database, Job, JobState, utcnow
 from node.jobs.results import series_paths
+from node.queue.workers import HOSTNAME, holder_process, process_identity
 
 log = logging.getLogger(__name__)
-
-HOSTNAME = socket.gethostname()
-
 
 @dataclass(frozen=True)
 class Lease:
@@ -54,8 +51,10 @@ def _inputs(connection, recorded: dict | None) -> tuple[dict[str, tuple[Path, ..
 
 
 def worker_identity() -> str:
-    """``host:pid:token``: who holds a job; the pid lets a worker on the same host see a dead holder."""
-    return f"{HOSTNAME}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """``host:pid:token:claim``: who holds a job (or a delivery). Its first three parts are the worker process's
+    identity in ``workers`` (node.queue.workers), so the reconciler takes back what a dead worker held; the
+    pid lets a worker on the same host see a dead holder at once."""
+    return f"{process_identity()}:{uuid.uuid4().hex[:8]}"
 
 
 def holder_is_dead(worker: str | None) -> bool:
@@ -73,6 +72,11 @@ def holder_is_dead(worker: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def _orphaned_here(job_id: int, worker: str | None) -> bool:
+    """True when this very process holds the job but runs it no more (its task is retried after an error)."""
+    return holder_process(worker) == process_identity() and not Heartbeat.running(job_id)
 
 
 _TAKE_WAITING = (
@@ -124,7 +128,7 @@ def _claim_by_inspection(database: Database, job_id: int, stale_before: dt.datet
             return None
         if job.state == JobState.running:
             silent = job.heartbeat_at is None or job.heartbeat_at < stale_before
-            if not (silent or holder_is_dead(job.worker)):
+            if not (silent or holder_is_dead(job.worker) or _orphaned_here(job.id, job.worker)):
                 log.info("job %s: already running on %s; duplicate message dropped", job_id, job.worker)
                 return None
         elif job.state not in (JobState.queued, JobState.retrying):
@@ -181,6 +185,12 @@ class Heartbeat:
                 Heartbeat._thread = (os.getpid(), thread)
                 thread.start()
         return self
+
+    @staticmethod
+    def running(job_id: int) -> bool:
+        """Whether this process is running job ``job_id`` now."""
+        with Heartbeat._lock:
+            return job_id in Heartbeat._active and Heartbeat._thread is not None and Heartbeat._thread[0] == os.getpid()
 
     def __exit__(self, *exc: object) -> None:
         with Heartbeat._lock:

@@ -1,7 +1,10 @@
 """The reconciler: the database is the source of truth, so jobs whose messages or workers vanished recover.
 
-* A running job whose heartbeat is older than ``queue.job_timeout_seconds`` lost its worker: it is retried
-  (or failed once ``queue.max_job_attempts`` are used up).
+* A worker process silent for ``queue.worker_dead_after_seconds`` is judged dead, on whatever host it ran
+  (node.queue.workers): the jobs it was running are retried at once (or failed once ``queue.max_job_attempts``
+  are used up), under new leases, so its own runs can no longer record anything.
+* A running job whose heartbeat is older than ``queue.job_timeout_seconds`` made no progress under a live
+  worker: it is retried (or failed) the same way.
 * A queued job older than ``queue.requeue_after_seconds`` while its broker queue is empty lost its message
   (the broker restarted or was flushed): it is enqueued again. A duplicate message is harmless, since a job
   runs only under its lease.
@@ -13,41 +16,61 @@ import datetime as dt
 import logging
 
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from node.config import Settings
 from node.db import Database, Job, JobState, record_event, utcnow
 from node.queue.celery_app import GPU_QUEUE, queue_depth
 from node.jobs.dispatch import BATCH, enqueue_many
+from node.queue.workers import dead_among, holder_process, judge_silent
 
 log = logging.getLogger(__name__)
 
 
+def _take_back(settings: Settings, session: Session, job: Job, reason: str, kind: str, now: dt.datetime,
+               gave_up: str = "gave up") -> bool:
+    """Retry (or fail, once its attempts are used up) a running job still held by ``job.worker``.
+
+    The job leaves ``running``, so its old holder's lease no longer holds: a run that carries on there cannot
+    record its outcome, and the next attempt runs under a new lease.
+    """
+    if job.attempts >= settings.queue.max_job_attempts:
+        values = {"state": JobState.failed, "reason": f"{gave_up} after {job.attempts} attempts: {reason}",
+                  "finished_at": now}
+    else:
+        values = {"state": JobState.retrying, "reason": reason, "queued_at": now}
+    done = session.execute(
+        update(Job).where(Job.id == job.id, Job.state == JobState.running, Job.worker == job.worker).values(**values)
+    ).rowcount
+    if done:
+        record_event(session, kind, f"job {job.id}: {values['reason']}", uid=job.series_uid)
+        log.warning("job %s: %s; now %s", job.id, reason, values["state"].value)
+    return bool(done)
+
+
 def time_out_silent_jobs(settings: Settings, database: Database) -> list[int]:
-    """Retry or fail running jobs whose worker stopped sending heartbeats."""
+    """Retry or fail running jobs that made no progress (no heartbeat) for ``queue.job_timeout_seconds``."""
     now = utcnow()
     cutoff = now - dt.timedelta(seconds=settings.queue.job_timeout_seconds)
-    changed = []
     with database.session() as session:
         silent = session.scalars(
             select(Job).where(Job.state == JobState.running, Job.heartbeat_at < cutoff).limit(BATCH)
         ).all()
-        for job in silent:
-            reason = f"worker {job.worker} gave no heartbeat for {settings.queue.job_timeout_seconds:g} s"
-            if job.attempts >= settings.queue.max_job_attempts:
-                values = {"state": JobState.failed, "reason": f"timed out after {job.attempts} attempts: {reason}"}
-                values["finished_at"] = now
-            else:
-                values = {"state": JobState.retrying, "reason": reason, "queued_at": now}
-            done = session.execute(
-                update(Job)
-                .where(Job.id == job.id, Job.state == JobState.running, Job.worker == job.worker)
-                .values(**values)
-            ).rowcount
-            if done:
-                changed.append(job.id)
-                record_event(session, "job-timeout", f"job {job.id}: {values['reason']}", uid=job.series_uid)
-                log.warning("job %s: %s; now %s", job.id, reason, values["state"].value)
-    return changed
+        reason = "worker {} gave no heartbeat for {:g} s"
+        return [job.id for job in silent if _take_back(
+            settings, session, job, reason.format(job.worker, settings.queue.job_timeout_seconds), "job-timeout", now,
+            "timed out")]
+
+
+def take_back_from_dead_workers(settings: Settings, database: Database) -> list[int]:
+    """Judge silent worker processes dead (on any host) and retry the jobs they were running, at once."""
+    judge_silent(settings, database)
+    with database.session() as session:
+        running = session.scalars(select(Job).where(Job.state == JobState.running).limit(BATCH)).all()
+        dead = dead_among(database, [job.worker for job in running])
+        now = utcnow()
+        return [job.id for job in running if job.worker in dead and _take_back(
+            settings, session, job, f"its worker {holder_process(job.worker)} died", "job-worker-dead", now)]
 
 
 def requeue_lost_messages(settings: Settings, database: Database) -> list[int]:
@@ -76,5 +99,6 @@ def requeue_lost_messages(settings: Settings, database: Database) -> list[int]:
 
 def tick(settings: Settings, database: Database) -> None:
     """One reconciliation pass over the job table (retries that fall due are the dispatcher's: it runs every 50 ms)."""
+    take_back_from_dead_workers(settings, database)
     time_out_silent_jobs(settings, database)
     requeue_lost_messages(settings, database)

@@ -307,6 +307,10 @@ def process_job(settings: Settings, database: Database, job_id: int, hooks: JobH
     if announce is None:
         log.warning("job %s: lost its lease before it could be marked done", job_id)
         return Outcome.lost
-    hooks.after_commit(announce)
+    try:
+        hooks.after_commit(announce)
+    except Exception as exc:  # noqa: BLE001 - the job's end is recorded; its announcements are retried from the rows
+        log.warning("job %s: succeeded, but announcing what follows failed (%s); it is retried from the database",
+                    job_id, describe_error(exc))
     log.info("job %s: succeeded (%d result objects) in %.2f s", job_id, len(output.written), output.timings["total"])
     return Outcome.succeeded

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from node.deliver.outbox import add_deliveries, enqueue_groups
+from node.deliver.outbox import add_deliveries, announce
 from node.deliver.outputs import wanted_outputs
 from node.jobs.runner import JobHooks, process_job
 from node.queue.celery_app import RUN_JOB_TASK, get_app, get_settings
@@ -25,6 +25,6 @@ def run_job(job_id: int) -> str:
     hooks = JobHooks(
         wanted_outputs=partial(wanted_outputs, settings, database),
         on_success=partial(add_deliveries, settings),
-        after_commit=partial(enqueue_groups, settings, database),
+        after_commit=partial(announce, settings, database),
     )
     return process_job(settings, database, int(job_id), hooks).value

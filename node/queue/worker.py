@@ -20,6 +20,7 @@ from celery.signals import worker_ready, worker_shutting_down
 from node.config import CONFIG_ENV, Settings
 from node.queue.celery_app import DELIVERY_QUEUE, GPU_QUEUE, PROCESSES_ENV, init_app
 from node.queue.embedded import attach
+from node.queue.workers import QUEUES_ENV
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def run_worker(
     if config_path is not None:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())  # forked pool children read the same file
     os.environ[PROCESSES_ENV] = str(concurrency)  # pool children size their CPU threads by it
+    os.environ[QUEUES_ENV] = queues  # what each process records of itself in ``workers``
     app = init_app(settings)
     log.info(
         "worker for queues %s, concurrency %d, pool %s, broker %s",

@@ -22,7 +22,7 @@ from node.operate import audit
 from node.operate.background import failure_counts
 from node.config import Settings
 from node.db import (AuditEvent, CompletionRule, Database, Delivery, DeliveryState, Instance, Job, JobState, Series,
-                     SeriesState, count_by_state)
+                     SeriesState, WorkerProcess, WorkerState, count_by_state)
 from node.quality.metrics import QualityCollector
 from node.receive.diskguard import disk_state
 from node.web.health import broker_queues
@@ -126,12 +126,14 @@ class IndexCollector(Collector):
 
     @staticmethod
     def _states(session: Session) -> Iterator[Metric]:
-        """Series, jobs and deliveries by state, and the queue depth."""
+        """Series, jobs, deliveries and worker processes by state, and the queue depth."""
         completed = session.scalar(select(func.count()).where(Series.completed_at.is_not(None)))
         yield CounterMetricFamily("pacsnode_series_completed", "Series assembled as complete.", value=completed or 0)
         for name, title, column, states in (("pacsnode_series", "Series", Series.state, SeriesState),
                                             ("pacsnode_jobs", "Jobs", Job.state, JobState),
-                                            ("pacsnode_deliveries", "Deliveries", Delivery.state, DeliveryState)):
+                                            ("pacsnode_deliveries", "Deliveries", Delivery.state, DeliveryState),
+                                            ("pacsnode_workers", "Worker processes (alive, dead: stopped beating, "
+                                             "stopped: ended in order)", WorkerProcess.state, WorkerState)):
             counts = count_by_state(session, column)
             family = GaugeMetricFamily(name, f"{title} by state.", labels=["state"])
             for state in states:

@@ -19,8 +19,10 @@ from node.db import (
     ResultObject,
     Series,
     Study,
+    WorkerState,
     utcnow,
 )
+from node.queue.workers import holder_process, listing
 
 WORKER_SEEN_WINDOW = dt.timedelta(minutes=10)
 
@@ -156,20 +158,26 @@ def recent_results(session: Session, limit: int = 12) -> list[dict[str, Any]]:
 
 
 def workers(session: Session, now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """Workers seen working on jobs recently (from job heartbeats), newest first."""
+    """Worker processes with their state (alive, dead, stopped: node.queue.workers), then holders of jobs seen in
+    job heartbeats that never registered (a worker of an older release), newest first."""
     now = now or utcnow()
+    listed = listing(session, now)
+    for worker in listed:
+        worker["recent"] = worker["state"] == WorkerState.alive.value
+    known = {worker["name"] for worker in listed}
     last_seen = func.max(func.coalesce(Job.heartbeat_at, Job.finished_at, Job.started_at))
     rows = session.execute(
         select(Job.worker, last_seen, func.count()).where(Job.worker.is_not(None)).group_by(Job.worker)
     ).all()
-    result = []
+    unregistered = []
     for worker, seen, count in rows:
-        if seen is None:
+        if seen is None or holder_process(worker) in known:
             continue
-        result.append(
-            {"name": worker, "last_seen": seen, "jobs": count, "recent": now - seen <= WORKER_SEEN_WINDOW}
-        )
-    return sorted(result, key=lambda w: w["last_seen"], reverse=True)
+        recent = now - seen <= WORKER_SEEN_WINDOW
+        unregistered.append({"name": worker, "host": worker.partition(":")[0], "queues": "", "reason": "",
+                             "state": "seen" if recent else "not seen recently", "last_seen": seen, "jobs": count,
+                             "recent": recent})
+    return listed + sorted(unregistered, key=lambda w: w["last_seen"], reverse=True)
 
 
 def queue_summary(session: Session) -> dict[str, Any]:

@@ -183,3 +183,31 @@ def test_reply_to_sender_goes_to_the_calling_aes_address(make_node, storescp: St
     assert deliver(node.settings, node.database, ids[0]) == {"delivered": 2}
     assert {r.destination for r in node.deliveries()} == {"sender:MODALITY"}
     assert len(storescp.received()) == 2
+
+
+def test_rows_sending_under_a_dead_worker_of_another_host_go_back_to_pending(make_node, tmp_path: Path,
+                                                                              ct_files: list[str]) -> None:
+    """Judged by beats alone: the silent worker's row is resumed, a beating worker's row is left to it."""
+    from sqlalchemy import update
+
+    from node.db import Delivery, WorkerProcess, utcnow
+    from node.deliver.outbox import resume_stalled
+    from node.queue.workers import judge_silent
+
+    node = make_node([_dest("pacs", 104), _dest("archive", 105)])
+    job = node.add_job(_results(tmp_path, ct_files), ["pacs", "archive"])
+    rows = schedule_deliveries(node.settings, node.database, job)
+    silent_since = utcnow() - dt.timedelta(seconds=node.settings.queue.worker_dead_after_seconds + 1)
+    holders = {"gpu-host-7:4242:0badc0de": silent_since, "gpu-host-8:4242:600dc0de": utcnow()}
+    with node.database.session() as session:
+        for (identity, seen), delivery_id in zip(holders.items(), rows):
+            session.add(WorkerProcess(id=identity, host=identity.partition(":")[0], pid=4242, queues="delivery",
+                                      started_at=seen, seen_at=seen))
+            session.execute(update(Delivery).where(Delivery.id == delivery_id).values(
+                state=DeliveryState.sending, worker=f"{identity}:12345678", sending_since=utcnow()))
+
+    assert resume_stalled(node.settings, node.database) == []  # not judged dead yet: its beats count, not its pid
+    assert judge_silent(node.settings, node.database) == ["gpu-host-7:4242:0badc0de"]
+    assert resume_stalled(node.settings, node.database) == [rows[0]]
+    states = {row.id: row.state for row in node.deliveries()}
+    assert states[rows[0]] == DeliveryState.pending and states[rows[1]] == DeliveryState.sending

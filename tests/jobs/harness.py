@@ -25,7 +25,8 @@ from tests.support.waiting import wait_for
 
 REDIS_URL = "redis://127.0.0.1:6379/7"
 TEST_PIPELINES = [
-    "NoopPipeline", "RejectingPipeline", "UnsupportedPipeline", "SleepPipeline", "FlakyPipeline", "ThresholdPipeline"
+    "NoopPipeline", "RejectingPipeline", "UnsupportedPipeline", "SleepPipeline", "FlakyPipeline", "ThresholdPipeline",
+    "SlowThresholdPipeline",
 ]
 
 
@@ -149,16 +150,18 @@ class Node:
 
         return wait_for(done, timeout, f"a job of series {series_uid} in {states}")
 
-    def start_loops(self) -> None:
-        """The node's dispatcher and reconciler loops, as `pacsnode serve` runs them."""
-        self._loops = start_background(self.settings, self.database, self._stop, only=["dispatcher", "reconciler"])
+    def start_loops(self, *extra: str) -> None:
+        """The node's dispatcher and reconciler loops (and ``extra`` ones: "outbox"), as `pacsnode serve` runs them."""
+        self._loops += start_background(self.settings, self.database, self._stop,
+                                        only=["dispatcher", "reconciler", *extra])
 
     def start_worker(
-        self, queues: str = "gpu", pool: str = "prefork", sleep: float = 3.0, concurrency: int = 1
+        self, queues: str = "gpu", pool: str = "prefork", sleep: float = 3.0, concurrency: int = 1,
+        env: dict[str, str] | None = None,
     ) -> subprocess.Popen:
         """A real `pacsnode worker` process; returns once it is ready for tasks."""
         log_path = self.root / f"worker-{len(self.workers)}.log"
-        env = {**os.environ, RUN_LOG_ENV: str(self.run_log), SLEEP_ENV: str(sleep)}
+        env = {**os.environ, RUN_LOG_ENV: str(self.run_log), SLEEP_ENV: str(sleep), **(env or {})}
         command = [sys.executable, "-m", "node.queue", "--config", str(self.config_path),
                    "--queues", queues, "--pool", pool, "--concurrency", str(concurrency)]
         with open(log_path, "wb") as log:

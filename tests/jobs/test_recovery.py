@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import time
 from pathlib import Path
@@ -112,3 +113,59 @@ def test_waiting_messages_are_not_duplicated_by_the_reconciler(broker_node) -> N
 
     assert {job.id: job.celery_task_id for job in node.jobs()} == sent
     assert queue_depth(node.settings, GPU_QUEUE) == len(series)
+
+
+def test_a_worker_judged_dead_cannot_record_the_job_it_carries_on_with(make_node, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+    """A stalled worker (judged dead, still running) is fenced: the job is retried, its own run records nothing."""
+    import threading
+
+    from node.db import Job, WorkerProcess, utcnow
+    from node.jobs.reconcile import take_back_from_dead_workers
+    from node.jobs.runner import Outcome, process_job
+    from node.queue.workers import process_identity
+    from tests.support.pipelines import SLEEP_ENV
+
+    monkeypatch.setenv(SLEEP_ENV, "1.5")
+    node: Node = make_node(base_config(tmp_path / "storage"))
+    series_uid = node.add_series(complete=False)
+    long_ago = utcnow() - dt.timedelta(minutes=5)
+    with node.database.session() as session:  # this process as a worker whose beats stopped 5 minutes ago
+        session.add(WorkerProcess(id=process_identity(), host="here", pid=1, queues="gpu", started_at=long_ago,
+                                  seen_at=long_ago))
+        job = Job(series_uid=series_uid, pipeline="slowthreshold", state=JobState.queued, queued_at=utcnow())
+        session.add(job)
+    outcome: list[Outcome] = []
+    run = threading.Thread(target=lambda: outcome.append(process_job(node.settings, node.database, job.id)))
+    run.start()
+    wait_for(lambda: node.jobs(series_uid)[0].state == JobState.running, 10, "the job to start")
+
+    assert take_back_from_dead_workers(node.settings, node.database) == [job.id]
+    run.join(30)
+    assert outcome == [Outcome.lost]
+    [after] = node.jobs(series_uid)
+    assert after.state == JobState.retrying and after.run_count == 0 and "died" in after.reason
+    assert results_of(node, job.id) == []
+
+
+def test_a_job_this_process_holds_but_no_longer_runs_is_taken_again(make_node, tmp_path: Path) -> None:
+    """The task of a job whose end failed (the database or broker briefly gone) is retried in the same process:
+    that process takes its own orphaned job at once, while a live holder elsewhere keeps its own."""
+    from sqlalchemy import update
+
+    from node.db import Job, utcnow
+    from node.jobs.lease import claim
+    from node.queue.workers import process_identity
+
+    node: Node = make_node(base_config(tmp_path / "storage", job_timeout_seconds=3600))
+    series_uid = node.add_series(complete=False)
+    with node.database.session() as session:
+        job = Job(series_uid=series_uid, pipeline="noop", state=JobState.running, attempts=1, queued_at=utcnow(),
+                  worker="gpu-host-8:4242:600dc0de:12345678", heartbeat_at=utcnow())
+        session.add(job)
+    assert claim(node.settings, node.database, job.id) is None  # held by a live worker of another host
+
+    with node.database.session() as session:
+        session.execute(update(Job).where(Job.id == job.id).values(worker=f"{process_identity()}:12345678"))
+    lease = claim(node.settings, node.database, job.id)
+    assert lease is not None and lease.attempt == 2 and lease.worker.startswith(process_identity() + ":")

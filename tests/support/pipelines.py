@@ -21,6 +21,8 @@ RUN_LOG_ENV = "PACSNODE_TEST_RUN_LOG"
 """File each recording pipeline appends `start`/`done` lines to (one per run)."""
 SLEEP_ENV = "PACSNODE_TEST_SLEEP_SECONDS"
 """How long SleepPipeline sleeps (default 3 s)."""
+GATE_ENV = "PACSNODE_TEST_GATE"
+"""A file SlowThresholdPipeline waits for (at most 60 s) after its run, before it returns its result."""
 
 ALGORITHM = Code("123110", "DCM", "Artificial Intelligence")
 
@@ -102,6 +104,11 @@ class ThresholdPipeline(_Base):
 
     def run(self, volume: Volume) -> PipelineResult:
         _record("start", volume)
+        result = self._dense(volume)
+        _record("done", volume)
+        return result
+
+    def _dense(self, volume: Volume) -> PipelineResult:
         result = self._empty()
         result.segments.append(
             Segment(
@@ -112,7 +119,22 @@ class ThresholdPipeline(_Base):
                 mask=np.asarray(volume.array > 0),
             )
         )
+        return result
+
+
+class SlowThresholdPipeline(ThresholdPipeline):
+    """ThresholdPipeline that sleeps first (kill the worker mid-run) and, when $PACSNODE_TEST_GATE names a file,
+    waits for it after recording its end (break something between the run and the job's end)."""
+
+    def run(self, volume: Volume) -> PipelineResult:
+        _record("start", volume)
+        time.sleep(float(os.environ.get(SLEEP_ENV, "3")))
+        result = self._dense(volume)
         _record("done", volume)
+        gate = os.environ.get(GATE_ENV)
+        deadline = time.monotonic() + 60
+        while gate and not Path(gate).exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         return result
 
 
