@@ -143,7 +143,7 @@ def _workers_table(workers: list[dict]) -> Table:
     """Worker processes: alive, dead (stopped beating: what they held was taken back) or stopped in order."""
     table = Table(title="Workers")
     for column in ("worker", "queues", "state", "last seen (UTC)", "running jobs", "reason"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("worker", "state"))  # whole, however narrow the terminal
     for worker in workers:
         table.add_row(worker["name"], worker["queues"], worker["state"],
                       worker["last_seen"].strftime("%Y-%m-%d %H:%M:%S"), str(worker["jobs"]), worker["reason"])
