@@ -24,7 +24,7 @@ def _uids(files: dict, prefix: str) -> set[str]:
 
 
 def test_outputs_choose_what_each_destination_receives(make_node, full_peer: Peer, result_files) -> None:  # type: ignore[no-untyped-def]
-    node = make_node([destination("viewer", full_peer, ["seg"]), destination("legacy", full_peer, ["fallback"])])
+    node = make_node(destinations=[destination("viewer", full_peer, ["seg"]), destination("legacy", full_peer, ["fallback"])])
     files = result_files()
     job = node.add_job(files, ["viewer", "legacy"])
     schedule_deliveries(node.settings, node.database, job)
@@ -39,7 +39,7 @@ def test_outputs_choose_what_each_destination_receives(make_node, full_peer: Pee
 
 
 def test_refused_seg_is_recorded_and_the_fallback_sent_once_instead(make_node, seg_less_peer: Peer, result_files) -> None:  # type: ignore[no-untyped-def]
-    node = make_node([destination("legacy", seg_less_peer, ["seg", "sr"])])
+    node = make_node(destinations=[destination("legacy", seg_less_peer, ["seg", "sr"])])
     files = result_files()
     job = node.add_job(files, ["legacy"])
     [seg_delivery] = schedule_deliveries(node.settings, node.database, job)
@@ -65,7 +65,7 @@ def test_refused_seg_is_recorded_and_the_fallback_sent_once_instead(make_node, s
 
 
 def test_a_destination_known_to_refuse_seg_gets_the_fallback_straight_away(make_node, seg_less_peer: Peer, result_files) -> None:  # type: ignore[no-untyped-def]
-    node = make_node([destination("legacy", seg_less_peer, ["seg"])])
+    node = make_node(destinations=[destination("legacy", seg_less_peer, ["seg"])])
     first = node.add_job(result_files(), ["legacy"])
     [seg_delivery] = schedule_deliveries(node.settings, node.database, first)
     deliver(node.settings, node.database, seg_delivery)
@@ -94,7 +94,7 @@ def test_status_says_the_seg_was_replaced_by_the_fallback(make_node, seg_less_pe
     import sys
     from pathlib import Path
 
-    node = make_node([destination("legacy", seg_less_peer, ["seg"])])
+    node = make_node(destinations=[destination("legacy", seg_less_peer, ["seg"])])
     job = node.add_job(result_files(), ["legacy"])
     [seg_delivery] = schedule_deliveries(node.settings, node.database, job)
     deliver(node.settings, node.database, seg_delivery)

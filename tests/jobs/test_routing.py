@@ -12,7 +12,7 @@ from pydicom.dataset import Dataset
 
 from node.config import Settings
 from node.route.rules import RouteError, check_routes, route_problems, route_series
-from tests.jobs.harness import base_config, ct_slice
+from tests.support.node_harness import base_config, queue_slice
 
 
 def header(**attributes: object) -> Dataset:
@@ -111,7 +111,7 @@ def test_route_test_command_explains_a_folder(tmp_path: Path) -> None:
     folder = tmp_path / "series"
     folder.mkdir()
     for k in range(2):
-        ct_slice("1.2.3", "1.2.3.4", k, "CT", {"BodyPartExamined": "CHEST"}).save_as(
+        queue_slice("1.2.3", "1.2.3.4", k, "CT", BodyPartExamined="CHEST").save_as(
             folder / f"{k}.dcm", enforce_file_format=True)
     config = base_config(tmp_path / "storage")
     config["routes"] = [

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pydicom
 from sqlalchemy import select
 
 from node.db import Job, JobState, Series
-from tests.jobs.harness import base_config
+from tests.support.node_harness import base_config
+from tests.support import dcmtk
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess
 from tests.support.pipelines import RUN_LOG_ENV, SLEEP_ENV
 
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
 def storescu(port: int, files: list[Path], called: str) -> None:
-    command = ["storescu", "-aet", "CT_SCANNER", "-aec", called, "127.0.0.1", str(port), *map(str, files)]
-    result = subprocess.run(command, env=DCMTK_ENV, capture_output=True, text=True, timeout=120)
+    result = dcmtk.storescu(port, files, calling="CT_SCANNER", called=called)
     assert result.returncode == 0, result.stderr
 
 
