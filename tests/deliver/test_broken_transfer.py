@@ -37,7 +37,7 @@ def test_results_reach_orthanc_seconds_after_it_broke_off_mid_seg(make_node, ort
         destination = {"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": proxy.port}
         node = make_node(destinations=[destination], delivery={})  # the default delivery settings (DIMSE timeout 120 s)
         job = node.add_job(results, ["pacs"])
-        node.start_worker("delivery", "solo")
+        node.start_worker("delivery", "solo", ready=False)
         node.start_loops("outbox")
         schedule_deliveries(node.settings, node.database, job)
         wait_for(lambda: all(r.last_status == "aborted" for r in node.deliveries()), 60, "the broken attempt")

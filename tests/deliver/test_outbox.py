@@ -111,7 +111,7 @@ def test_destination_down_backs_off_then_delivers(make_node, tmp_path: Path, ct_
     row = node.deliveries()[0]
     assert row.state == DeliveryState.pending and row.last_status == "connection" and row.attempts == 1
     assert 0.3 <= (row.next_attempt_at - before).total_seconds() <= 1.5  # retry_initial_seconds: 0.5
-    node.start_worker("delivery", "solo")
+    node.start_worker("delivery", "solo", ready=False)
     node.start_loops("outbox")
     wait_for(lambda: node.deliveries()[0].attempts >= 3, 30, "two more attempts while the peer is down")
     assert all(r.state != DeliveryState.delivered for r in node.deliveries())
@@ -158,12 +158,12 @@ def test_worker_killed_mid_delivery_resumes_and_delivers_once(make_node, tmp_pat
     try:
         node = make_node(destinations=[_dest("pacs", port, ae="SLOW", outputs=["seg"])])
         job = node.add_job({"seg": result_copy(ct_files[0], tmp_path / "r")}, ["pacs"])
-        node.start_worker("delivery", "solo")
+        node.start_worker("delivery", "solo", ready=False)
         schedule_deliveries(node.settings, node.database, job)
         assert first_arrived.wait(30), "the worker never sent the object"
         assert node.deliveries()[0].state == DeliveryState.sending
         node.kill_workers()
-        node.start_worker("delivery", "solo")
+        node.start_worker("delivery", "solo", ready=False)
         node.start_loops("outbox")
         wait_for(lambda: node.deliveries()[0].state == DeliveryState.delivered, 30, "delivery after the restart")
     finally:

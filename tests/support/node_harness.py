@@ -231,9 +231,10 @@ class Node:
         self._stop, self._loops = threading.Event(), []
 
     def start_worker(
-        self, queues: str = "gpu", pool: str = "prefork", sleep: float = 3.0, concurrency: int = 1
+        self, queues: str = "gpu", pool: str = "prefork", sleep: float = 3.0, concurrency: int = 1, ready: bool = True
     ) -> subprocess.Popen:
-        """A real `pacsnode worker` process; returns once it is ready for tasks."""
+        """A real `pacsnode worker` process; returns once it is ready for tasks (or at once, ``ready=False``:
+        tasks sent meanwhile wait in the broker)."""
         log_path = self.root / f"worker-{len(self.workers)}.log"
         env = {**os.environ, RUN_LOG_ENV: str(self.run_log), SLEEP_ENV: str(sleep)}
         command = [sys.executable, "-m", "node.queue", "--config", str(self.config_path),
@@ -243,12 +244,13 @@ class Node:
                                        start_new_session=True)
         self.workers.append(process)
 
-        def ready() -> bool:
+        def started() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"worker exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
             return "pacsnode worker " in log_path.read_text()
 
-        wait_for(ready, 30, f"worker ready ({log_path})", every=0.1)
+        if ready:
+            wait_for(started, 30, f"worker ready ({log_path})", every=0.1)
         return process
 
     def kill_workers(self) -> None:
