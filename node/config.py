@@ -250,6 +250,11 @@ class DeliveryConfig(StrictModel):
     requeue_after_seconds: float = Field(
         30, gt=0, description="A pending delivery whose task message was lost is enqueued again after this long."
     )
+    refusal_retry_hours: float = Field(
+        24, ge=0, description="A destination that refused a SEG SOP class at association is offered that class again "
+        "this many hours after its last refusal: accepted, the refusal is forgotten; refused, the fallback goes as "
+        "before and the wait starts again. 0: never offered again (`pacsnode refusals --clear` forgets at once)."
+    )
     worker_concurrency: int = Field(
         2, ge=1, description="Processes of the delivery worker `serve` starts: the results of different jobs go out "
         "side by side, so one job's large SEG does not hold up the next job's results."

@@ -388,13 +388,24 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def _postgresql_full_sync(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # Whatever the server's default: a commit returns once it is on disk (Success means indexed).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET synchronous_commit TO ON")
+    cursor.close()
+    dbapi_connection.commit()
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, full sync and a generous busy timeout."""
+    """An engine for ``url``; SQLite gets WAL, full sync and a generous busy timeout; PostgreSQL commits wait for
+    the disk even where the server's ``synchronous_commit`` is off."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        if engine.dialect.name == "postgresql":
+            event.listen(engine, "connect", _postgresql_full_sync)
     return engine
 
 
@@ -483,3 +494,12 @@ def relax_commit_sync(database: Database) -> None:
             dbapi_connection.commit()
 
     event.listen(database.engine, "connect", on_connect)
+
+
+def keep_commit_sync(session: Session) -> None:
+    """Make the commit of ``session``'s transaction wait for the index's disk sync, on a connection that
+    ``relax_commit_sync`` relaxed: for a record of something that cannot be done again, such as objects sent to
+    a destination (PostgreSQL ``SET LOCAL synchronous_commit``; on SQLite a relaxed commit is lost only when the
+    host itself stops, not when a process does)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO ON"))

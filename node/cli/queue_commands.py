@@ -16,7 +16,7 @@ from sqlalchemy import select
 from node.cli.app import app
 from node.cli.options import ConfigOption, RequiredConfigOption, load_config, open_index
 from node.config import ConfigError, Settings
-from node.db import Instance, Job, JobState, Series
+from node.db import Job, JobState, Series
 
 console = Console()
 route_app = typer.Typer(help="Check routing rules.", no_args_is_help=True)
@@ -31,7 +31,7 @@ def worker(
     pool: str = typer.Option("prefork", help="Celery pool: prefork (isolates crashes) or solo (one process)."),
     name: str = typer.Option(None, help="Worker node name (default: pacsnode-<random>@<host>)."),
     delivery_worker: bool = typer.Option(
-        False, "--delivery-worker", help="Also run a delivery-queue worker in a child process (as `serve` does)."
+        False, "--delivery-worker", help="Also run a delivery-queue worker in a child process."
     ),
 ) -> None:
     """Run a worker that takes jobs from the queue (on this host or a GPU host sharing storage_dir)."""
@@ -94,13 +94,15 @@ def route_test(
     calling_ae: str = typer.Option(None, help="Calling AE title to assume for files."),
 ) -> None:
     """Print which routes and pipelines a series would trigger, and why each route matches or not."""
-    from node.route.rules import check_routes
+    from node.jobs.headers import header_of_files, series_headers
+    from node.route.rules import check_routes, instance_level_keywords
 
     settings = load_config(config)
     try:
         check_routes(settings)
     except ConfigError as exc:
         console.print(str(exc), style="red", markup=False)
+    keywords = instance_level_keywords(settings.routes)
     path = Path(target)
     if path.exists():
         groups = _folder_series(path)
@@ -108,20 +110,18 @@ def route_test(
             console.print(f"{target}: no readable DICOM files", style="red", markup=False)
             raise typer.Exit(1)
         for series_uid, files in groups.items():
-            header = pydicom.dcmread(files[0], stop_before_pixels=True)
+            header = header_of_files(files, keywords)
             label = f"series {series_uid} ({len(files)} files)"
             _print_decision(label, header, called_ae or settings.node.ae_title, calling_ae, settings)
         return
     database = open_index(settings)
     with database.session() as session:
         series = session.get(Series, target)
-        first = session.scalars(
-            select(Instance.path).where(Instance.series_uid == target).order_by(Instance.path).limit(1)
-        ).first()
-    if series is None or first is None:
-        console.print(f"{target}: neither a path nor a stored series UID in {database.url}", style="red", markup=False)
+    header = series_headers(database, [target], keywords)[target] if series is not None else None
+    if series is None or isinstance(header, str):
+        console.print(f"{target}: neither a path nor a stored series UID in {database.url}"
+                      + (f" ({header})" if header else ""), style="red", markup=False)
         raise typer.Exit(1)
-    header = pydicom.dcmread(first, stop_before_pixels=True)
     label = f"stored series {target} ({series.instance_count} instances, now {series.state.value})"
     _print_decision(label, header, series.called_ae_title, series.calling_ae_title, settings)
 

@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 
 from node.operate import audit
 from node.config import Settings
-from node.db import Database, Delivery, DeliveryState, Job, ResultObject, Series, record_event, utcnow
-from node.deliver.outputs import is_seg_refusal, record_refusal, replaced_note, send_fallback_instead
+from node.db import (Database, Delivery, DeliveryState, Job, ResultObject, Series, keep_commit_sync, record_event,
+                     utcnow)
+from node.deliver.outputs import (SEG_SOP_CLASSES, forget_refusal, is_seg_refusal, record_refusal, replaced_note,
+                                  send_fallback_instead)
 from node.deliver.late_fallback import write_late_fallback
 from node.deliver.outbox import enqueue_groups
 from node.deliver.targets import Target, resolve_target
@@ -133,6 +135,8 @@ def _judge(settings: Settings, session: Session, destination: str, row: Claimed,
                       error=f"{replaced_note(destination, row.sop_class_uid)} ({outcome.error})")
     elif decision.verdict is Verdict.delivered:
         values.update(state=DeliveryState.delivered, delivered_at=now, next_attempt_at=None)
+        if row.sop_class_uid in SEG_SOP_CLASSES:
+            forget_refusal(session, destination, row.sop_class_uid)
     elif decision.verdict is Verdict.failed:
         values.update(state=DeliveryState.failed, next_attempt_at=None)
     else:
@@ -178,6 +182,7 @@ def deliver(settings: Settings, database: Database, delivery_id: int) -> dict[st
     target = resolve_target(settings, destination, calling_host)
     outcomes = _outcomes(settings, target, destination, rows)
     with database.session() as session:
+        keep_commit_sync(session)  # the audit record of objects sent: a re-send would not restore it
         tally = _record(settings, session, destination, worker, rows, outcomes)
         audit.delivery_attempted(
             session, destination=destination, destination_ae_title=target.ae_title if target else None,

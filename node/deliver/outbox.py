@@ -39,7 +39,7 @@ def add_deliveries(settings: Settings, session: Session, job_id: int) -> list[in
     results = session.scalars(select(ResultObject).where(ResultObject.job_id == job_id)).all()
     ids: list[int] = []
     for target in job_targets(settings, session, job):
-        to_send, replaced = plan(target.outputs, results, refused_classes(session, target.name))
+        to_send, replaced = plan(target.outputs, results, refused_classes(settings, session, target.name))
         for result in replaced:
             _mark_replaced(session, result, target.name, now)
         for result in to_send:

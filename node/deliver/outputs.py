@@ -5,8 +5,10 @@ the job's key slices) and/or ``fallback`` (the Secondary Capture key slices, res
 ``fallback-2``...). A job writes its KOS only when one of its destinations lists ``kos``. When a destination
 refuses the SEG SOP class at association, the refusal is recorded (table ``destination_refusals``), the SEG
 delivery becomes ``replaced``, and the job's fallback images are sent to that destination instead, once.
-Later jobs send the fallback to it straight away. `pacsnode status` shows the replaced deliveries and the
-refusal event.
+Later jobs send the fallback to it straight away, until ``delivery.refusal_retry_hours`` after its last refusal:
+then the next job offers it the SEG again (a destination may have been upgraded). Accepted, the refusal is
+forgotten; refused again, the fallback is sent as the first time and the wait starts again. `pacsnode status`
+shows the replaced deliveries and the refusal event.
 
 A job builds its fallback images with its SEG and SR only when one of its destinations asks for them or is
 known to refuse SEG (``fallback_needed``); most jobs need none, and building them costs a good part of a
@@ -16,11 +18,12 @@ stored series and the job's SEG (``node.deliver.late_fallback``), with the same 
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Collection, Sequence
 
 from highdicom.seg import SOP_CLASS_UIDS as SEGMENTATION_SOP_CLASSES
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from node.config import Settings
@@ -49,11 +52,14 @@ def output_of(kind: str) -> str:
     return kind.split("-", 1)[0]
 
 
-def refused_classes(session: Session, destination: str) -> set[str]:
-    """SOP classes ``destination`` has refused at association."""
-    return set(session.scalars(
-        select(DestinationRefusal.sop_class_uid).where(DestinationRefusal.destination == destination)
-    ).all())
+def refused_classes(settings: Settings, session: Session, destination: str) -> set[str]:
+    """SOP classes ``destination`` has refused at association, except those due to be offered again (refused
+    longer than ``delivery.refusal_retry_hours`` ago)."""
+    query = select(DestinationRefusal.sop_class_uid).where(DestinationRefusal.destination == destination)
+    hours = settings.delivery.refusal_retry_hours
+    if hours > 0:
+        query = query.where(DestinationRefusal.last_refused_at >= utcnow() - dt.timedelta(hours=hours))
+    return set(session.scalars(query).all())
 
 
 def plan(outputs: Collection[str], results: Sequence[ResultObject], refused: Collection[str]) -> tuple[list, list]:
@@ -100,6 +106,18 @@ def record_refusal(session: Session, destination: str, sop_class_uid: str, detai
         row.last_refused_at, row.detail = utcnow(), detail[:2000]
 
 
+def forget_refusal(session: Session, destination: str, sop_class_uid: str) -> None:
+    """``destination`` accepted ``sop_class_uid``: forget a refusal of it, if one was recorded."""
+    forgotten = session.execute(
+        delete(DestinationRefusal).where(
+            DestinationRefusal.destination == destination, DestinationRefusal.sop_class_uid == sop_class_uid
+        )
+    ).rowcount
+    if forgotten:
+        log.info("destination %s accepted SOP class %s, refused before; it gets SEG again from now on",
+                 destination, sop_class_uid)
+
+
 def wanted_outputs(settings: Settings, database: Database, job_id: int) -> set[str]:
     """The outputs job ``job_id``'s destinations want: every ``outputs`` entry of the destinations its results
     go to, and ``fallback`` for one that has refused a SEG SOP class before (it gets the fallback instead)."""
@@ -110,7 +128,7 @@ def wanted_outputs(settings: Settings, database: Database, job_id: int) -> set[s
             return wanted
         for target in job_targets(settings, session, job, report=False):
             wanted |= set(target.outputs)
-            if refused_classes(session, target.name) & SEG_SOP_CLASSES:
+            if refused_classes(settings, session, target.name) & SEG_SOP_CLASSES:
                 wanted.add(FALLBACK)
     return wanted
 

@@ -19,9 +19,9 @@ from node.config import Settings
 from node.db import Database, Job, JobState, Series, SeriesState, record_event, utcnow
 from node.quality.recognise import recognise_reference
 from node.queue.celery_app import RUN_JOB_TASK, send_many
-from node.route.rules import RoutingDecision, route_series
+from node.route.rules import RoutingDecision, instance_level_keywords, route_series
 from node.route.study import StudySeries, study_inputs
-from node.jobs.headers import first_paths, read_header
+from node.jobs.headers import series_headers
 from node.jobs.study import expire_waiting, route_studies, waiting_studies
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,7 @@ def _leave_complete(session: Session, moves: dict[str, tuple[SeriesState, str | 
 
 def route_complete(settings: Settings, database: Database, series_uids: list[str]) -> list[int]:
     """Route complete series in one transaction: their jobs, or why they are unrouted; the job IDs to enqueue."""
-    paths = first_paths(database, series_uids)
-    headers = {uid: read_header(paths.get(uid)) for uid in series_uids}
+    headers = series_headers(database, series_uids, instance_level_keywords(settings.routes))
     routed: list[tuple[str, list[Job]]] = []
     with database.session() as session:
         complete = {

@@ -1,15 +1,15 @@
 """`pacsnode serve`: the node's process tree and its orderly shutdown.
 
 Opens the index (creating it, or upgrading it when ``node.upgrade_database`` says so), resumes interrupted series, starts the receiving processes, the background loops
-(assembly, dispatch, reconciliation, outbox) and, with the embedded broker, a Celery worker.
-SIGTERM or SIGINT stops them in reverse order, letting associations in progress finish.
+(assembly, dispatch, reconciliation, outbox) and, with the embedded broker, the job and delivery workers, which
+it restarts when they die (``node.operate.supervisor``). SIGTERM or SIGINT stops them in reverse order, letting
+associations in progress finish; however serve ends, its receivers and workers end with it.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
-import subprocess
 import threading
 from pathlib import Path
 
@@ -17,7 +17,7 @@ from node.assemble.completion import resume
 from node.operate.background import start_background
 from node.config import Settings
 from node.db import open_database
-from node.queue.worker import start_embedded_worker, stop_process
+from node.operate.supervisor import WorkerSupervisor
 from node.receive.processes import ReceiverPool
 from node.receive.reindex import reindex
 from node.receive.storage import remove_partials
@@ -28,13 +28,13 @@ log = logging.getLogger(__name__)
 WATCH_SECONDS = 1.0
 
 
-def _start_worker(settings: Settings, config_path: Path | None) -> subprocess.Popen | None:
+def _supervisor(settings: Settings, config_path: Path | None) -> WorkerSupervisor | None:
     if not (settings.embedded_broker and settings.queue.embedded_worker):
         return None
     if config_path is None:
         log.warning("no configuration file given: not starting the embedded worker")
         return None
-    return start_embedded_worker(settings, config_path)
+    return WorkerSupervisor(settings, config_path)
 
 
 def run(settings: Settings, config_path: Path | None = None, stop: threading.Event | None = None) -> int:
@@ -42,6 +42,11 @@ def run(settings: Settings, config_path: Path | None = None, stop: threading.Eve
     stop = stop or threading.Event()
     storage_dir = Path(settings.node.storage_dir)
     storage_dir.mkdir(parents=True, exist_ok=True)
+    workers = _supervisor(settings, config_path)
+    in_use = workers.storage_in_use() if workers is not None else None
+    if in_use:  # before anything touches the folder or its index
+        log.error("not starting: %s", in_use)
+        return 1
     removed = remove_partials(storage_dir)
     if removed:
         log.info("removed %d partial file(s) left by an interrupted write", removed)
@@ -55,19 +60,22 @@ def run(settings: Settings, config_path: Path | None = None, stop: threading.Eve
 
     pool = ReceiverPool(settings)
     background_stop = threading.Event()
-    worker: subprocess.Popen | None = None
     web: WebServer | None = None
     try:
         pool.start()
         start_background(settings, database, background_stop)
         if settings.web.enabled:
-            web = start_web(settings, database)
-        worker = _start_worker(settings, config_path)
+            supervised = [workers] if workers is not None else []
+            web = start_web(settings, database, [w.check for w in supervised], supervised)
+        if workers is not None:
+            workers.start()  # from this thread, which lives as long as serve: see SupervisedWorker.start
         log.info("storage %s, index %s", storage_dir, database.engine.url.render_as_string())
         # A readiness line on stdout whatever the log level, for supervisors and tests.
         print(f"pacsnode serving on {settings.node.host}:{pool.port}", flush=True)
         while not stop.wait(WATCH_SECONDS):
             pool.restart_dead()
+            if workers is not None:
+                workers.watch()
     finally:
         # Background loops first, so no series completes while its sender is cut off; `resume` picks it up.
         log.info("stopping: background loops, receivers (finishing their associations), then the worker")
@@ -75,7 +83,8 @@ def run(settings: Settings, config_path: Path | None = None, stop: threading.Eve
         pool.stop(timeout=settings.node.network_timeout)
         if web is not None:
             web.stop()
-        stop_process(worker, "embedded worker")
+        if workers is not None:
+            workers.stop()
         database.dispose()
         log.info("pacsnode stopped")
     return 0

@@ -24,10 +24,22 @@ _DATABASE: tuple[int, Database] | None = None
 def worker_database(settings: Settings) -> Database:
     """This worker process's database handle (a forked pool child opens its own connections).
 
-    Job-state commits from workers do not wait for the disk: a power cut can lose the last few
-    transitions, and the reconciler then runs those jobs again (results keep their UIDs and replace
-    themselves), whereas waiting for two fsyncs per job would cap how many jobs a worker can finish. The node's
-    own connections (received instances, routing) keep full durability.
+    Its commits do not wait for the index's disk sync (``relax_commit_sync``): waiting for two syncs per job
+    would cap how many jobs a worker finishes. A crash of the database server (or a power cut) may then lose
+    the last commits of the final fraction of a second, never a part of one, and never a commit that a
+    synchronous commit has seen (the log is flushed in order). What each lost commit leaves, and what restores it:
+
+    * a job's claim or heartbeat: the job is still queued, or running with a stale heartbeat; the reconciler
+      runs it again;
+    * a job's success (results, outcome, its delivery rows): the job is running with a stale heartbeat and is
+      run again; its result objects keep their UIDs and replace themselves; the delivery messages already sent
+      name rows that are gone and are dropped, and the re-run adds the rows again;
+    * a delivery's claim or outcome: the row is pending or sending; the outbox sends it again (destinations
+      replace an instance sent twice) and a refusal is recorded again;
+    * the received instances, routing and jobs made from them are the node's own commits, fully durable.
+
+    The one record that doing the work again would not restore is the audit of objects already sent to a
+    destination, so a delivery attempt's outcome and audit commit with full durability (``keep_commit_sync``).
     """
     global _DATABASE
     if _DATABASE is None or _DATABASE[0] != os.getpid():

@@ -19,6 +19,7 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from node.config import CONFIG_ENV, Settings
 from node.queue.celery_app import DELIVERY_QUEUE, GPU_QUEUE, PROCESSES_ENV, init_app
+from node.queue.embedded import attach
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ def run_worker(
     the process with the worker's exit status (see ``_exit_without_teardown``); it does not return.
 
     ``delivery_worker`` also runs a worker for the delivery queue in a child process, so that sending
-    never waits behind a running model (the embedded set-up of `pacsnode serve`).
+    never waits behind a running model. A worker that `pacsnode serve` started ties itself to serve first
+    (``node.queue.embedded``): it ends with serve, and refuses to start beside another worker set.
     """
+    attach(settings.node.storage_dir, queues)
     if config_path is not None:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())  # forked pool children read the same file
     os.environ[PROCESSES_ENV] = str(concurrency)  # pool children size their CPU threads by it
@@ -96,12 +99,16 @@ def _exit_without_teardown(code: int) -> NoReturn:
     os._exit(code)
 
 
+def worker_command(config_path: Path, queues: str, concurrency: int) -> list[str]:
+    """The command line of a worker process for ``queues`` (``python -m node.queue``, as `pacsnode worker`)."""
+    return [sys.executable, "-m", "node.queue", "--config", str(Path(config_path).resolve()), "--queues", queues,
+            "--concurrency", str(concurrency)]
+
+
 def _start_delivery_worker(config_path: Path | None, concurrency: int) -> subprocess.Popen:
     if config_path is None:
         raise ValueError("a separate delivery worker needs the configuration file's path")
-    command = [sys.executable, "-m", "node.queue", "--config", str(Path(config_path).resolve()), "--queues", DELIVERY_QUEUE,
-               "--concurrency", str(concurrency)]
-    process = subprocess.Popen(command)
+    process = subprocess.Popen(worker_command(config_path, DELIVERY_QUEUE, concurrency))
     log.info("delivery worker started (pid %d)", process.pid)
     return process
 
@@ -117,29 +124,3 @@ def stop_process(process: subprocess.Popen | None, what: str, timeout: float = 3
         log.warning("%s (pid %d) did not stop in %.0f s; killing it", what, process.pid, timeout)
         process.kill()
         process.wait()
-
-
-def start_embedded_worker(settings: Settings, config_path: Path, log_file: Path | None = None) -> subprocess.Popen:
-    """Start the workers `pacsnode serve` runs with the embedded broker; stop them with terminate().
-
-    The returned process works the gpu queue and runs its own child for the delivery queue.
-    """
-    command = [
-        sys.executable,
-        "-m",
-        "node.queue",
-        "--config",
-        str(Path(config_path).resolve()),
-        "--queues",
-        GPU_QUEUE,
-        "--concurrency",
-        str(settings.queue.worker_concurrency),
-        "--delivery-worker",
-    ]
-    output = open(log_file, "ab") if log_file is not None else None  # noqa: SIM115 - owned by the child
-    # Its own process group: the node stops it explicitly (SIGTERM), and the group can be killed as one.
-    process = subprocess.Popen(
-        command, stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True
-    )
-    log.info("embedded worker started (pid %d)", process.pid)
-    return process

@@ -1,7 +1,13 @@
 """Routing: which pipelines and destinations a complete series triggers, and why.
 
-A route matches on DICOM keywords of the series' first instance (series-level attributes are the same on
-every instance), on the called and on the calling AE title. Condition values:
+A route matches on DICOM keywords of the series as a whole, on the called and on the calling AE title. A
+keyword's values for a series are the set of values its instances have: for series-level attributes
+(``SERIES_LEVEL_KEYWORDS``: Modality, BodyPartExamined...) the first instance's, the same on every instance; for
+any other keyword (ImageType, ContrastBolusAgent, SliceThickness...) every distinct value of every instance, each
+value of a multi-valued element counted on its own. A condition holds when one of the series' values satisfies
+it, so a rule matches a series when, for each of its conditions, some instance has a value that satisfies it (not
+necessarily the same instance for every condition). The ``inputs`` of study routes are matched on each series'
+first instance. Condition values:
 
 * a scalar: equality (for a multi-valued element such as ImageType, equal to one of its values);
 * a list: any of the listed values;
@@ -29,6 +35,20 @@ from node.config import ConfigError, RouteConfig, Settings
 
 IDENTIFYING_KEYWORDS = {"AccessionNumber", "ReferringPhysicianName", "InstitutionName", "StudyID", "OperatorsName"}
 """Keywords whose values never appear in a routing reason (reasons are logged and stored)."""
+
+
+SERIES_LEVEL_KEYWORDS = frozenset({
+    # Patient, General Study and Patient Study modules
+    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyDescription", "StudyID", "AccessionNumber",
+    "ReferringPhysicianName", "PatientAge", "PatientSex", "PatientSize", "PatientWeight",
+    # General Series module
+    "Modality", "SeriesInstanceUID", "SeriesNumber", "SeriesDate", "SeriesTime", "SeriesDescription",
+    "BodyPartExamined", "ProtocolName", "Laterality", "PatientPosition", "OperatorsName",
+    "PerformedProcedureStepDescription",
+    # General Equipment module
+    "Manufacturer", "ManufacturerModelName", "InstitutionName", "StationName", "DeviceSerialNumber",
+})
+"""Keywords whose value is the same on every instance of a series: routing reads them from its first instance."""
 
 
 class RouteError(ConfigError):
@@ -182,6 +202,29 @@ def route_series(
             targets = decision.destinations.setdefault(pipeline, [])
             targets.extend(d for d in verdict.route.destinations if d not in targets)
     return decision
+
+
+def instance_level_keywords(routes: Sequence[RouteConfig]) -> set[str]:
+    """Keywords the routes test that may differ from instance to instance of a series: routing reads their values
+    from every instance (``add_series_values``)."""
+    return {keyword for route in routes if not route.inputs for keyword in route.match} - SERIES_LEVEL_KEYWORDS
+
+
+def add_series_values(header: Dataset, others: Iterable[Dataset], keywords: Iterable[str]) -> Dataset:
+    """``header`` (a series' first instance) with each of ``keywords`` holding the distinct values that it and
+    ``others`` (the series' other instances) have, in the order first seen; what routing matches the series on."""
+    others = list(others)
+    for keyword in keywords:
+        values: dict[str, Any] = {}
+        for ds in (header, *others):
+            found = ds.get(keyword)
+            if found not in (None, ""):
+                for value in _values(found):
+                    values.setdefault(str(value).strip(), value)
+        if len(values) > 1 or (values and keyword not in header):
+            combined = list(values.values())
+            setattr(header, keyword, combined if len(combined) > 1 else combined[0])
+    return header
 
 
 def route_problems(settings: Settings, known_pipelines: Iterable[str]) -> list[str]:

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
+from prometheus_client.registry import Collector
 
 from node.config import Settings
 from node.db import Database
 from node.web.auth import COOKIE_NAME, LoginLimiter, NotLoggedIn, Sessions, bearer_token, token_matches
+from node.web.health import ReadinessCheck
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -31,13 +34,16 @@ class WebContext:
     templates: Jinja2Templates
     sessions: Sessions
     logins: LoginLimiter
+    checks: Sequence[ReadinessCheck] = ()  # readiness of what the serving process runs besides the web server
+    collectors: Sequence[Collector] = field(default_factory=tuple)  # its metrics
 
     @classmethod
-    def build(cls, settings: Settings, database: Database) -> "WebContext":
+    def build(cls, settings: Settings, database: Database, checks: Sequence[ReadinessCheck] = (),
+              collectors: Sequence[Collector] = ()) -> "WebContext":
         templates = Jinja2Templates(directory=TEMPLATES)
         templates.env.filters["time"] = format_time
         return cls(settings, database, templates, Sessions(settings.web.session_minutes * 60),
-                   LoginLimiter(settings.web.login_attempts_per_minute))
+                   LoginLimiter(settings.web.login_attempts_per_minute), tuple(checks), tuple(collectors))
 
     def require_login(self, request: Request) -> None:
         """A dependency of every dashboard page and API call: a live session or the Bearer token, or NotLoggedIn."""

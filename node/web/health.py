@@ -6,6 +6,7 @@ import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +56,12 @@ def check_disk(settings: Settings) -> Check:
     return Check("disk", not state.low, state.describe())
 
 
-def readiness(settings: Settings, database: Database) -> list[Check]:
-    """All readiness checks; the node is ready when every one is ok."""
-    return [check_database(database), check_storage(settings), check_disk(settings)]
+ReadinessCheck = Callable[[], Check]  # a check of something the serving process runs (its embedded workers)
+
+
+def readiness(settings: Settings, database: Database, extra: Sequence[ReadinessCheck] = ()) -> list[Check]:
+    """All readiness checks, ``extra`` last; the node is ready when every one is ok."""
+    return [check_database(database), check_storage(settings), check_disk(settings), *(check() for check in extra)]
 
 
 BROKER_TIMEOUT = 2.0  # a scrape or page must not wait on kombu's connection retries

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from node.assemble.summary import completion_summary, reopenings_by_sender
 from node.operate import audit
+from node.operate.background import failure_counts
 from node.config import Settings
 from node.db import (AuditEvent, CompletionRule, Database, Delivery, DeliveryState, Instance, Job, JobState, Series,
                      SeriesState, count_by_state)
@@ -41,6 +42,16 @@ def _histogram(values: list[float]) -> tuple[list[tuple[str, float]], float]:
     return buckets, float(sum(values))
 
 
+def loop_failures() -> Metric:
+    """Failed ticks of each background loop of this process (a dependency down shows here, logged only once)."""
+    failures = CounterMetricFamily(
+        "pacsnode_background_loop_failures", "Failed ticks of each background loop of this process.", labels=["loop"]
+    )
+    for name, count in sorted(failure_counts().items()):
+        failures.add_metric([name], count)
+    return failures
+
+
 class IndexCollector(Collector):
     """Collects pacsnode_* metrics from the index and the storage file system."""
 
@@ -58,6 +69,7 @@ class IndexCollector(Collector):
             yield GaugeMetricFamily("pacsnode_index_up", "1 when the index could be read.", value=1)
         yield from self._broker()
         yield from self._disk()
+        yield loop_failures()
 
     def _broker(self) -> Iterator[Metric]:
         queues, problem = broker_queues(self.settings)
@@ -177,9 +189,12 @@ class IndexCollector(Collector):
         )
 
 
-def make_registry(settings: Settings, database: Database) -> CollectorRegistry:
-    """A registry of its own (not the process-global one), so several apps can live in one process."""
+def make_registry(settings: Settings, database: Database, extra: Sequence[Collector] = ()) -> CollectorRegistry:
+    """A registry of its own (not the process-global one), so several apps can live in one process; ``extra``
+    collectors report what the serving process runs (its embedded workers)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(IndexCollector(settings, database))
     registry.register(QualityCollector(settings, database))
+    for collector in extra:
+        registry.register(collector)
     return registry

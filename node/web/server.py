@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 
 import uvicorn
+from prometheus_client.registry import Collector
 
 from node.config import Settings
 from node.db import Database
 from node.web.app import create_app
+from node.web.health import ReadinessCheck
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +45,13 @@ class WebServer:
             log.warning("web server did not stop within %.0f s", timeout)
 
 
-def start_web(settings: Settings, database: Database) -> WebServer:
-    """Start the dashboard, /metrics and health endpoints on ``web.host:web.port``; returns once listening."""
+def start_web(settings: Settings, database: Database, checks: Sequence[ReadinessCheck] = (),
+              collectors: Sequence[Collector] = ()) -> WebServer:
+    """Start the dashboard, /metrics and health endpoints on ``web.host:web.port``; returns once listening.
+
+    ``checks`` join the readiness checks and ``collectors`` the metrics (serve's embedded workers)."""
     config = uvicorn.Config(
-        create_app(settings, database),
+        create_app(settings, database, checks, collectors),
         host=settings.web.host,
         port=settings.web.port,
         log_config=None,  # the entry point configures logging

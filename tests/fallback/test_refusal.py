@@ -1,11 +1,14 @@
-"""Output profiles per destination, and the fallback sent once when a destination refuses SEG at association."""
+"""Output profiles per destination, and the fallback sent once when a destination refuses SEG at association;
+the SEG offered again once the refusal is older than delivery.refusal_retry_hours."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 import pydicom
 from sqlalchemy import select
 
-from node.db import Delivery, DeliveryState, DestinationRefusal, NodeEvent
+from node.db import Delivery, DeliveryState, DestinationRefusal, NodeEvent, utcnow
 from node.deliver.attempt import deliver
 from node.deliver.outputs import SEG_SOP_CLASSES, send_fallback_instead
 from node.deliver.outbox import schedule_deliveries
@@ -114,3 +117,36 @@ def test_status_says_the_seg_was_replaced_by_the_fallback(make_node, seg_less_pe
     assert listed.returncode == 0 and "legacy" in listed.stdout and "1.2.840.10008.5.1.4.1.1.66" in listed.stdout
     assert "forgot 1 refusal(s) of legacy" in pacsnode("refusals", "--clear", "legacy").stdout
     assert "legacy" not in pacsnode("refusals").stdout
+
+
+def test_a_refusal_older_than_the_retry_period_is_tried_again_and_forgotten_when_accepted(  # type: ignore[no-untyped-def]
+        make_node, full_peer: Peer, seg_less_peer: Peer, result_files) -> None:
+    node = make_node(destinations=[destination("upgraded", full_peer, ["seg"]),
+                                   destination("legacy", seg_less_peer, ["seg"]), destination("recent", full_peer, ["seg"])])
+    assert node.settings.delivery.refusal_retry_hours == 24  # the default
+    seg_class = str(pydicom.dcmread(result_files()["seg"], stop_before_pixels=True).SOPClassUID)
+    now = utcnow()
+    long_ago, lately = now - dt.timedelta(hours=25), now - dt.timedelta(hours=23)
+    with node.database.session() as session:
+        for name, at in (("upgraded", long_ago), ("legacy", long_ago), ("recent", lately)):
+            session.add(DestinationRefusal(destination=name, sop_class_uid=seg_class, detail="refused",
+                                           first_refused_at=at, last_refused_at=at))
+    files = result_files()
+    job = node.add_job(files, ["upgraded", "legacy", "recent"])
+    for delivery_id in schedule_deliveries(node.settings, node.database, job):
+        deliver(node.settings, node.database, delivery_id)
+    for delivery_id in _pending(node):  # the fallback of the SEG refused again
+        deliver(node.settings, node.database, delivery_id)
+
+    states = {(row.destination, row.state) for row in node.deliveries()}
+    seg = _uids(files, "seg")
+    # Refused 25 h ago: offered the SEG with its own SOP class again. The upgraded peer took it...
+    assert ("upgraded", DeliveryState.delivered) in states
+    assert {(seg_class, uid) for uid in seg} <= set(full_peer.received)
+    # ...the legacy one refused it again and got the fallback; refused 23 h ago: the fallback straight away.
+    assert ("legacy", DeliveryState.replaced) in states and ("recent", DeliveryState.replaced) in states
+    assert {uid for _, uid in seg_less_peer.received} == _uids(files, "fallback")
+    with node.database.session() as session:
+        refusals = {r.destination: r.last_refused_at for r in session.scalars(select(DestinationRefusal))}
+    assert set(refusals) == {"legacy", "recent"}  # the accepted one is forgotten
+    assert refusals["legacy"] >= now and refusals["recent"] == lately  # the retry wait starts again

@@ -11,7 +11,7 @@ import pytest
 
 from node.db import JobState, SeriesState
 from node.jobs.dispatch import enqueue_many, route_complete
-from node.queue.worker import start_embedded_worker
+from node.operate.supervisor import WorkerSupervisor
 from tests.support.node_harness import REDIS_URL, Node, base_config
 from tests.support.waiting import wait_for
 from tests.support.pipelines import RUN_LOG_ENV
@@ -130,19 +130,22 @@ def test_two_workers_share_a_queue(broker_node) -> None:
     assert len({line.split()[2] for line in runs}) == 2, "both workers took jobs"
 
 
-def test_the_embedded_worker_that_serve_starts_runs_jobs(make_node, tmp_path, monkeypatch) -> None:
+def test_the_embedded_workers_that_serve_starts_run_jobs(make_node, tmp_path, monkeypatch) -> None:
     node: Node = make_node(base_config(tmp_path / "storage"))
     monkeypatch.setenv(RUN_LOG_ENV, str(node.run_log))
-    process = start_embedded_worker(node.settings, node.config_path, log_file=node.root / "embedded.log")
-    node.workers.append(process)  # stopped with the node
-    node.start_loops()
-    series_uid = node.add_series()
-
-    assert node.wait_job(series_uid, {"succeeded", "failed"}).state == JobState.succeeded
+    workers = WorkerSupervisor(node.settings, node.config_path, log_file=node.root / "embedded.log")
+    workers.start()
+    try:
+        assert workers.wait_ready(30), workers.check().detail
+        node.start_loops()
+        series_uid = node.add_series()
+        assert node.wait_job(series_uid, {"succeeded", "failed"}).state == JobState.succeeded
+    finally:
+        workers.stop()
     assert [line.split()[2] for line in node.runs()] != [str(os.getpid())]
     assert len(node.runs()) == 1
-    log = wait_for(lambda: (text := (node.root / "embedded.log").read_text()).count("pacsnode worker ") == 2 and text,
-                   20, "the inference and the delivery worker to be ready")
+    log = (node.root / "embedded.log").read_text()
+    assert log.count("pacsnode worker ") == 2, "the job and the delivery worker were ready"
     assert "worker for queues gpu," in log and "worker for queues delivery," in log  # sending never waits for a model
 
 

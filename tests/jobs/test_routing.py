@@ -1,4 +1,5 @@
-"""Routing rules: conditions on DICOM keywords and AE titles, per-called-AE routes, validation naming the rule."""
+"""Routing rules: conditions on DICOM keywords (the values of the whole series) and AE titles, per-called-AE
+routes, validation naming the rule."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from pathlib import Path
 import pytest
 import yaml
 from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
+from sqlalchemy import select
 
 from node.config import Settings
-from node.route.rules import RouteError, check_routes, route_problems, route_series
-from tests.support.node_harness import base_config, queue_slice
+from node.db import Job, Series, SeriesState
+from node.jobs.dispatch import route_complete
+from node.route.rules import (RouteError, add_series_values, check_routes, instance_level_keywords, route_problems,
+                              route_series)
+from tests.support.node_harness import Node, base_config, queue_slice
 
 
 def header(**attributes: object) -> Dataset:
@@ -140,3 +146,47 @@ def test_reasons_never_show_patient_data() -> None:
     reason = decision.unrouted_reason()
     assert "Doe" not in reason and "12345" not in reason
     assert "PatientName=(value withheld) does not match" in reason and "PatientID (value withheld)" in reason
+
+
+def test_a_route_matches_the_series_as_a_whole_not_only_its_first_instance(tmp_path: Path) -> None:
+    node = Node(tmp_path, {
+        "node": {"storage_dir": str(tmp_path / "storage")},
+        "pipelines": [{"name": "threshold", "factory": "tests.support.pipelines:ThresholdPipeline"}],
+        "routes": [
+            # Satisfied by different instances, whichever is stored first: the series' values are their set.
+            {"name": "scout-and-contrast", "match": {"ImageType": "LOCALIZER", "ContrastBolusAgent": "~.+"},
+             "pipelines": ["threshold"]},
+            {"name": "thin", "match": {"SliceThickness": {"max": 1}}, "pipelines": ["threshold"]},
+        ],
+    })
+    study, varying, uniform = generate_uid(), generate_uid(), generate_uid()
+    slices = [queue_slice(study, varying, k) for k in range(4)]
+    slices[1].ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    slices[3].ContrastBolusAgent = "IODINE"
+    slices[3].SliceThickness = 5
+    plain = [queue_slice(study, uniform, k) for k in range(3)]
+    node.add_study({"varying": slices, "uniform": plain})
+
+    route_complete(node.settings, node.database, [varying, uniform])
+
+    with node.database.session() as session:
+        matched, unmatched = session.get(Series, varying), session.get(Series, uniform)
+        jobs = session.scalars(select(Job).where(Job.series_uid == varying)).all()
+    assert matched.state == SeriesState.routed and [job.routes for job in jobs] == [["scout-and-contrast"]]
+    assert unmatched.state == SeriesState.unrouted
+    assert "ImageType='ORIGINAL\\\\PRIMARY\\\\AXIAL' is not 'LOCALIZER'" in unmatched.state_reason
+    assert "ContrastBolusAgent is absent" in unmatched.state_reason  # absent from every instance
+    node.close()
+
+
+def test_values_differing_between_instances_are_matched_as_their_set() -> None:
+    first = header(SliceThickness="1.25")
+    others = [header(SliceThickness="5", ImageType=["DERIVED", "SECONDARY", "MPR"]), header(SliceThickness="1.25")]
+    add_series_values(first, others, ["SliceThickness", "ImageType"])
+    assert list(first.SliceThickness) == [1.25, 5.0]
+    assert list(first.ImageType) == ["ORIGINAL", "PRIMARY", "AXIAL", "DERIVED", "SECONDARY", "MPR"]
+    routes = settings({"name": "mpr", "match": {"ImageType": "MPR", "SliceThickness": {"min": 3}},
+                       "pipelines": ["ct-lungs"]},
+                      {"name": "mr", "match": {"Modality": "MR"}, "pipelines": ["ct-lungs"]}).routes
+    assert instance_level_keywords(routes) == {"ImageType", "SliceThickness"}  # Modality: series level
+    assert route_series(routes, first, "PACSNODE", "CT1").pipelines == {"ct-lungs": ["mpr"]}

@@ -3,6 +3,7 @@ in place with every row kept, an index a newer release made is refused; on SQLit
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import subprocess
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ import yaml
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import Connection, inspect, text
 
 from node.db import Base, make_engine, open_database
 from node.migrations import (
@@ -195,3 +196,65 @@ def test_processes_opening_a_new_index_together_create_it_once(index_url: str) -
     with engine.connect() as connection:
         assert BASELINE_TABLES <= set(inspect(connection).get_table_names())
     engine.dispose()
+
+
+T = "'2026-01-02 03:04:05'"
+ROWS_BY_REVISION: dict[str, list[str]] = {
+    BASELINE: [*BASELINE_ROWS,
+               "INSERT INTO destination_refusals (destination, sop_class_uid, detail, first_refused_at, "
+               f"last_refused_at) VALUES ('legacy', '1.2.840.10008.5.1.4.1.1.66.4', 'refused', {T}, {T})",
+               f"INSERT INTO events (at, level, kind, message) VALUES ({T}, 'info', 'unrouted', 'series 1.2.3.4')"],
+    "0002_workers": ["INSERT INTO workers (id, host, pid, queues, state, started_at, seen_at) "
+                     f"VALUES ('host:1', 'host', 1, 'gpu', 'alive', {T}, {T})"],
+    "0003_study_jobs": ["UPDATE jobs SET inputs = '{\"t1\": \"1.2.3.4\"}' WHERE id = 7"],
+    "0004_quality": [
+        "INSERT INTO quality_runs (job_id, pipeline, pipeline_version, series_uid, refused, inputs, recorded_at) "
+        f"VALUES (7, 'ct-lungs', '1', '1.2.3.4', false, '{{}}', {T})",
+        "INSERT INTO quality_measurements (job_id, pipeline, pipeline_version, name, value, recorded_at) "
+        f"VALUES (7, 'ct-lungs', '1', 'lungs volume', 4200.0, {T})",
+        "INSERT INTO quality_references (id, sop_instance_uid, series_uid, referenced_series_uid, state, received_at) "
+        f"VALUES (3, '1.2.5.6', '1.2.5', '1.2.3.4', 'scored', {T})",
+        "INSERT INTO quality_scores (reference_id, job_id, pipeline, pipeline_version, kind, name, dice, scored_at) "
+        f"VALUES (3, 7, 'ct-lungs', '1', 'segment', 'lungs', 0.9, {T})",
+        "INSERT INTO quality_drift (pipeline, pipeline_version, kind, name, baseline_count, recent_count, flagged, "
+        f"computed_at) VALUES ('ct-lungs', '1', 'input', 'SliceThickness', 30, 10, false, {T})",
+    ],
+    "0005_completion": [
+        f"INSERT INTO series_associations (association_id, series_uid, first_at) VALUES ('a1', '1.2.3.4', {T})",
+        "UPDATE series SET completed_by = 'quiet', reopen_count = 2 WHERE series_uid = '1.2.3.4'",
+        "UPDATE jobs SET source_instances = 1 WHERE id = 7",
+    ],
+}
+"""Rows in what each revision's schema adds, written as that revision left the index. A new revision adds its own
+entry, so the test below upgrades an index of today's newest revision, holding rows everywhere, by the next."""
+
+
+def _counts(connection: Connection) -> dict[str, int]:
+    tables = set(inspect(connection).get_table_names()) - {"alembic_version"}
+    return {table: connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one() for table in tables}
+
+
+def test_an_index_of_each_revision_holding_rows_everywhere_is_upgraded_by_the_next_keeping_them(index_url: str) -> None:
+    revisions = [r.revision for r in reversed(list(script_directory().walk_revisions()))]  # oldest first
+    missing = [r for r in revisions if r not in ROWS_BY_REVISION]
+    assert not missing, f"add the rows of revision(s) {missing} to ROWS_BY_REVISION (tests/operate/test_migrations.py)"
+    engine = make_engine(index_url)
+    try:
+        with engine.begin() as connection:
+            before: dict[str, int] = {}
+            for revision in revisions:
+                command.upgrade(alembic_config(connection), revision)  # the next revision, from the one before
+                counts = _counts(connection)
+                assert {t: counts[t] for t in before} == before, f"upgrading to {revision} lost rows"
+                for statement in ROWS_BY_REVISION[revision]:
+                    connection.execute(text(statement))
+                before = _counts(connection)
+            job = connection.execute(text("SELECT inputs, source_instances, state FROM jobs WHERE id = 7")).one()
+            series = connection.execute(text("SELECT completed_by, reopen_count FROM series")).one()
+        assert set(before.values()) == {1}, f"a table without rows: {before}"
+        assert (job.source_instances, job.state, series.completed_by, series.reopen_count) == (1, "succeeded", "quiet", 2)
+        assert "t1" in (job.inputs if isinstance(job.inputs, dict) else json.loads(job.inputs))
+    finally:
+        engine.dispose()
+    database = open_database(index_url)  # this release takes the index as it is
+    database.dispose()

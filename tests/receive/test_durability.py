@@ -62,14 +62,15 @@ def series_of(node: NodeProcess, uid: str) -> Series:
 def test_restart_resumes_a_half_received_series(tmp_path: Path, how: str) -> None:
     files = write_series(tmp_path / "in", 10)
     uid = pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID
-    node = NodeProcess(tmp_path / "node", extra={"node": {"completion": {"quiet_seconds": 5}}}).start()
+    # The quiet period is longer than the node's start on a loaded machine, so the restart sees it running.
+    node = NodeProcess(tmp_path / "node", extra={"node": {"completion": {"quiet_seconds": 12}}}).start()
     try:
         assert storescu(node.port, files[:5]).returncode == 0
         if how == "sigkill":
             node.kill()
         else:
             assert node.stop() == 0
-        time.sleep(5.5)  # longer than the quiet period while the node is down
+        time.sleep(12.5)  # longer than the quiet period while the node is down
         node.start()
         assert series_of(node, uid).state == "receiving"  # resumed with a fresh quiet period
         assert storescu(node.port, files[5:]).returncode == 0

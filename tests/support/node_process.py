@@ -95,14 +95,7 @@ class NodeProcess:
     # lifecycle -----------------------------------------------------------------------------------
     def start(self) -> "NodeProcess":
         """Start `pacsnode serve` and wait until it answers C-ECHO."""
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        command = [str(PACSNODE), "serve", "--config", str(self.config_path)]
-        if not PACSNODE.exists():
-            command = [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config_path)]
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        log.close()
+        offset = self.launch()
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -114,6 +107,18 @@ class NodeProcess:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"pacsnode serve did not answer C-ECHO in {self.start_timeout} s:\n{self.log()}")
+
+    def launch(self) -> int:
+        """Start `pacsnode serve` without waiting for it; return where this start's lines begin in the log."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        command = [str(PACSNODE), "serve", "--config", str(self.config_path)]
+        if not PACSNODE.exists():
+            command = [sys.executable, "-m", "node.cli", "serve", "--config", str(self.config_path)]
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        log.close()
+        return offset
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM, wait, then SIGKILL if needed; return the exit code."""

@@ -51,7 +51,7 @@ def router(context: WebContext) -> APIRouter:
                 "audit": queries.recent_audit(session),
             }
         broker, broker_problem = broker_queues(settings)
-        return context.page(request, "health", checks=readiness(settings, database), broker=broker,
+        return context.page(request, "health", checks=readiness(settings, database, context.checks), broker=broker,
                             broker_problem=broker_problem, **data)
 
     @routes.get("/results/{result_id}/preview.png")

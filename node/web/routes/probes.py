@@ -13,7 +13,7 @@ from node.web.metrics import make_registry
 
 def router(context: WebContext) -> APIRouter:
     routes = APIRouter()
-    registry = make_registry(context.settings, context.database)
+    registry = make_registry(context.settings, context.database, context.collectors)
 
     @routes.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -22,8 +22,8 @@ def router(context: WebContext) -> APIRouter:
 
     @routes.get("/readyz")
     def readyz() -> JSONResponse:
-        """Readiness: index reachable, storage writable, disk above the guard threshold."""
-        checks = readiness(context.settings, context.database)
+        """Readiness: index reachable, storage writable, disk above the guard threshold, embedded workers up."""
+        checks = readiness(context.settings, context.database, context.checks)
         ready = all(check.ok for check in checks)
         body = {"ready": ready, "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in checks}}
         return JSONResponse(body, status_code=200 if ready else 503)
