@@ -25,7 +25,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from node.db import Job, JobState
-from tests.jobs.harness import REDIS_URL, Node, base_config, delete_prefixed, wait_for
+from tests.support.node_harness import REDIS_URL, Node, base_config, delete_prefixed
+from tests.support.waiting import wait_for
 from tests.support.postgres import throwaway_database
 
 BROKERS = {"embedded": "", "redis": REDIS_URL}

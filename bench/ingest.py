@@ -28,11 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.support.dcmtk import DCMTK_ENV  # noqa: E402  (Nagle off: DCMTK stalls ~45 ms per instance without it)
 from tests.support.dicom_factory import write_series  # noqa: E402
 from node.ports import free_port, wait_for_port  # noqa: E402
 from tests.support.node_process import NodeProcess  # noqa: E402
 
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}  # without it DCMTK stalls ~45 ms per instance (Nagle)
 CACHE = REPO / "bench" / "out"
 PER_INSTANCE = 0  # one association per instance, as some modalities and PACS send
 PER_INSTANCE_FILES = 40

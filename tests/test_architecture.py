@@ -4,7 +4,9 @@
 * ``pipelines/`` never imports ``node/``; product code never imports ``tests``;
 * no private name (``_x``) imported from another module of the project;
 * private names of upstream libraries only inside the fence modules that say which behaviour they replace;
-* no function longer than 80 lines; ``node/`` holds at most a dozen modules directly, the rest in stage folders.
+* no function longer than 80 lines; ``node/`` holds at most a dozen modules directly, the rest in stage folders;
+* no test module imports a conftest module (shared helpers live in ``tests/support``); the benchmarks take
+  only ``tests/support`` from the tests.
 """
 
 from __future__ import annotations
@@ -43,6 +45,14 @@ def _modules() -> Iterator[tuple[str, Path]]:
 
 
 MODULES = dict(_modules())
+
+
+def _test_modules() -> Iterator[tuple[str, Path]]:
+    """The modules of ``tests/`` and ``bench/``, named as imports name them."""
+    for folder in ("tests", "bench"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            parts = list(path.relative_to(REPO).with_suffix("").parts)
+            yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path
 
 
 def _tree(path: Path) -> ast.Module:
@@ -210,6 +220,20 @@ def test_no_function_is_longer_than_80_lines() -> None:
 def test_node_keeps_its_stages_in_folders() -> None:
     top_level = sorted(p.name for p in (REPO / "node").glob("*.py"))
     assert len(top_level) <= MAX_TOP_LEVEL_NODE_MODULES, top_level
+
+
+def test_no_test_imports_a_conftest_and_bench_takes_only_tests_support() -> None:
+    """pytest loads conftest modules itself; importing one as well runs it twice under another name and hides
+    what a helper is. Helpers shared between test folders or with the benchmarks go to ``tests/support``."""
+    wrong = []
+    for name, path in _test_modules():
+        relative = path.relative_to(REPO)
+        for module, names, line in _imports(name, path):
+            if "conftest" in module.split(".") or "conftest" in names:
+                wrong.append(f"{relative}:{line} imports a conftest module ({module})")
+            elif name.startswith("bench") and module.startswith("tests") and not module.startswith("tests.support"):
+                wrong.append(f"{relative}:{line} imports {module}: the benchmarks take only tests.support")
+    assert wrong == []
 
 
 @pytest.mark.parametrize("fence", sorted(UPSTREAM_FENCES))

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from node.db import AuditEvent, Delivery, DeliveryState, Job, JobState, ResultObject, Series
 from node.operate import audit
 from tests.operate.webcheck import metric, wait_web, web_config
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.support.node_process import PACSNODE, NodeProcess, free_port
 from tests.support.orthanc import Orthanc, orthanc_available
 

@@ -19,7 +19,7 @@ from pynetdicom.association import Association
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from node.db import Series, Study
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess
 

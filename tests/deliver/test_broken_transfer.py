@@ -15,7 +15,7 @@ from node.operate import audit
 from pipelines.results import write_results
 from pipelines.settings import ResultOptions
 from pipelines.volume import load_series
-from tests.results.conftest import make_result, write_ct_series
+from tests.support.results import make_result, write_ct_series
 from tests.support.breaking_proxy import BreakingProxy
 from tests.support.waiting import wait_for
 
@@ -35,10 +35,10 @@ def test_results_reach_orthanc_seconds_after_it_broke_off_mid_seg(make_node, ort
     assert results["seg"].stat().st_size > 6000
     with BreakingProxy(orthanc.dicom_port, mode=mode, after_bytes=3000) as proxy:
         destination = {"name": "pacs", "ae_title": orthanc.ae_title, "host": "127.0.0.1", "port": proxy.port}
-        node = make_node([destination], delivery={})  # the default delivery settings (DIMSE timeout 120 s)
+        node = make_node(destinations=[destination], delivery={})  # the default delivery settings (DIMSE timeout 120 s)
         job = node.add_job(results, ["pacs"])
-        node.start_worker()
-        node.start_outbox_loop()
+        node.start_worker("delivery", "solo", ready=False)
+        node.start_loops("outbox")
         schedule_deliveries(node.settings, node.database, job)
         wait_for(lambda: all(r.last_status == "aborted" for r in node.deliveries()), 60, "the broken attempt")
         broken_at = time.monotonic()

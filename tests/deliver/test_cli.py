@@ -20,7 +20,7 @@ def _pacsnode(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_deliveries_lists_and_retry_requeues(make_node, storescp: StoreSCP, tmp_path: Path, ct_files: list[str]) -> None:
-    node = make_node([{"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": storescp.port}])
+    node = make_node(destinations=[{"name": "pacs", "ae_title": "STORESCP", "host": "127.0.0.1", "port": storescp.port}])
     job = node.add_job({"seg": result_copy(ct_files[0], tmp_path / "r", sop_class=PRIVATE_CLASS)}, ["pacs"])
     [delivery_id] = schedule_deliveries(node.settings, node.database, job)
     deliver(node.settings, node.database, delivery_id)

@@ -37,7 +37,7 @@ def test_outbox_delivers_to_a_dicomweb_destination(make_node, tmp_path: Path, ct
     from node.deliver.outbox import schedule_deliveries
 
     with running_orthanc(tmp_path / "orthanc", dicomweb=True) as orthanc:
-        node = make_node([{"name": "web", "kind": "dicomweb", "url": orthanc.dicomweb_url}])
+        node = make_node(destinations=[{"name": "web", "kind": "dicomweb", "url": orthanc.dicomweb_url}])
         job = node.add_job({"seg": result_copy(ct_files[0], tmp_path / "r"), "sr": result_copy(ct_files[0], tmp_path / "r")},
                            ["web"])
         ids = schedule_deliveries(node.settings, node.database, job)

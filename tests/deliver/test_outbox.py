@@ -30,7 +30,7 @@ def _results(tmp_path: Path, ct_files: list[str]) -> dict[str, Path]:
 
 
 def test_one_row_per_result_and_destination_and_rerun_resets(make_node, tmp_path: Path, ct_files: list[str]) -> None:
-    node = make_node([_dest("pacs", 104), _dest("archive", 105, outputs=["sr"])],
+    node = make_node(destinations=[_dest("pacs", 104), _dest("archive", 105, outputs=["sr"])],
                      senders=[{"ae_title": "MODALITY", "port": 4006}],
                      routes=[{"name": "r", "reply_to_sender": True, "destinations": ["pacs", "archive"]}])
     job = node.add_job(_results(tmp_path, ct_files), ["pacs", "archive"], routes=["r"], calling_host="127.0.0.9")
@@ -52,7 +52,7 @@ def test_reply_to_unknown_sender_is_recorded_not_crashed(make_node, tmp_path: Pa
 
     from node.db import NodeEvent
 
-    node = make_node([], routes=[{"name": "r", "reply_to_sender": True}])
+    node = make_node(destinations=[], routes=[{"name": "r", "reply_to_sender": True}])
     job = node.add_job(_results(tmp_path, ct_files), [], routes=["r"], calling="STRANGER")
     assert schedule_deliveries(node.settings, node.database, job) == []
     with node.database.session() as session:
@@ -61,7 +61,7 @@ def test_reply_to_unknown_sender_is_recorded_not_crashed(make_node, tmp_path: Pa
 
 
 def test_seg_and_sr_go_on_one_association(make_node, storescp: StoreSCP, tmp_path: Path, ct_files: list[str]) -> None:
-    node = make_node([_dest("pacs", storescp.port)])
+    node = make_node(destinations=[_dest("pacs", storescp.port)])
     job = node.add_job(_results(tmp_path, ct_files), ["pacs"])
     ids = schedule_deliveries(node.settings, node.database, job)
     counts = deliver(node.settings, node.database, ids[0])
@@ -73,7 +73,7 @@ def test_seg_and_sr_go_on_one_association(make_node, storescp: StoreSCP, tmp_pat
 
 
 def test_sop_class_not_accepted_fails_at_once(make_node, storescp: StoreSCP, tmp_path: Path, ct_files: list[str]) -> None:
-    node = make_node([_dest("pacs", storescp.port)])
+    node = make_node(destinations=[_dest("pacs", storescp.port)])
     job = node.add_job({"seg": result_copy(ct_files[0], tmp_path / "r", sop_class=PRIVATE_CLASS)}, ["pacs"])
     [delivery_id] = schedule_deliveries(node.settings, node.database, job)
     assert deliver(node.settings, node.database, delivery_id) == {"failed": 1}
@@ -90,7 +90,7 @@ def test_refusal_status_fails_at_once_with_the_status(make_node, tmp_path: Path,
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, lambda e: 0xA900)])
     try:
-        node = make_node([_dest("pacs", port, ae="PICKY")])
+        node = make_node(destinations=[_dest("pacs", port, ae="PICKY")])
         job = node.add_job({"seg": result_copy(ct_files[0], tmp_path / "r")}, ["pacs"])
         [delivery_id] = schedule_deliveries(node.settings, node.database, job)
         assert deliver(node.settings, node.database, delivery_id) == {"failed": 1}
@@ -103,7 +103,7 @@ def test_refusal_status_fails_at_once_with_the_status(make_node, tmp_path: Path,
 def test_destination_down_backs_off_then_delivers(make_node, tmp_path: Path, ct_files: list[str]) -> None:
     """No peer: attempts are spaced by doubling delays; once storescp is up, the worker delivers, once."""
     port = free_port()
-    node = make_node([_dest("pacs", port)])
+    node = make_node(destinations=[_dest("pacs", port)])
     job = node.add_job(_results(tmp_path, ct_files), ["pacs"])
     ids = schedule_deliveries(node.settings, node.database, job)
     before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
@@ -111,8 +111,8 @@ def test_destination_down_backs_off_then_delivers(make_node, tmp_path: Path, ct_
     row = node.deliveries()[0]
     assert row.state == DeliveryState.pending and row.last_status == "connection" and row.attempts == 1
     assert 0.3 <= (row.next_attempt_at - before).total_seconds() <= 1.5  # retry_initial_seconds: 0.5
-    node.start_worker()
-    node.start_outbox_loop()
+    node.start_worker("delivery", "solo", ready=False)
+    node.start_loops("outbox")
     wait_for(lambda: node.deliveries()[0].attempts >= 3, 30, "two more attempts while the peer is down")
     assert all(r.state != DeliveryState.delivered for r in node.deliveries())
     storescp_dir = tmp_path / "late"
@@ -156,15 +156,15 @@ def test_worker_killed_mid_delivery_resumes_and_delivers_once(make_node, tmp_pat
     port = free_port()
     server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)])
     try:
-        node = make_node([_dest("pacs", port, ae="SLOW", outputs=["seg"])])
+        node = make_node(destinations=[_dest("pacs", port, ae="SLOW", outputs=["seg"])])
         job = node.add_job({"seg": result_copy(ct_files[0], tmp_path / "r")}, ["pacs"])
-        node.start_worker()
+        node.start_worker("delivery", "solo", ready=False)
         schedule_deliveries(node.settings, node.database, job)
         assert first_arrived.wait(30), "the worker never sent the object"
         assert node.deliveries()[0].state == DeliveryState.sending
-        node.kill_worker()
-        node.start_worker()
-        node.start_outbox_loop()
+        node.kill_workers()
+        node.start_worker("delivery", "solo", ready=False)
+        node.start_loops("outbox")
         wait_for(lambda: node.deliveries()[0].state == DeliveryState.delivered, 30, "delivery after the restart")
     finally:
         server.shutdown()
@@ -176,7 +176,7 @@ def test_worker_killed_mid_delivery_resumes_and_delivers_once(make_node, tmp_pat
 def test_reply_to_sender_goes_to_the_calling_aes_address(make_node, storescp: StoreSCP, tmp_path: Path,
                                                           ct_files: list[str]) -> None:
     """The series came from MODALITY at 127.0.0.1; its declared port gets the results, no destination needed."""
-    node = make_node([], senders=[{"ae_title": "MODALITY", "port": storescp.port}],
+    node = make_node(destinations=[], senders=[{"ae_title": "MODALITY", "port": storescp.port}],
                      routes=[{"name": "back", "reply_to_sender": True}])
     job = node.add_job(_results(tmp_path, ct_files), [], routes=["back"], calling="MODALITY", calling_host="127.0.0.1")
     ids = schedule_deliveries(node.settings, node.database, job)

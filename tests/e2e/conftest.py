@@ -10,10 +10,8 @@ import pytest
 
 from tests.support.node_process import NodeProcess, free_port
 from tests.support.orthanc import Orthanc, orthanc_available
+from tests.support.sample import PIPELINES
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE_SERIES = REPO / "sample_dicom" / "chest_ct"
-PIPELINES = ["ct-tissue", "ct-lungs"]
 
 
 def node_extra(

@@ -7,8 +7,6 @@ study of four series goes through a BraTS-style bundle as one study-level job wi
 from __future__ import annotations
 
 import io
-import os
-import subprocess
 from pathlib import Path
 
 import pydicom
@@ -16,20 +14,16 @@ import pytest
 from sqlalchemy import select
 
 from node.db import Delivery, DeliveryState, Job, JobState
-from tests.e2e.conftest import SAMPLE_SERIES
-from tests.jobs.test_study_jobs import INPUTS
+from tests.support.sample import SAMPLE_DIR
 from tests.pipelines import zoo, zoo_networks
-from tests.support.mr_study import mr_study, write_study
+from tests.support import dcmtk
+from tests.support.mr_study import INPUTS, mr_study, write_study
 from tests.support.node_process import NodeProcess, free_port
 from tests.support.orthanc import Orthanc, orthanc_available
-from tests.results.conftest import dciodvfy_errors
-
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
+from tests.support.results import dciodvfy_errors
 
 def storescu(port: int, files: list[Path]) -> None:
-    command = ["storescu", "-aet", "SCANNER", "-aec", "PACSNODE", "127.0.0.1", str(port), *map(str, files)]
-    result = subprocess.run(command, env=DCMTK_ENV, capture_output=True, text=True, timeout=120)
+    result = dcmtk.storescu(port, files)
     assert result.returncode == 0, result.stderr
 
 
@@ -79,7 +73,7 @@ def test_zoo_bundles_run_in_the_node_from_storescu_to_orthanc(tmp_path):
         study = mr_study()
         mr_files = write_study(study, tmp_path / "mr")
         storescu(node_port, [path for paths in mr_files.values() for path in paths])
-        ct_files = sorted(SAMPLE_SERIES.glob("*.dcm"))
+        ct_files = sorted(SAMPLE_DIR.glob("*.dcm"))
         storescu(node_port, ct_files)
         node.wait_for(lambda: delivered(node, 4), timeout=240)  # SEG and SR of each job
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from node.db import Delivery, DeliveryState
 from sample_dicom import generate
-from tests.e2e.conftest import SAMPLE_SERIES
+from tests.support.sample import SAMPLE_DIR
 from tests.support.node_process import NodeProcess
 
 KOS_CLASS = "1.2.840.10008.5.1.4.1.1.88.59"
@@ -26,7 +26,7 @@ def _delivered(node: NodeProcess, expected: int) -> bool:
 
 def test_located_findings_and_key_images_reach_the_pacs(pacs_and_node) -> None:  # type: ignore[no-untyped-def]
     orthanc, node = pacs_and_node(["ct-lung-cysts"], outputs=("seg", "sr", "kos"))
-    paths = sorted(SAMPLE_SERIES.glob("CT_*.dcm"))
+    paths = sorted(SAMPLE_DIR.glob("CT_*.dcm"))
     ids = orthanc.upload(paths)
     orthanc.send_to_modality("node", [orthanc.get(f"/instances/{ids[0]}/study")["ID"]])
     node.wait_for(lambda: _delivered(node, 3), timeout=150)

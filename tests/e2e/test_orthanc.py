@@ -19,7 +19,7 @@ from sqlalchemy import select
 from node.db import Delivery, DeliveryState, Job, JobState
 from pipelines.registry import create_pipeline
 from pipelines.volume import load_series
-from tests.e2e.conftest import PIPELINES, SAMPLE_SERIES
+from tests.support.sample import PIPELINES, SAMPLE_DIR
 from tests.support.node_process import NodeProcess
 from tests.support.orthanc import Orthanc
 
@@ -28,7 +28,7 @@ SR_CLASSES = {"1.2.840.10008.5.1.4.1.1.88.33", "1.2.840.10008.5.1.4.1.1.88.22", 
 
 
 def _sample_files() -> list[Path]:
-    return sorted(SAMPLE_SERIES.glob("*.dcm"))
+    return sorted(SAMPLE_DIR.glob("*.dcm"))
 
 
 def _sample_uids() -> tuple[str, str]:

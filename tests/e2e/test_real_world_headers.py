@@ -13,7 +13,7 @@ from pydicom import config
 from sqlalchemy import select
 
 from node.db import AuditEvent, Delivery, DeliveryState, Job, JobState, NodeEvent, Series
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess
 from tests.support.orthanc import Orthanc

@@ -1,4 +1,4 @@
-"""Fixtures for the fallback tests: a node (config + index) and result files on disk (peers: tests/support/fixtures.py)."""
+"""Fixtures for the fallback tests: result files on disk (nodes and peers: tests/support/fixtures.py)."""
 
 from __future__ import annotations
 
@@ -11,27 +11,10 @@ from pipelines.settings import ResultOptions
 from pipelines.results.fallback import build_fallback
 from pipelines.types import Code, PipelineResult, Segment
 from pipelines.volume import load_datasets
-from tests.deliver.conftest import DeliveryNode, node_config
 from tests.viewer.phantom import make_ct, write_seg
 
 TISSUE = Code("85756007", "SCT", "Tissue")
 AI = Code("123110", "DCM", "Artificial Intelligence")
-
-
-@pytest.fixture
-def make_node(tmp_path: Path) -> Iterator:
-    nodes: list[DeliveryNode] = []
-
-    def make(destinations: list[dict]) -> DeliveryNode:
-        root = tmp_path / f"node{len(nodes)}"
-        root.mkdir()
-        node = DeliveryNode(root, node_config(root / "var", destinations))
-        nodes.append(node)
-        return node
-
-    yield make
-    for node in nodes:
-        node.close()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ def _job_files(folder: Path) -> dict[str, Path]:
 
 
 def test_kos_goes_only_to_the_destinations_that_list_it(make_node, full_peer: Peer, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    node = make_node([destination("viewer", full_peer, ["seg", "sr"]), destination("keys", full_peer, ["kos"])])
+    node = make_node(destinations=[destination("viewer", full_peer, ["seg", "sr"]), destination("keys", full_peer, ["kos"])])
     files = _job_files(tmp_path / "a")
     assert set(files) == {"seg", "sr", "kos"}
     with_keys = node.add_job(files, ["viewer", "keys"])

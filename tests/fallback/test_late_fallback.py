@@ -19,7 +19,7 @@ from pipelines.results import write_results
 from pipelines.results.uids import job_key
 from pipelines.volume import load_series
 from tests.support.peers import ScpPeer as Peer, destination
-from tests.results.conftest import make_result, write_ct_series
+from tests.support.results import make_result, write_ct_series
 
 SC_CLASS = "1.2.840.10008.5.1.4.1.1.7"
 PIPELINE = "test-shapes"
@@ -65,7 +65,7 @@ def _deliver_pending(node) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_only_destinations_that_want_or_refuse_seg_make_a_job_build_its_fallback(make_node, full_peer: Peer, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    node = make_node([destination("viewer", full_peer, ["seg", "sr"]), destination("legacy", full_peer, ["fallback"])])
+    node = make_node(destinations=[destination("viewer", full_peer, ["seg", "sr"]), destination("legacy", full_peer, ["fallback"])])
     plain, *_ = _stored_job(node, tmp_path / "a", ["viewer"], fallback=False)
     wanting, *_ = _stored_job(node, tmp_path / "b", ["viewer", "legacy"], fallback=False)
 
@@ -78,7 +78,7 @@ def test_only_destinations_that_want_or_refuse_seg_make_a_job_build_its_fallback
 
 @pytest.mark.parametrize("overlapping", [False, True], ids=["separate", "overlapping"])
 def test_a_first_refusal_builds_the_fallback_the_job_would_have_written(make_node, seg_less_peer: Peer, tmp_path, overlapping) -> None:  # type: ignore[no-untyped-def]
-    node = make_node([destination("legacy", seg_less_peer, ["seg", "sr"])])
+    node = make_node(destinations=[destination("legacy", seg_less_peer, ["seg", "sr"])])
     job, written, expected = _stored_job(node, tmp_path / "job", ["legacy"], fallback=False, overlapping=overlapping)
     assert not any(w.kind.startswith("fallback") for w in written)
     expected_fallback = {w.kind: w for w in expected if w.kind.startswith("fallback")}
@@ -104,7 +104,7 @@ def test_a_first_refusal_builds_the_fallback_the_job_would_have_written(make_nod
 def test_a_refusal_after_the_series_was_removed_says_why_no_fallback_was_sent(make_node, seg_less_peer: Peer, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from node.db import NodeEvent
 
-    node = make_node([destination("legacy", seg_less_peer, ["seg", "sr"])])
+    node = make_node(destinations=[destination("legacy", seg_less_peer, ["seg", "sr"])])
     job, _, _ = _stored_job(node, tmp_path / "job", ["legacy"], fallback=False)
     for path in (tmp_path / "job" / "series").glob("*.dcm"):
         path.unlink()

@@ -27,7 +27,7 @@ def _uids(files: dict, prefix: str) -> set[str]:
 
 
 def test_outputs_choose_what_each_destination_receives(make_node, full_peer: Peer, result_files) -> None:  # type: ignore[no-untyped-def]
-    node = make_node([destination("viewer", full_peer, ["seg"]), destination("legacy", full_peer, ["fallback"])])
+    node = make_node(destinations=[destination("viewer", full_peer, ["seg"]), destination("legacy", full_peer, ["fallback"])])
     files = result_files()
     job = node.add_job(files, ["viewer", "legacy"])
     schedule_deliveries(node.settings, node.database, job)
@@ -42,7 +42,7 @@ def test_outputs_choose_what_each_destination_receives(make_node, full_peer: Pee
 
 
 def test_refused_seg_is_recorded_and_the_fallback_sent_once_instead(make_node, seg_less_peer: Peer, result_files) -> None:  # type: ignore[no-untyped-def]
-    node = make_node([destination("legacy", seg_less_peer, ["seg", "sr"])])
+    node = make_node(destinations=[destination("legacy", seg_less_peer, ["seg", "sr"])])
     files = result_files()
     job = node.add_job(files, ["legacy"])
     [seg_delivery] = schedule_deliveries(node.settings, node.database, job)
@@ -68,7 +68,7 @@ def test_refused_seg_is_recorded_and_the_fallback_sent_once_instead(make_node, s
 
 
 def test_a_destination_known_to_refuse_seg_gets_the_fallback_straight_away(make_node, seg_less_peer: Peer, result_files) -> None:  # type: ignore[no-untyped-def]
-    node = make_node([destination("legacy", seg_less_peer, ["seg"])])
+    node = make_node(destinations=[destination("legacy", seg_less_peer, ["seg"])])
     first = node.add_job(result_files(), ["legacy"])
     [seg_delivery] = schedule_deliveries(node.settings, node.database, first)
     deliver(node.settings, node.database, seg_delivery)
@@ -97,7 +97,7 @@ def test_status_says_the_seg_was_replaced_by_the_fallback(make_node, seg_less_pe
     import sys
     from pathlib import Path
 
-    node = make_node([destination("legacy", seg_less_peer, ["seg"])])
+    node = make_node(destinations=[destination("legacy", seg_less_peer, ["seg"])])
     job = node.add_job(result_files(), ["legacy"])
     [seg_delivery] = schedule_deliveries(node.settings, node.database, job)
     deliver(node.settings, node.database, seg_delivery)
@@ -121,8 +121,8 @@ def test_status_says_the_seg_was_replaced_by_the_fallback(make_node, seg_less_pe
 
 def test_a_refusal_older_than_the_retry_period_is_tried_again_and_forgotten_when_accepted(  # type: ignore[no-untyped-def]
         make_node, full_peer: Peer, seg_less_peer: Peer, result_files) -> None:
-    node = make_node([destination("upgraded", full_peer, ["seg"]), destination("legacy", seg_less_peer, ["seg"]),
-                      destination("recent", full_peer, ["seg"])])
+    node = make_node(destinations=[destination("upgraded", full_peer, ["seg"]),
+                                   destination("legacy", seg_less_peer, ["seg"]), destination("recent", full_peer, ["seg"])])
     assert node.settings.delivery.refusal_retry_hours == 24  # the default
     seg_class = str(pydicom.dcmread(result_files()["seg"], stop_before_pixels=True).SOPClassUID)
     now = utcnow()

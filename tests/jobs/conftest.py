@@ -1,4 +1,4 @@
-"""Fixtures of the queue tests: nodes with real worker processes on the embedded broker and on Redis."""
+"""Fixtures of the queue tests: nodes (make_node: tests/support/fixtures.py) on the embedded broker and on Redis."""
 
 from __future__ import annotations
 
@@ -10,25 +10,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.jobs.harness import REDIS_URL, Node, base_config, delete_prefixed
+from tests.support.node_harness import REDIS_URL, Node, base_config, delete_prefixed
 from tests.support.postgres import throwaway_database
-
-
-@pytest.fixture
-def make_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
-    """Build nodes from a config dict (see base_config); all are shut down at the end."""
-    nodes: list[Node] = []
-
-    def make(config: dict[str, Any]) -> Node:
-        root = tmp_path / f"node{len(nodes)}"
-        root.mkdir()
-        node = Node(root, config)
-        nodes.append(node)
-        return node
-
-    yield make
-    for node in nodes:
-        node.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from node.db import JobState
 from node.jobs.admission import Ledger, Need, NeverFits, ResourcesBusy, host_budget_mb
 from node.jobs.dispatch import route_complete
 from node.jobs.runner import Outcome, process_job
-from tests.jobs.harness import base_config
+from tests.support.node_harness import base_config
 
 
 def noop_node(make_node, tmp_path, memory_mb: int, job_memory_mb: int = 0):

@@ -7,7 +7,7 @@ from pathlib import Path
 from node.config import Settings
 from node.queue.celery_app import GPU_QUEUE, make_celery, queue_depth, send_many
 from node.queue.redis_transport import ALIAS, Channel, transport_url
-from tests.jobs.harness import REDIS_URL, base_config
+from tests.support.node_harness import REDIS_URL, base_config
 
 
 def test_plain_redis_urls_use_the_shared_client_transport_and_others_stay_as_given() -> None:

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from node.db import Job, JobState, utcnow
 from node.jobs import reconcile
 from node.jobs.dispatch import route_complete
-from tests.jobs.harness import Node, base_config
+from tests.support.node_harness import Node, base_config
 
 
 def pacsnode(*args: str) -> subprocess.CompletedProcess:

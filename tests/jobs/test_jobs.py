@@ -12,7 +12,8 @@ import pytest
 from node.db import JobState, SeriesState
 from node.jobs.dispatch import enqueue_many, route_complete
 from node.operate.supervisor import WorkerSupervisor
-from tests.jobs.harness import REDIS_URL, Node, base_config, wait_for
+from tests.support.node_harness import REDIS_URL, Node, base_config
+from tests.support.waiting import wait_for
 from tests.support.pipelines import RUN_LOG_ENV
 
 

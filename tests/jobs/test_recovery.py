@@ -13,7 +13,8 @@ from sqlalchemy import select
 from node.db import JobState, ResultObject, SeriesState
 from node.queue.celery_app import GPU_QUEUE, broker_dir, queue_depth
 from node.jobs.dispatch import rerun
-from tests.jobs.harness import Node, base_config, delete_prefixed, wait_for
+from tests.support.node_harness import Node, base_config, delete_prefixed
+from tests.support.waiting import wait_for
 
 
 def flush_broker(node: Node) -> None:

@@ -18,7 +18,7 @@ from node.db import Job, Series, SeriesState
 from node.jobs.dispatch import route_complete
 from node.route.rules import (RouteError, add_series_values, check_routes, instance_level_keywords, route_problems,
                               route_series)
-from tests.jobs.harness import Node, base_config, ct_slice
+from tests.support.node_harness import Node, base_config, queue_slice
 
 
 def header(**attributes: object) -> Dataset:
@@ -117,7 +117,7 @@ def test_route_test_command_explains_a_folder(tmp_path: Path) -> None:
     folder = tmp_path / "series"
     folder.mkdir()
     for k in range(2):
-        ct_slice("1.2.3", "1.2.3.4", k, "CT", {"BodyPartExamined": "CHEST"}).save_as(
+        queue_slice("1.2.3", "1.2.3.4", k, "CT", BodyPartExamined="CHEST").save_as(
             folder / f"{k}.dcm", enforce_file_format=True)
     config = base_config(tmp_path / "storage")
     config["routes"] = [
@@ -160,11 +160,11 @@ def test_a_route_matches_the_series_as_a_whole_not_only_its_first_instance(tmp_p
         ],
     })
     study, varying, uniform = generate_uid(), generate_uid(), generate_uid()
-    slices = [ct_slice(study, varying, k, "CT", {}) for k in range(4)]
+    slices = [queue_slice(study, varying, k) for k in range(4)]
     slices[1].ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
     slices[3].ContrastBolusAgent = "IODINE"
     slices[3].SliceThickness = 5
-    plain = [ct_slice(study, uniform, k, "CT", {}) for k in range(3)]
+    plain = [queue_slice(study, uniform, k) for k in range(3)]
     node.add_study({"varying": slices, "uniform": plain})
 
     route_complete(node.settings, node.database, [varying, uniform])

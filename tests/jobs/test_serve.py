@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -19,21 +18,18 @@ from node.operate.serve import run
 from node.ports import free_port
 from node.queue.celery_app import GPU_QUEUE
 from node.waiting import wait_until
-from tests.jobs.harness import base_config
 from tests.operate.webcheck import metric
-from tests.support import procfs
+from tests.support import dcmtk, procfs
+from tests.support.node_harness import base_config
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess
 from tests.support.pipelines import RUN_LOG_ENV, SLEEP_ENV
 
 FINISHED = (JobState.succeeded, JobState.failed)
 
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
-
 
 def storescu(port: int, files: list[Path], called: str) -> None:
-    command = ["storescu", "-aet", "CT_SCANNER", "-aec", called, "127.0.0.1", str(port), *map(str, files)]
-    result = subprocess.run(command, env=DCMTK_ENV, capture_output=True, text=True, timeout=120)
+    result = dcmtk.storescu(port, files, calling="CT_SCANNER", called=called)
     assert result.returncode == 0, result.stderr
 
 

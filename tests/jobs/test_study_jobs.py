@@ -10,13 +10,9 @@ from sqlalchemy import update
 from node.db import JobState, Series, SeriesState
 from node.jobs.dispatch import tick
 from node.jobs.runner import Outcome, process_job
-from tests.jobs.harness import base_config
+from tests.support.node_harness import base_config
 from tests.pipelines import zoo_networks
-from tests.support.mr_study import Geometry, mr_study
-
-INPUTS = {"t1": {"SeriesDescription": "~(?i)^t1 (?!.*contrast)"}, "t1c": {"SeriesDescription": "~(?i)contrast"},
-          "t2": {"SeriesDescription": "~(?i)^t2 tse"}, "flair": {"SeriesDescription": "~(?i)flair"}}
-
+from tests.support.mr_study import INPUTS, Geometry, mr_study
 
 def brain_node(make_node, tmp_path, **node):
     config = base_config(tmp_path / "storage")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from node.config import RouteConfig
 from node.route.study import StudySeries, decide_study, study_inputs
-from tests.jobs.test_study_jobs import INPUTS
-from tests.support.mr_study import mr_study
+from tests.support.mr_study import INPUTS, mr_study
 
 ROUTE = RouteConfig(name="brain", match={"Modality": "MR"}, inputs=INPUTS, reference="t1", pipelines=["brats"])
 

@@ -21,7 +21,7 @@ from node.db import Job, JobState, ResultObject, Series, SeriesState, WorkerProc
 from node.ports import free_port
 from node.web import queries
 from node.web.metrics import IndexCollector
-from tests.jobs.harness import Node, base_config
+from tests.support.node_harness import Node, base_config
 from tests.support.orthanc import Orthanc
 from tests.support.pipelines import GATE_ENV
 from tests.support.waiting import wait_for
@@ -81,7 +81,7 @@ def _held_on_another_host(node: Node, series_uid: str) -> None:
 def test_a_killed_worker_and_a_lost_host_cost_seconds_and_results_arrive_once(broker_node, orthanc: Orthanc) -> None:
     node: Node = broker_node(queue=DEFAULT_TIMINGS, delivery={}, **_routed_to(orthanc))
     first = node.start_worker(queues="gpu,delivery", sleep=3.0)
-    node.start_loops("outbox")
+    node.start_loops("dispatcher", "reconciler", "outbox")
     killed_mid_run = node.add_series()
     lost_with_its_host = node.add_series(complete=False)
     _held_on_another_host(node, lost_with_its_host)
@@ -167,7 +167,7 @@ def test_redis_killed_between_results_and_deliveries_delays_them_only(make_node,
     node: Node = make_node({**config, **_routed_to(orthanc)})
     gate = tmp_path / "gate"
     node.start_worker(queues="gpu,delivery", sleep=0.0, env={GATE_ENV: str(gate)})
-    node.start_loops("outbox")
+    node.start_loops("dispatcher", "reconciler", "outbox")
     series_uid = node.add_series()
 
     wait_for(lambda: node.runs("done"), 30, "the pipeline to finish its run")

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from node.db import Series, SeriesState, Study, utcnow
-from tests.operate.conftest import TOKEN, WORKER, NodeState
+from tests.support.node_state import TOKEN, WORKER, NodeState
 from tests.operate.webcheck import ARTIFACTS
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from node.db import Job, JobState, ResultObject
 from tests.operate.webcheck import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, metric, wait_web, web_config
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.support.node_process import NodeProcess, free_port
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_dicom" / "chest_ct"

@@ -20,7 +20,7 @@ from node.db import AuditEvent
 from node.operate import audit
 from node.web.server import WebServer, start_web
 from node.web.security import CONTENT_SECURITY_POLICY
-from tests.operate.conftest import TOKEN, NodeState, build_state
+from tests.support.node_state import TOKEN, NodeState, build_state
 
 pytestmark = pytest.mark.timeout(120)
 

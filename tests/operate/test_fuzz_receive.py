@@ -20,7 +20,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from node.db import Instance
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.support.dicom_factory import dataset_bytes_after_meta, write_series
 from tests.support.node_process import NodeProcess, echo
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from node.operate import audit
 from node.db import AuditEvent
 from tests.operate.webcheck import metric, wait_web, web_config
-from tests.receive.conftest import echoscu, storescu
+from tests.support.dcmtk import echoscu, storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import PACSNODE, NodeProcess, echo, free_port
 

@@ -14,7 +14,7 @@ from node.operate import retention
 from node.config import RetentionConfig
 from node.db import Delivery, DeliveryState, Job, JobState, Series, utcnow
 from node.web.server import start_web
-from tests.operate.conftest import TOKEN, build_state
+from tests.support.node_state import TOKEN, build_state
 from tests.operate.webcheck import metrics
 from tests.support.postgres import throwaway_database
 

@@ -14,7 +14,7 @@ from node.operate import retention
 from node.config import RetentionConfig
 from node.db import AuditEvent, Delivery, DeliveryState, Instance, Job, JobState, ResultObject, Series, utcnow
 from node.web.previews import preview_png
-from tests.operate.conftest import NodeState, build_state
+from tests.support.node_state import NodeState, build_state
 
 pytestmark = pytest.mark.timeout(60)
 

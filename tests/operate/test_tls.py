@@ -26,12 +26,12 @@ from node.db import AuditEvent, Database, Delivery, DeliveryState, Instance, ope
 from node.deliver.attempt import deliver
 from node.receive.slots import LocalCounter
 from node.receive.scp import Receiver
-from tests.operate.conftest import build_state, make_settings
+from tests.support.node_state import build_state, make_settings
+from tests.support.dcmtk import DCMTK_ENV
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import free_port
 
 pytestmark = pytest.mark.timeout(120)
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
 @dataclass

@@ -12,7 +12,7 @@ from PIL import Image
 
 from node.db import AuditEvent, open_database
 from node.web.server import start_web
-from tests.operate.conftest import TOKEN, NodeState, build_state, make_settings
+from tests.support.node_state import TOKEN, NodeState, build_state, make_settings
 from tests.operate.webcheck import metrics
 
 pytestmark = pytest.mark.timeout(120)

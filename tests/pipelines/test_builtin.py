@@ -16,7 +16,7 @@ from pipelines.registry import available, get_pipeline
 from pipelines.types import UnsupportedSeries
 from pipelines.volume import load_datasets, load_series
 from sample_dicom import generate
-from tests.pipelines.conftest import dice, phantom_series
+from tests.support.sample import dice, phantom_series
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pipelines.types import Code, PipelineFailure
 from pipelines.volume import load_datasets
 from sample_dicom import generate
 from tests.pipelines import zoo, zoo_networks
-from tests.pipelines.conftest import dice, phantom_series
+from tests.support.sample import dice, phantom_series
 
 GRID = generate.Grid(shape=(24, 64, 64), pixel_spacing=5.0, slice_spacing=10.0)
 

@@ -16,7 +16,7 @@ from pipelines.types import PipelineFailure
 from pipelines.volume import load_datasets
 from sample_dicom import generate
 from tests.pipelines import zoo
-from tests.pipelines.conftest import phantom_series
+from tests.support.sample import phantom_series
 
 
 def test_a_volume_the_network_cannot_take_fails_for_good_naming_the_stage(tmp_path):
@@ -54,7 +54,7 @@ def test_running_out_of_memory_is_raised_as_it_was_to_be_retried(tmp_path):
         from pipelines.types import PipelineFailure
         from pipelines.volume import load_datasets
         from sample_dicom import generate
-        from tests.pipelines.conftest import phantom_series
+        from tests.support.sample import phantom_series
         grid = generate.Grid(shape=(24, 64, 64), pixel_spacing=5.0, slice_spacing=10.0)
         volume = load_datasets(phantom_series(grid, "fine")[0])
         pipeline = BundlePipeline(PipelineSettings(name="fine", bundle_dir={str(bundle_dir)!r}))

@@ -11,8 +11,8 @@ from pipelines.settings import PipelineSettings, ResultOptions
 from pipelines.volume import load_datasets
 from sample_dicom import generate
 from tests.pipelines import zoo
-from tests.pipelines.conftest import phantom_series
-from tests.results.conftest import dciodvfy_errors
+from tests.support.sample import phantom_series
+from tests.support.results import dciodvfy_errors
 
 GRID = generate.Grid(shape=(24, 64, 64), pixel_spacing=5.0, slice_spacing=10.0)
 

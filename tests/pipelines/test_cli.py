@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from node.cli import app
 from tests.pipelines import zoo
-from tests.pipelines.conftest import SAMPLE_DIR
+from tests.support.sample import SAMPLE_DIR
 
 runner = CliRunner()
 

@@ -15,7 +15,7 @@ from pipelines.registry import get_pipeline
 from pipelines.types import PipelineResult, Volume
 from pipelines.volume import load_datasets, load_series
 from sample_dicom import generate
-from tests.pipelines.conftest import dice
+from tests.support.sample import dice
 
 OBLIQUE = generate.Grid(
     shape=(40, 96, 96), pixel_spacing=3.6, slice_spacing=6.0,

@@ -13,7 +13,7 @@ from pipelines.types import Code
 from pipelines.volume import load_datasets
 from sample_dicom import generate
 from tests.pipelines import zoo_scripts
-from tests.results.conftest import dciodvfy_errors
+from tests.support.results import dciodvfy_errors
 
 NODULE_CENTRE = np.array([25.0, -10.0, 40.0])
 NODULE = {0: {"label": "Lung nodule", "category": ["49755003", "SCT", "Morphologically Altered Structure"],

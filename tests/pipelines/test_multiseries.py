@@ -15,7 +15,7 @@ from pipelines.settings import PipelineSettings, ResultOptions
 from pipelines.types import UnsupportedSeries
 from pipelines.volume import load_datasets
 from tests.pipelines import zoo_networks
-from tests.results.conftest import dciodvfy_errors
+from tests.support.results import dciodvfy_errors
 from tests.support.mr_study import SEQUENCES, Geometry, mr_study
 
 FLAIR_GRID = Geometry(shape=(14, 30, 40), spacing=(2.6, 3.1, 5.0))

@@ -13,7 +13,7 @@ from pydicom.uid import JPEG2000Lossless, JPEGLSLossless, MRImageStorage, RLELos
 from pipelines.types import UnsupportedSeries
 from pipelines.volume import load_datasets, load_series
 from sample_dicom import generate
-from tests.pipelines.conftest import phantom_series, write
+from tests.support.sample import phantom_series, write_datasets
 
 SMALL = generate.Grid(shape=(20, 64, 64), pixel_spacing=5.5, slice_spacing=12.0)
 
@@ -46,7 +46,7 @@ def test_sample_loads_with_affine_and_hu(sample_paths, sample_truth):
 
 
 def test_shuffled_files_give_the_same_volume(tmp_path, small_series):
-    paths = write(small_series, tmp_path)
+    paths = write_datasets(small_series, tmp_path)
     ordered = load_series(paths)
     shuffled_paths = paths[:]
     random.Random(4).shuffle(shuffled_paths)
@@ -87,7 +87,7 @@ def test_compressed_transfer_syntaxes_decode(tmp_path, small_series, syntax):
     for ds in copy.deepcopy(small_series[:4]):
         ds.compress(syntax)
         compressed.append(ds)
-    volume = load_series(write(compressed, tmp_path))
+    volume = load_series(write_datasets(compressed, tmp_path))
     np.testing.assert_array_equal(volume.array, plain.array)
 
 

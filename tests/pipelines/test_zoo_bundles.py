@@ -18,7 +18,7 @@ from pipelines.types import Code, Volume, bounding_box
 from pipelines.volume import load_datasets
 from sample_dicom import generate
 from tests.pipelines import zoo, zoo_networks, zoo_scripts
-from tests.pipelines.conftest import phantom_series
+from tests.support.sample import phantom_series
 
 GRID = generate.Grid(shape=(24, 64, 64), pixel_spacing=5.0, slice_spacing=10.0)
 KIDNEY = Code("64033007", "SCT", "Kidney")

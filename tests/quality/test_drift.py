@@ -20,7 +20,7 @@ from node.jobs.runner import Outcome, process_job
 from node.quality import drift
 from node.jobs.dispatch import route_complete
 from node.web.metrics import make_registry
-from tests.jobs.harness import Node
+from tests.support.node_harness import Node
 
 pytestmark = pytest.mark.timeout(120)
 PACSNODE = Path(sys.executable).with_name("pacsnode")

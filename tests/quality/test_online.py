@@ -23,7 +23,7 @@ from pipelines.volume import load_series
 from tests.operate.webcheck import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, log_in, metric, wait_web, web_config
 from tests.quality.references import sample_files, shifted, truth_lungs, write_reference_seg, write_reference_sr
 from tests.quality.test_evaluate import expected_dice, expected_hd95
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.support.node_process import NodeProcess, free_port
 
 pytestmark = pytest.mark.timeout(300)

@@ -17,7 +17,7 @@ from node.jobs.runner import Outcome, process_job
 from node.quality import online
 from node.jobs.dispatch import route_complete
 from tests.quality.references import write_reference_seg, write_reference_sr
-from tests.jobs.harness import Node
+from tests.support.node_harness import Node
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,7 +8,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from tests.receive.conftest import LIMIT_REFUSAL, echoscu
+from tests.support.dcmtk import LIMIT_REFUSAL, echoscu
 from tests.support.node_process import NodeProcess, echo
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from tests.receive.conftest import LIMIT_REFUSAL, storescu
+from tests.support.dcmtk import LIMIT_REFUSAL, storescu
 from tests.receive.raw_peer import RawPeer, associate_rq, pdu, pdv, store_command
 from tests.support import procfs
 from tests.support.dicom_factory import write_series

@@ -11,7 +11,7 @@ import pydicom
 import pytest
 
 from node.db import Series
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess, echo
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from node.db import Instance, Series
 from node.dicom.status import Status
 from node.waiting import wait_until
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess
 from tests.support.postgres import private_cluster, throwaway_database

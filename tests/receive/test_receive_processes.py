@@ -13,7 +13,7 @@ import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from tests.receive.conftest import LIMIT_REFUSAL, echoscu, storescu
+from tests.support.dcmtk import LIMIT_REFUSAL, echoscu, storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess, echo
 

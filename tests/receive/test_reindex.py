@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import delete
 
 from node.db import Instance, Series, Study
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess
 

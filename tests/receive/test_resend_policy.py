@@ -14,7 +14,7 @@ from sqlalchemy import select
 from node.db import NodeEvent, Series
 from node.dicom.scu import send_objects
 from node.dicom.status import Status
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.support.dicom_factory import write_series
 from tests.support.node_process import NodeProcess
 from tests.support.pipelines import RUN_LOG_ENV

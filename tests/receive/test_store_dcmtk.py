@@ -18,7 +18,7 @@ from pydicom.uid import (
 from sqlalchemy import select
 
 from node.db import Instance, Series
-from tests.receive.conftest import echoscu, storescu
+from tests.support.dcmtk import echoscu, storescu
 from tests.support.dicom_factory import dataset_bytes_after_meta, inflate, write_series
 from tests.support.node_process import NodeProcess
 

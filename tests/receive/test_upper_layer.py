@@ -16,7 +16,7 @@ from pydicom.uid import CTImageStorage
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.pdu_primitives import MaximumLengthNotification
 
-from tests.receive.conftest import storescu
+from tests.support.dcmtk import storescu
 from tests.receive.raw_peer import RawPeer, associate_rq, pdu, pdv, store_command
 from tests.support.dicom_factory import dataset_bytes_after_meta, write_series
 from tests.support.node_process import NodeProcess, echo

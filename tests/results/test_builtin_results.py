@@ -11,7 +11,7 @@ import pytest
 from pipelines.registry import create_pipeline
 from pipelines.results import write_results
 from pipelines.volume import load_series
-from tests.results.conftest import dciodvfy_errors, seg_sr_options
+from tests.support.results import dciodvfy_errors, seg_sr_options
 from tests.results.test_dcmqi import mask_on_source_grid, segimage2itkimage
 
 SAMPLE = Path(__file__).resolve().parents[2] / "sample_dicom" / "chest_ct"

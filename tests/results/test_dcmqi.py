@@ -13,7 +13,7 @@ import pytest
 
 from pipelines.results import write_results
 from pipelines.types import Volume
-from tests.results.conftest import make_result, seg_sr_options
+from tests.support.results import make_result, seg_sr_options
 
 
 def segimage2itkimage(seg_path: Path, out_dir: Path) -> None:

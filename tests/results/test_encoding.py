@@ -10,7 +10,7 @@ from pipelines.results import encoding
 from pipelines.results.seg import build_segmentation
 from pipelines.results.sr import build_report
 from pipelines.volume import load_series
-from tests.results.conftest import make_result, seg_sr_options, write_enhanced_ct
+from tests.support.results import make_result, seg_sr_options, write_enhanced_ct
 
 FORMS = {
     "binary, overlapping": ({}, True),

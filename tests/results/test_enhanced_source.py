@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.results import write_results
 from pipelines.volume import load_series
-from tests.results.conftest import dciodvfy_errors, make_result, seg_sr_options, write_enhanced_ct
+from tests.support.results import dciodvfy_errors, make_result, seg_sr_options, write_enhanced_ct
 from tests.results.test_dcmqi import mask_on_source_grid, segimage2itkimage
 
 

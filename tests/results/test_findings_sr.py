@@ -20,7 +20,7 @@ from skimage.draw import polygon2mask
 
 from pipelines.results import write_results
 from pipelines.types import Classification, Code, Finding, Measurement, PipelineResult, Volume, box_of_voxels
-from tests.results.conftest import DISEASE, EMPHYSEMA, dciodvfy_errors, make_result
+from tests.support.results import DISEASE, EMPHYSEMA, dciodvfy_errors, make_result
 
 NODULE = Code("27925004", "SCT", "Nodule")
 DIAMETER = Code("81827009", "SCT", "Diameter")

@@ -20,7 +20,7 @@ from pydicom.valuerep import validate_value
 
 from pipelines.results import write_results
 from pipelines.results.header import COPIED_KEYWORDS, TYPE_2, check_value, clean_header, with_valid_headers
-from tests.results.conftest import dciodvfy_errors, make_result
+from tests.support.results import dciodvfy_errors, make_result
 
 INVALID: dict[str, list[object]] = {
     "DA": ["00000000", "19010230", "19010203x", "2024-13-01", "yesterday", "1901 02 03", "2024-01-01", "2024.01.01"],

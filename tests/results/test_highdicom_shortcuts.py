@@ -15,7 +15,7 @@ from pydicom.uid import (
 
 from pipelines.upstream import highdicom_iod as iod_lookup
 from pipelines.results.seg import build_segmentation
-from tests.results.conftest import make_result, seg_sr_options
+from tests.support.results import make_result, seg_sr_options
 
 SOP_CLASSES = [CTImageStorage, EnhancedCTImageStorage, MRImageStorage, SegmentationStorage, ComprehensiveSRStorage]
 

@@ -8,7 +8,7 @@ import numpy as np
 from pipelines.results.seg import AUTO_KEEP_EMPTY_FRAMES_SEGMENTS, omits_empty_frames
 from pipelines.settings import ResultOptions
 from pipelines.types import Segment
-from tests.results.conftest import ANATOMY, LUNG, SLICES, dciodvfy_errors, make_result
+from tests.support.results import ANATOMY, LUNG, SLICES, dciodvfy_errors, make_result
 from tests.results.test_seg import write_seg
 
 

@@ -9,7 +9,7 @@ from pydicom.dataset import Dataset
 from pipelines.results import write_results
 from pipelines.results.colours import segment_colour
 from pipelines.results.render import SOFT_TISSUE_WINDOW, draw_segments, greyscale, key_slice_indices, seg_colours, window_of
-from tests.results.conftest import make_result, seg_sr_options
+from tests.support.results import make_result, seg_sr_options
 
 
 def test_the_colours_read_back_from_a_seg_are_the_palette_it_was_written_with(series_volume, tmp_path):

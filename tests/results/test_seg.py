@@ -12,7 +12,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 from pipelines.settings import ResultOptions
 from pipelines.results import write_results
 from pipelines.types import Segment, Volume
-from tests.results.conftest import SLICES, dciodvfy_errors, make_result, seg_sr_options
+from tests.support.results import SLICES, dciodvfy_errors, make_result, seg_sr_options
 
 BINARY_SEG = "1.2.840.10008.5.1.4.1.1.66.4"
 LABELMAP_SEG = "1.2.840.10008.5.1.4.1.1.66.7"

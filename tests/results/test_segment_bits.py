@@ -11,7 +11,7 @@ from pipelines.results.seg import build_segmentation, segment_bits
 from pipelines.upstream.highdicom_seg import SegmentBits
 from pipelines.types import Code, Segment
 from pipelines.volume import load_series
-from tests.results.conftest import make_result, seg_sr_options, write_enhanced_ct
+from tests.support.results import make_result, seg_sr_options, write_enhanced_ct
 
 
 def _build(volume, **values):  # type: ignore[no-untyped-def]

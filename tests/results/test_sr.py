@@ -13,7 +13,7 @@ from pydicom.sr.codedict import codes
 
 from pipelines.results import write_results
 from pipelines.types import PipelineResult
-from tests.results.conftest import (
+from tests.support.results import (
     DISEASE,
     EMPHYSEMA,
     LAA,

@@ -6,7 +6,7 @@ import pydicom
 
 from pipelines.results import write_results
 from pipelines.types import PipelineResult
-from tests.results.conftest import dciodvfy_errors, make_result
+from tests.support.results import dciodvfy_errors, make_result
 
 
 def uids(written):

@@ -7,8 +7,9 @@ Compressed variants are made with pydicom's encoders (RLE, JPEG-LS, JPEG 2000) o
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydicom import Dataset
@@ -29,6 +30,9 @@ UNCOMPRESSED = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 COMPRESSED = [RLELossless, JPEGLSLossless, JPEG2000Lossless]
 
 
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
 def ct_slice(
     study_uid: str,
     series_uid: str,
@@ -38,10 +42,25 @@ def ct_slice(
     columns: int = 64,
     sop_instance_uid: str | None = None,
     seed: int | None = None,
+    pixels: np.ndarray | None = None,
+    rescale_intercept: float = 0,
+    position: Sequence[float] | None = None,
+    orientation: Sequence[float] = AXIAL,
+    pixel_spacing: tuple[float, float] = (0.7, 0.7),
+    slice_thickness: float = 1.25,
+    frame_of_reference_uid: str | None = None,
+    **attributes: Any,
 ) -> Dataset:
-    """One CT slice (int16 HU-like pixels) of a series, explicit VR little endian."""
-    rng = np.random.default_rng(index if seed is None else seed)
-    pixels = (rng.integers(-1000, 1500, size=(rows, columns))).astype(np.int16)
+    """One CT slice of a series, explicit VR little endian: the one synthetic CT maker of the tests.
+
+    ``pixels`` are the stored int16 values (default: noise from ``seed``, or ``index``, of ``rows`` x
+    ``columns``), shown as ``stored + rescale_intercept`` HU. ``position`` defaults to ``index`` slices along
+    the normal of an axial plane; the frame of reference defaults to one derived from the study UID.
+    ``attributes`` set (or, given None, delete) any other keyword last.
+    """
+    if pixels is None:
+        rng = np.random.default_rng(index if seed is None else seed)
+        pixels = (rng.integers(-1000, 1500, size=(rows, columns))).astype(np.int16)
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
@@ -60,23 +79,27 @@ def ct_slice(
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = 1
     ds.InstanceNumber = index + 1
-    ds.FrameOfReferenceUID = UID(study_uid + ".1") if len(study_uid) < 60 else generate_uid()
-    ds.ImagePositionPatient = [0.0, 0.0, float(index) * 1.25]
-    ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-    ds.SliceThickness = 1.25
-    ds.PixelSpacing = [0.7, 0.7]
-    ds.Rows = rows
-    ds.Columns = columns
+    ds.FrameOfReferenceUID = frame_of_reference_uid or generate_uid(entropy_srcs=[study_uid, "frame of reference"])
+    ds.ImagePositionPatient = list(position) if position is not None else [0.0, 0.0, float(index) * slice_thickness]
+    ds.ImageOrientationPatient = list(orientation)
+    ds.SliceThickness = slice_thickness
+    ds.PixelSpacing = list(pixel_spacing)
+    ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
     ds.BitsAllocated = 16
     ds.BitsStored = 16
     ds.HighBit = 15
     ds.PixelRepresentation = 1
-    ds.RescaleIntercept = 0
+    ds.RescaleIntercept = rescale_intercept
     ds.RescaleSlope = 1
     ds.RescaleType = "HU"
-    ds.PixelData = pixels.tobytes()
+    ds.PixelData = pixels.astype(np.int16).tobytes()
+    for keyword, value in attributes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
     return ds
 
 

@@ -1,19 +1,47 @@
-"""Fixtures every test folder may use: real peers on loopback (DCMTK storescp, pynetdicom SCPs, Orthanc)."""
+"""Fixtures every test folder may use: nodes driven in-process (tests/support/node_harness.py) and real peers
+on loopback (DCMTK storescp, pynetdicom SCPs, Orthanc)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.data import get_testdata_file
 
 from node.deliver.outputs import SEG_SOP_CLASSES
 from node.ports import free_port
+from tests.support.node_harness import Node, delivery_config
 from tests.support.orthanc import Orthanc, running_orthanc
 from tests.support.peers import ScpPeer, StoreSCP, start_scp_peer
+
+
+@pytest.fixture
+def make_node(tmp_path: Path) -> Iterator[Callable[..., Node]]:
+    """Build nodes, each in its own folder; all are shut down at the end of the test.
+
+    ``make_node(config)`` takes a whole configuration (see ``base_config``); ``make_node(destinations=[...],
+    **extra)`` a delivery configuration (``delivery_config``) storing under the node's folder.
+    """
+    nodes: list[Node] = []
+
+    def make(config: dict[str, Any] | None = None, *, destinations: list[dict] | None = None, **extra: Any) -> Node:
+        root = tmp_path / f"node{len(nodes)}"
+        root.mkdir()
+        if config is None:
+            config = delivery_config(root / "var", destinations or [], **extra)
+        elif destinations is not None or extra:
+            raise TypeError("make_node takes a config, or destinations and extra delivery settings, not both")
+        node = Node(root, config)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        node.close()
 
 
 @pytest.fixture

@@ -14,6 +14,9 @@ SEQUENCES = {"T1c": ("T1 MPRAGE post contrast", (-24.0, -24.0)), "T1": ("T1 MPRA
              "T2": ("T2 TSE axial", (24.0, -24.0)), "FLAIR": ("T2 FLAIR axial", (24.0, 24.0))}
 """Name -> (SeriesDescription, (x, y) in mm of its blob's centre); every blob is centred at z = 0."""
 BLOB_RADIUS_MM = 10.0
+INPUTS = {"t1": {"SeriesDescription": "~(?i)^t1 (?!.*contrast)"}, "t1c": {"SeriesDescription": "~(?i)contrast"},
+          "t2": {"SeriesDescription": "~(?i)^t2 tse"}, "flair": {"SeriesDescription": "~(?i)flair"}}
+"""A study route's inputs that pick this study's four series by description (the BraTS model's channels)."""
 
 
 @dataclass

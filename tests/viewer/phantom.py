@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import generate_uid
 
 from pipelines.settings import ResultOptions
 from pipelines.results import write_results
 from pipelines.types import Code, PipelineResult, Segment, Volume
 from pipelines.volume import load_datasets
+from tests.support.dicom_factory import ct_slice
 
 ROWS = COLUMNS = 128
 SLICES = 24
@@ -29,6 +30,14 @@ SPACING = 1.5
 SLICE_STEP = 3.0
 TISSUE = Code("85756007", "SCT", "Tissue")
 AI = Code("123110", "DCM", "Artificial Intelligence")
+PHANTOM_HEADER = {
+    "PatientName": "Phantom^Viewer", "PatientID": "PHANTOM-1", "PatientBirthDate": "19700101", "PatientSex": "O",
+    "StudyDate": "20240101", "SeriesDate": "20240101", "ContentDate": "20240101",
+    "StudyTime": "120000", "SeriesTime": "120000", "ContentTime": "120000",
+    "StudyID": "1", "AccessionNumber": "ACC1", "ReferringPhysicianName": "", "Manufacturer": "pacsnode",
+    "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"], "PositionReferenceIndicator": "", "KVP": 120,
+    "BodyPartExamined": "CHEST", "WindowCenter": 220, "WindowWidth": 600,
+}
 
 
 @dataclass
@@ -89,31 +98,11 @@ def _ct_slice(
     frame_uid: str,
     description: str,
 ) -> Dataset:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID = CTImageStorage
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Viewer", "PHANTOM-1", "19700101", "O"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20240101"
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-    ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "ACC1", ""
-    ds.Modality, ds.Manufacturer, ds.SeriesNumber, ds.InstanceNumber = "CT", "pacsnode", 1, number
-    ds.SeriesDescription = description
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.PositionReferenceIndicator, ds.KVP, ds.BodyPartExamined = "", 120, "CHEST"
-    ds.ImagePositionPatient = [round(float(v), 4) for v in position]
-    ds.ImageOrientationPatient = [float(v) for v in orientation]
-    ds.PixelSpacing, ds.SliceThickness = [SPACING, SPACING], SLICE_STEP
-    ds.Rows, ds.Columns = hu.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
-    ds.WindowCenter, ds.WindowWidth = 220, 600
-    ds.PixelData = hu.tobytes()
-    return ds
+    return ct_slice(
+        study_uid, series_uid, number - 1, pixels=hu, position=[round(float(v), 4) for v in position],
+        orientation=[float(v) for v in orientation], pixel_spacing=(SPACING, SPACING), slice_thickness=SLICE_STEP,
+        frame_of_reference_uid=frame_uid, SeriesDescription=description, **PHANTOM_HEADER,
+    )
 
 
 def write_series(series: PhantomSeries, folder: Path) -> list[Path]:

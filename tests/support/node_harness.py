@@ -1,4 +1,6 @@
-"""A node as the queue tests and the dispatch benchmark drive it: config, stored series, real worker processes."""
+"""A node as the queue, delivery and quality tests (and the dispatch benchmark) drive it: its config file,
+settings and database, series and jobs indexed directly, real `pacsnode worker` processes and the node's
+background loops run in threads."""
 
 from __future__ import annotations
 
@@ -11,15 +13,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydicom
 import redis
 import yaml
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlalchemy import select
 
-from node.operate.background import start_background
 from node.config import Settings
-from node.db import Database, Instance, Job, Series, SeriesState, Study, open_database, utcnow
+from node.db import (
+    Database,
+    Delivery,
+    Instance,
+    Job,
+    JobState,
+    ResultObject,
+    Series,
+    SeriesState,
+    Study,
+    open_database,
+    utcnow,
+)
+from node.operate.background import start_background
+from tests.support.dicom_factory import ct_slice
 from tests.support.pipelines import RUN_LOG_ENV, SLEEP_ENV
 from tests.support.waiting import wait_for
 
@@ -28,7 +44,13 @@ TEST_PIPELINES = [
     "NoopPipeline", "RejectingPipeline", "UnsupportedPipeline", "SleepPipeline", "FlakyPipeline", "ThresholdPipeline",
     "SlowThresholdPipeline",
 ]
-
+SQUARE = np.full((16, 16), 1024, dtype=np.int16)
+"""Stored values of the queue tests' slices: 0 HU with a 400 HU square (what ThresholdPipeline segments)."""
+SQUARE[4:12, 4:12] = 1424
+QUEUE_HEADER = {
+    "PatientName": "Test^Queue", "PatientID": "Q1", "PatientBirthDate": "", "PatientSex": "O", "AccessionNumber": "A1",
+    "StudyTime": "120000", "StudyID": "1", "ReferringPhysicianName": "", "ImageType": ["ORIGINAL", "PRIMARY", "AXIAL"],
+}
 
 
 def base_config(storage: Path, broker_url: str = "", key_prefix: str = "", **queue: Any) -> dict[str, Any]:
@@ -53,8 +75,29 @@ def base_config(storage: Path, broker_url: str = "", key_prefix: str = "", **que
     }
 
 
+def delivery_config(storage: Path, destinations: list[dict], **extra: object) -> dict[str, Any]:
+    """A node configuration with ``destinations`` and short delivery retries and timeouts."""
+    return {
+        "node": {"storage_dir": str(storage), "ae_title": "PACSNODE"},
+        "delivery": {"retry_initial_seconds": 0.5, "retry_max_seconds": 2, "give_up_after_seconds": 60,
+                     "connect_timeout": 2, "dimse_timeout": 20, "sending_lease_seconds": 60,
+                     "requeue_after_seconds": 5},
+        "destinations": destinations,
+        **extra,
+    }
+
+
+def queue_slice(study_uid: str, series_uid: str, k: int, modality: str = "CT", **attributes: Any) -> Dataset:
+    """One 16x16 axial slice of the queue tests (``SQUARE``) at z = 2.5 k mm; ``attributes`` override keywords."""
+    return ct_slice(
+        study_uid, series_uid, k, pixels=SQUARE, rescale_intercept=-1024, pixel_spacing=(1.0, 1.0),
+        slice_thickness=2.5, frame_of_reference_uid=generate_uid(entropy_srcs=[series_uid]), RescaleType=None,
+        **{**QUEUE_HEADER, "Modality": modality, **attributes},
+    )
+
+
 class Node:
-    """A node's settings, config file, database and run log, as the tests drive it."""
+    """A node's settings, config file, database, run log, workers and loops, as the tests drive it."""
 
     def __init__(self, root: Path, config: dict[str, Any]) -> None:
         self.root = root
@@ -70,12 +113,14 @@ class Node:
         self._loops: list[threading.Thread] = []
 
     def runs(self, event: str = "done") -> list[str]:
+        """Lines of the test pipelines' run log for ``event`` (start, done...)."""
         return [line for line in self.run_log.read_text().splitlines() if line.startswith(event + " ")]
 
     def add_series(self, slices: int = 3, modality: str = "CT", called: str = "PACSNODE", calling: str = "SCANNER",
                    complete: bool = True, **attributes: Any) -> str:
         """Write a small CT series under storage_dir and index it (as complete, by default); its UID."""
         study_uid, series_uid = generate_uid(), generate_uid()
+        datasets = [queue_slice(study_uid, series_uid, k, modality, **attributes) for k in range(slices)]
         folder = self.settings.node.storage_dir / "instances" / series_uid
         folder.mkdir(parents=True)
         with self.database.session() as session:
@@ -85,14 +130,8 @@ class Node:
                                state=SeriesState.receiving, called_ae_title=called, calling_ae_title=calling,
                                instance_count=slices))
             session.flush()
-            for k in range(slices):
-                ds = ct_slice(study_uid, series_uid, k, modality, attributes)
-                path = folder / f"{k:04d}.dcm"
-                ds.save_as(path, enforce_file_format=True)
-                session.add(Instance(sop_instance_uid=ds.SOPInstanceUID, series_uid=series_uid,
-                                     sop_class_uid=CTImageStorage, transfer_syntax_uid=ExplicitVRLittleEndian,
-                                     path=str(path), size_bytes=path.stat().st_size, called_ae_title=called,
-                                     calling_ae_title=calling))
+            for k, ds in enumerate(datasets):
+                session.add(self._stored(ds, folder / f"{k:04d}.dcm", called, calling))
         if complete:
             self.complete(series_uid)
         return series_uid
@@ -115,15 +154,41 @@ class Node:
                                    instance_count=len(datasets)))
                 session.flush()
                 for ds in datasets:
-                    path = folder / f"{ds.SOPInstanceUID}.dcm"
-                    ds.save_as(path, enforce_file_format=True)
-                    session.add(Instance(sop_instance_uid=ds.SOPInstanceUID, series_uid=series_uid,
-                                         sop_class_uid=ds.SOPClassUID, transfer_syntax_uid=ExplicitVRLittleEndian,
-                                         path=str(path), size_bytes=path.stat().st_size, called_ae_title=called,
-                                         calling_ae_title=calling))
+                    session.add(self._stored(ds, folder / f"{ds.SOPInstanceUID}.dcm", called, calling))
         if complete:
             self.complete(*uids.values())
         return uids
+
+    @staticmethod
+    def _stored(ds: Dataset, path: Path, called: str, calling: str) -> Instance:
+        """Write ``ds`` at ``path``; its index row."""
+        ds.save_as(path, enforce_file_format=True)
+        return Instance(sop_instance_uid=ds.SOPInstanceUID, series_uid=ds.SeriesInstanceUID,
+                        sop_class_uid=ds.SOPClassUID, transfer_syntax_uid=ExplicitVRLittleEndian, path=str(path),
+                        size_bytes=path.stat().st_size, called_ae_title=called, calling_ae_title=calling)
+
+    def add_job(self, files: dict[str, Path], destinations: list[str], routes: list[str] | None = None,
+                calling: str = "MODALITY", calling_host: str = "127.0.0.1") -> int:
+        """Index a succeeded job with result objects ``files`` (kind -> path), to deliver; returns the job ID."""
+        first = pydicom.dcmread(next(iter(files.values())), stop_before_pixels=True)
+        study_uid, series_uid = str(first.StudyInstanceUID), str(first.SeriesInstanceUID) + ".1"
+        with self.database.session() as session:
+            if session.get(Study, study_uid) is None:
+                session.add(Study(study_uid=study_uid))
+                session.flush()
+            session.add(Series(series_uid=series_uid, study_uid=study_uid, modality="CT", state=SeriesState.routed,
+                               calling_ae_title=calling, calling_host=calling_host))
+            session.flush()
+            job = Job(series_uid=series_uid, pipeline="test", routes=routes or [], destinations=destinations,
+                      state=JobState.succeeded)
+            session.add(job)
+            session.flush()
+            for kind, path in files.items():
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                session.add(ResultObject(job_id=job.id, kind=kind, sop_class_uid=ds.SOPClassUID,
+                                         sop_instance_uid=ds.SOPInstanceUID, series_uid=ds.SeriesInstanceUID,
+                                         study_uid=study_uid, path=str(path), size_bytes=path.stat().st_size))
+            return job.id
 
     def complete(self, *series_uids: str) -> None:
         """Mark series complete, as the assembler does after the quiet period."""
@@ -139,6 +204,10 @@ class Node:
                 query = query.where(Job.series_uid == series_uid)
             return list(session.scalars(query).all())
 
+    def deliveries(self) -> list[Delivery]:
+        with self.database.session() as session:
+            return list(session.scalars(select(Delivery).order_by(Delivery.id)).all())
+
     def series(self, series_uid: str) -> Series:
         with self.database.session() as session:
             return session.get(Series, series_uid)
@@ -150,16 +219,24 @@ class Node:
 
         return wait_for(done, timeout, f"a job of series {series_uid} in {states}")
 
-    def start_loops(self, *extra: str) -> None:
-        """The node's dispatcher and reconciler loops (and ``extra`` ones: "outbox"), as `pacsnode serve` runs them."""
+    def start_loops(self, *names: str) -> None:
+        """The node's background loops (default: dispatcher and reconciler), as `pacsnode serve` runs them."""
         self._loops += start_background(self.settings, self.database, self._stop,
-                                        only=["dispatcher", "reconciler", *extra])
+                                        only=list(names or ("dispatcher", "reconciler")))
+
+    def stop_loops(self) -> None:
+        """Stop every loop started so far; later ``start_loops`` calls start new ones."""
+        self._stop.set()
+        for thread in self._loops:
+            thread.join(timeout=10)
+        self._stop, self._loops = threading.Event(), []
 
     def start_worker(
-        self, queues: str = "gpu", pool: str = "prefork", sleep: float = 3.0, concurrency: int = 1,
+        self, queues: str = "gpu", pool: str = "prefork", sleep: float = 3.0, concurrency: int = 1, ready: bool = True,
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen:
-        """A real `pacsnode worker` process; returns once it is ready for tasks."""
+        """A real `pacsnode worker` process; returns once it is ready for tasks (or at once, ``ready=False``:
+        tasks sent meanwhile wait in the broker)."""
         log_path = self.root / f"worker-{len(self.workers)}.log"
         env = {**os.environ, RUN_LOG_ENV: str(self.run_log), SLEEP_ENV: str(sleep), **(env or {})}
         command = [sys.executable, "-m", "node.queue", "--config", str(self.config_path),
@@ -169,27 +246,39 @@ class Node:
                                        start_new_session=True)
         self.workers.append(process)
 
-        def ready() -> bool:
+        def started() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"worker exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
             return "pacsnode worker " in log_path.read_text()
 
-        wait_for(ready, 30, f"worker ready ({log_path})", every=0.1)
+        if ready:
+            wait_for(started, 30, f"worker ready ({log_path})", every=0.1)
         return process
 
-    def close(self) -> None:
-        self._stop.set()
-        for thread in self._loops:
-            thread.join(timeout=10)
+    def kill_workers(self) -> None:
+        """SIGKILL every worker and its pool: a crash or power cut, no clean shutdown."""
+        for process in self.workers:
+            if process.poll() is None:
+                _signal(process, signal.SIGKILL)
+            process.wait(timeout=10)
+        self.workers = []
+
+    def stop_workers(self, grace: float = 2) -> None:
+        """SIGTERM every worker; SIGKILL those still running after ``grace`` seconds."""
         for process in self.workers:
             if process.poll() is None:
                 _signal(process, signal.SIGTERM)
         for process in self.workers:
             try:
-                process.wait(timeout=2)
+                process.wait(timeout=grace)
             except subprocess.TimeoutExpired:  # the filesystem transport's shutdown takes seconds; not under test
                 _signal(process, signal.SIGKILL)
                 process.wait()
+        self.workers = []
+
+    def close(self) -> None:
+        self.stop_loops()
+        self.stop_workers()
         self.database.dispose()
 
 
@@ -202,34 +291,6 @@ def _signal(process: subprocess.Popen, signum: int) -> None:
     except ProcessLookupError:
         return
     process.send_signal(signum)
-
-
-def ct_slice(study_uid: str, series_uid: str, k: int, modality: str, attributes: dict[str, Any]) -> Dataset:
-    """One 16x16 axial CT slice at z = 2.5 k mm."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, generate_uid(entropy_srcs=[series_uid])
-    ds.PatientName, ds.PatientID, ds.Modality = "Test^Queue", "Q1", modality
-    ds.StudyDate, ds.StudyTime, ds.AccessionNumber, ds.ReferringPhysicianName = "20260101", "120000", "A1", ""
-    ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = "1", 1, k + 1
-    ds.PatientBirthDate, ds.PatientSex, ds.Manufacturer = "", "O", "pacsnode-test"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-    ds.ImagePositionPatient, ds.ImageOrientationPatient = [0, 0, 2.5 * k], [1, 0, 0, 0, 1, 0]
-    ds.PixelSpacing, ds.SliceThickness = [1.0, 1.0], 2.5
-    ds.Rows = ds.Columns = 16
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-    ds.RescaleIntercept, ds.RescaleSlope = -1024, 1
-    pixels = np.full((16, 16), 1024, dtype=np.int16)
-    pixels[4:12, 4:12] = 1424
-    ds.PixelData = pixels.tobytes()
-    for keyword, value in attributes.items():
-        setattr(ds, keyword, value)
-    return ds
 
 
 def delete_prefixed(prefix: str) -> int:
