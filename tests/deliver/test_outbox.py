@@ -194,7 +194,7 @@ def test_rows_sending_under_a_dead_worker_of_another_host_go_back_to_pending(mak
     from node.deliver.outbox import resume_stalled
     from node.queue.workers import judge_silent
 
-    node = make_node([_dest("pacs", 104), _dest("archive", 105)])
+    node = make_node(destinations=[_dest("pacs", 104), _dest("archive", 105)])
     job = node.add_job(_results(tmp_path, ct_files), ["pacs", "archive"])
     rows = schedule_deliveries(node.settings, node.database, job)
     silent_since = utcnow() - dt.timedelta(seconds=node.settings.queue.worker_dead_after_seconds + 1)
