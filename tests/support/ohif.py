@@ -267,7 +267,12 @@ _JUMP_TO_INSTANCE = """(uid) => {
 
 _SHOWN = """(uid) => {
   const enabled = cornerstone.getEnabledElements()[0];
-  return !!enabled && (enabled.viewport.getCurrentImageId() || '').includes('/instances/' + uid + '/');
+  if (!enabled) return false;
+  if ((enabled.viewport.getCurrentImageId() || '').includes('/instances/' + uid + '/')) return true;
+  // Not there (yet): a viewport that was still loading, or was reset by a SEG's hydration, lost the jump.
+  const index = enabled.viewport.getImageIds().findIndex(id => id.includes('/instances/' + uid + '/'));
+  if (index >= 0) cornerstone.utilities.jumpToSlice(enabled.viewport.element, {imageIndex: index});
+  return false;
 }"""
 
 _VIEWPORT_RECT = """() => {
@@ -327,7 +332,7 @@ class ViewerPage:
         index = self.page.evaluate(_JUMP_TO_INSTANCE, sop_instance_uid)
         if index < 0:
             raise AssertionError(f"instance {sop_instance_uid} is not in the viewport's stack")
-        self.page.wait_for_function(_SHOWN, arg=sop_instance_uid, timeout=timeout_s * 1000)
+        self.page.wait_for_function(_SHOWN, arg=sop_instance_uid, polling=250, timeout=timeout_s * 1000)
         self.settle()
 
     def settle(self) -> None:
