@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from node.ports import PORT_RANGE_ENV
+
 pytest_plugins = ["tests.support.fixtures"]
+
+
+def _worker_port_range() -> None:
+    """Each parallel test worker (and the processes it starts) draws loopback ports from its own range."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if worker and count and PORT_RANGE_ENV not in os.environ:
+        size = (32000 - 20000) // int(count)
+        low = 20000 + int(worker.removeprefix("gw")) * size
+        os.environ[PORT_RANGE_ENV] = f"{low}-{low + size - 1}"
+
+
+_worker_port_range()
 
 LONGEST_FIRST = [
     "tests/viewer/test_ohif_seg.py",
