@@ -388,12 +388,22 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def _set_commit_sync(dbapi_connection, dialect: str, *, full: bool) -> None:  # type: ignore[no-untyped-def]
+    """Whether a new connection's commits wait for the disk (SQLite ``synchronous``, PostgreSQL
+    ``synchronous_commit``)."""
+    cursor = dbapi_connection.cursor()
+    if dialect == "sqlite":
+        cursor.execute(f"PRAGMA synchronous={'FULL' if full else 'NORMAL'}")
+    elif dialect == "postgresql":
+        cursor.execute(f"SET synchronous_commit TO {'ON' if full else 'OFF'}")
+    cursor.close()
+    if dialect == "postgresql":
+        dbapi_connection.commit()
+
+
 def _postgresql_full_sync(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
     # Whatever the server's default: a commit returns once it is on disk (Success means indexed).
-    cursor = dbapi_connection.cursor()
-    cursor.execute("SET synchronous_commit TO ON")
-    cursor.close()
-    dbapi_connection.commit()
+    _set_commit_sync(dbapi_connection, "postgresql", full=True)
 
 
 def make_engine(url: str) -> Engine:
@@ -484,14 +494,7 @@ def relax_commit_sync(database: Database) -> None:
     dialect = database.engine.dialect.name
 
     def on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        if dialect == "sqlite":
-            cursor.execute("PRAGMA synchronous=NORMAL")
-        elif dialect == "postgresql":
-            cursor.execute("SET synchronous_commit TO OFF")
-        cursor.close()
-        if dialect == "postgresql":
-            dbapi_connection.commit()
+        _set_commit_sync(dbapi_connection, dialect, full=False)
 
     event.listen(database.engine, "connect", on_connect)
 
